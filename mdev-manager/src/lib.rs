@@ -1,0 +1,1 @@
+//! vgpu mdev manager.

@@ -1,0 +1,1 @@
+//! Userspace VFIO client for vgpu instances.

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Build what the rig boots for one kernel flavour: vgpu_shim.ko against that
+# kernel's headers (in target/rig/build/<kver>/) and the static guest binaries.
+#   tests/rig/build.sh 6.1|6.12 [--module-only]
+set -euo pipefail
+top=$(cd "$(dirname "$0")/../.." && pwd)
+. "$top/scripts/lib.sh"
+flavour=${1:-6.1}
+kver=$(kver_of "$flavour")
+out=$RIG_DIR/build/$kver
+mkdir -p "$out"
+# Build from a private copy so two kernels never share object files.
+rm -rf "$out/src"
+mkdir -p "$out/src"
+find "$top/kmod-shim" -maxdepth 1 -type f \( -name '*.[ch]' -o -name Kbuild -o -name Makefile \) \
+	-exec cp {} "$out/src/" \;
+blog=$out/build.log
+if ! make -C "$out/src" KVER="$kver" >"$blog" 2>&1; then
+	cat "$blog" >&2
+	die "module build for $kver failed"
+fi
+if grep -qiE 'warning:' "$blog"; then
+	grep -iE -A3 'warning:' "$blog" >&2
+	die "module build for $kver has warnings"
+fi
+ko=$(find "$out/src" -name vgpu_shim.ko | head -n1)
+[ -n "$ko" ] || die "no vgpu_shim.ko after building for $kver"
+cp "$ko" "$out/vgpu_shim.ko"
+log "built vgpu_shim.ko for $kver"
+[ "${2:-}" = --module-only ] && exit 0
+(cd "$top" && cargo build -q --release --target x86_64-unknown-linux-musl \
+	-p vgpu-rig-tests -p vgpu-mdev-manager)

@@ -1,1 +1,38 @@
-//! vgpu mdev manager.
+//! vgpu mdev manager: lists vgpu_shim parents, types and instances, creates and removes
+//! instances, and tunes their scheduling and the parents' VRAM pools, all through the
+//! sysfs ABI of `docs/device-abi.md`. The `vgpuctl` binary is a thin CLI over
+//! [`Manager`].
+//!
+//! Every path is rooted by an [`Environment`]: [`SystemEnvironment`] is the real `/`,
+//! [`RootedEnvironment`] any directory (tests, `vgpuctl --root`). [`fake::FakeSysfs`]
+//! builds a kernel-like tree for tests.
+//!
+//! Only mdev parents offering `vgpu_shim-*` types (the kernel names types
+//! `<driver>-<type>`) and instances of those types are managed; other drivers' parents
+//! and devices are ignored.
+//!
+//! # Dependencies, and why
+//! All are pure Rust (no C library), so `vgpuctl` builds as a static musl binary for the
+//! busybox test VM.
+//! - `clap` 4 (derive): the de-facto standard argument parser; usage errors exit 2.
+//! - `serde` + `serde_json`: the standard for the `--json` output.
+//! - `thiserror`: derive for [`Error`], no runtime cost, already used in the workspace.
+//! - `uuid` (v4): RFC 4122 parsing/formatting and random instance UUIDs.
+//! - `log`: the logging facade (the binary installs a tiny stderr logger for `-v`).
+//! - `libc`: errno constants to map kernel write failures; already in the workspace.
+//! - `tempfile` (dev only): self-cleaning temporary roots for tests.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod env;
+pub mod error;
+pub mod fake;
+pub mod manager;
+pub mod model;
+pub mod render;
+
+pub use env::{Environment, RootedEnvironment, SystemEnvironment};
+pub use error::{Error, Result};
+pub use manager::{InstanceUpdate, Manager};
+pub use model::{DescriptionError, Instance, Parent, PoolInfo, TypeDescription, VgpuType};

@@ -1,0 +1,121 @@
+//! Where the manager finds the system: every path it touches is derived from one
+//! [`Environment`], so tests (and `vgpuctl --root`) can point it at a fake tree.
+
+use std::path::{Path, PathBuf};
+
+/// Roots every filesystem path the manager uses.
+///
+/// Only [`Environment::root`] must be provided; the other paths default to the standard
+/// Linux locations below that root. Later features (persistent definitions, mdevctl
+/// compatible config) hang their directories off [`Environment::config_base`].
+pub trait Environment {
+    /// The directory that stands for `/`.
+    fn root(&self) -> &Path;
+
+    /// Where mdev parents are registered: `<root>/sys/class/mdev_bus`.
+    fn parent_base(&self) -> PathBuf {
+        self.root().join("sys/class/mdev_bus")
+    }
+
+    /// Where mdev instances appear: `<root>/sys/bus/mdev/devices`.
+    fn mdev_base(&self) -> PathBuf {
+        self.root().join("sys/bus/mdev/devices")
+    }
+
+    /// Where vgpu keeps its own configuration: `<root>/etc/vgpu`.
+    ///
+    /// Unused by this version; reserved for persistent instance definitions.
+    fn config_base(&self) -> PathBuf {
+        self.root().join("etc/vgpu")
+    }
+}
+
+impl<E: Environment + ?Sized> Environment for &E {
+    fn root(&self) -> &Path {
+        (**self).root()
+    }
+    fn parent_base(&self) -> PathBuf {
+        (**self).parent_base()
+    }
+    fn mdev_base(&self) -> PathBuf {
+        (**self).mdev_base()
+    }
+    fn config_base(&self) -> PathBuf {
+        (**self).config_base()
+    }
+}
+
+/// The running system, rooted at `/`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemEnvironment;
+
+impl Environment for SystemEnvironment {
+    fn root(&self) -> &Path {
+        Path::new("/")
+    }
+}
+
+/// A system image rooted at an arbitrary directory (a fake sysfs for tests, or a
+/// chroot). This is what `vgpuctl --root DIR` uses.
+#[derive(Debug, Clone)]
+pub struct RootedEnvironment {
+    root: PathBuf,
+}
+
+impl RootedEnvironment {
+    /// Roots every path at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+}
+
+impl Environment for RootedEnvironment {
+    fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_env {
+    use super::Environment;
+    use std::path::Path;
+
+    /// A throw-away environment in a temporary directory, removed on drop.
+    pub struct TempEnvironment {
+        dir: tempfile::TempDir,
+    }
+
+    impl TempEnvironment {
+        pub fn new() -> Self {
+            Self {
+                dir: tempfile::tempdir().expect("create temporary directory"),
+            }
+        }
+    }
+
+    impl Environment for TempEnvironment {
+        fn root(&self) -> &Path {
+            self.dir.path()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_rooted() {
+        let env = RootedEnvironment::new("/tmp/x");
+        assert_eq!(env.parent_base(), Path::new("/tmp/x/sys/class/mdev_bus"));
+        assert_eq!(env.mdev_base(), Path::new("/tmp/x/sys/bus/mdev/devices"));
+        assert_eq!(env.config_base(), Path::new("/tmp/x/etc/vgpu"));
+        let sys = SystemEnvironment;
+        assert_eq!(sys.mdev_base(), Path::new("/sys/bus/mdev/devices"));
+        fn base(e: impl Environment) -> PathBuf {
+            e.parent_base()
+        }
+        assert_eq!(base(&env), Path::new("/tmp/x/sys/class/mdev_bus"));
+        assert_eq!(env.root(), Path::new("/tmp/x"));
+    }
+}

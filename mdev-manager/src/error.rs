@@ -1,0 +1,153 @@
+//! Errors of the manager. Every message is meant to be shown to an operator as is.
+
+use std::io;
+use std::path::PathBuf;
+use uuid::Uuid;
+
+use crate::model::DescriptionError;
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while managing vgpu instances.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No managed parent has that name.
+    #[error("no vgpu parent named `{name}` (known: {known})")]
+    ParentNotFound {
+        /// The name asked for.
+        name: String,
+        /// Comma-separated managed parents, or `none`.
+        known: String,
+    },
+
+    /// The parent has no type by that id.
+    #[error("parent {parent} has no type `{type_id}` (known: {known})")]
+    TypeNotFound {
+        /// Parent searched.
+        parent: String,
+        /// The type asked for.
+        type_id: String,
+        /// Comma-separated type ids of the parent.
+        known: String,
+    },
+
+    /// No managed instance has that UUID.
+    #[error("no vgpu instance {0}")]
+    InstanceNotFound(Uuid),
+
+    /// An mdev device with that UUID already exists.
+    #[error("an mdev device {0} already exists")]
+    UuidInUse(Uuid),
+
+    /// The type reports no available instances (checked before writing `create`).
+    #[error(
+        "no {type_id} instance available on {parent}: pool of {parent} has {free_mb} MiB free, \
+         type needs {need_mb} MiB"
+    )]
+    NoneAvailable {
+        /// Parent.
+        parent: String,
+        /// Type id.
+        type_id: String,
+        /// `pool_free_mb` of the parent.
+        free_mb: u64,
+        /// `vram_mb` of the type.
+        need_mb: u64,
+    },
+
+    /// The kernel refused the create with `ENOSPC`.
+    #[error("pool of {parent} has {free_mb} MiB free, type {type_id} needs {need_mb} MiB")]
+    PoolFull {
+        /// Parent.
+        parent: String,
+        /// Type id.
+        type_id: String,
+        /// `pool_free_mb` of the parent, read after the failure.
+        free_mb: u64,
+        /// `vram_mb` of the type.
+        need_mb: u64,
+    },
+
+    /// Shrinking a pool below what instances reserve (`EBUSY`).
+    #[error(
+        "cannot set pool of {parent} to {requested_mb} MiB: instances reserve {reserved_mb} MiB"
+    )]
+    PoolBusy {
+        /// Parent.
+        parent: String,
+        /// The size asked for.
+        requested_mb: u64,
+        /// What existing instances reserve.
+        reserved_mb: u64,
+    },
+
+    /// A value was rejected before anything was written.
+    #[error("{attr} must be between {min} and {max}, got {value}")]
+    OutOfRange {
+        /// Attribute (`weight`, `cap`, `pool_mb`).
+        attr: &'static str,
+        /// The value given.
+        value: u64,
+        /// Smallest accepted value.
+        min: u64,
+        /// Largest accepted value.
+        max: u64,
+    },
+
+    /// The kernel refused a write for a reason not mapped to a more specific error.
+    #[error("kernel refused {what}: {source}")]
+    Refused {
+        /// What was attempted, e.g. `weight=5 for <uuid>`.
+        what: String,
+        /// The errno.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Writing needs privileges.
+    #[error("permission denied writing {} (run as root)", path.display())]
+    PermissionDenied {
+        /// The attribute.
+        path: PathBuf,
+    },
+
+    /// A type `description` does not follow the ABI.
+    #[error("bad type description in {}: {source}", path.display())]
+    Description {
+        /// The `description` file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: DescriptionError,
+    },
+
+    /// An attribute has a value that is not what the ABI says.
+    #[error("unexpected content in {}: {reason}", path.display())]
+    Malformed {
+        /// The attribute.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// Reading sysfs or listing a directory failed.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// What was read.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Writing an attribute failed for a reason without a specific meaning.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The attribute.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}

@@ -1,0 +1,467 @@
+//! Reading and changing vgpu parents and instances through sysfs.
+
+use log::{debug, warn};
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Component, Path, PathBuf};
+use uuid::Uuid;
+
+use crate::env::Environment;
+use crate::error::{Error, Result};
+use crate::model::{
+    natural_key, parse_decimal, Instance, Parent, PoolInfo, TypeDescription, VgpuType, CAP_RANGE,
+    POOL_MB_RANGE, TYPE_PREFIX, WEIGHT_RANGE,
+};
+
+/// The vgpu mdev manager: every operation of `vgpuctl`, against one [`Environment`].
+///
+/// Only parents offering `vgpu_shim-*` types, and instances of those types, are
+/// managed; every other mdev parent or device is ignored.
+#[derive(Debug, Clone)]
+pub struct Manager<E: Environment> {
+    env: E,
+}
+
+/// A change to an instance's scheduling parameters; `None` leaves a value alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InstanceUpdate {
+    /// New weight, 1–100.
+    pub weight: Option<u64>,
+    /// New cap, 0–100 (0 = none).
+    pub cap: Option<u64>,
+}
+
+impl<E: Environment> Manager<E> {
+    /// A manager working on `env`.
+    pub fn new(env: E) -> Self {
+        Self { env }
+    }
+
+    /// The environment in use.
+    pub fn env(&self) -> &E {
+        &self.env
+    }
+
+    /// All managed parents, in natural name order (`vgpu_shim2` before `vgpu_shim10`).
+    pub fn parents(&self) -> Result<Vec<Parent>> {
+        let mut parents = Vec::new();
+        for (name, dir) in list_dir(&self.env.parent_base())? {
+            match self.read_parent(&name, &dir)? {
+                Some(p) => parents.push(p),
+                None => debug!("ignoring mdev parent {name}: it offers no {TYPE_PREFIX}* type"),
+            }
+        }
+        parents.sort_by(|a, b| natural_key(&a.name).cmp(&natural_key(&b.name)));
+        Ok(parents)
+    }
+
+    /// One managed parent by name.
+    pub fn parent(&self, name: &str) -> Result<Parent> {
+        let parents = self.parents()?;
+        let mut known = join_or_none(parents.iter().map(|p| p.name.as_str()));
+        if parents.is_empty() {
+            known.push_str("; is the vgpu_shim module loaded?");
+        }
+        parents
+            .into_iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| Error::ParentNotFound {
+                name: name.to_string(),
+                known,
+            })
+    }
+
+    /// The types of one parent, or of all managed parents.
+    pub fn types(&self, parent: Option<&str>) -> Result<Vec<VgpuType>> {
+        Ok(match parent {
+            Some(name) => self.parent(name)?.types,
+            None => self.parents()?.into_iter().flat_map(|p| p.types).collect(),
+        })
+    }
+
+    /// All managed instances, by parent then UUID.
+    pub fn instances(&self) -> Result<Vec<Instance>> {
+        let mut instances = Vec::new();
+        for (name, dir) in list_dir(&self.env.mdev_base())? {
+            let Ok(uuid) = Uuid::parse_str(&name) else {
+                debug!("ignoring {}: not a UUID", dir.display());
+                continue;
+            };
+            match self.read_instance(uuid, &dir) {
+                Ok(Some(i)) => instances.push(i),
+                Ok(None) => {}
+                // Removed while we were reading it.
+                Err(_) if fs::symlink_metadata(&dir).is_err() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        instances.sort_by(|a, b| {
+            natural_key(&a.parent)
+                .cmp(&natural_key(&b.parent))
+                .then(a.uuid.cmp(&b.uuid))
+        });
+        Ok(instances)
+    }
+
+    /// One managed instance by UUID.
+    pub fn instance(&self, uuid: Uuid) -> Result<Instance> {
+        let dir = self.instance_dir(uuid);
+        if fs::symlink_metadata(&dir).is_err() {
+            return Err(Error::InstanceNotFound(uuid));
+        }
+        self.read_instance(uuid, &dir)?
+            .ok_or(Error::InstanceNotFound(uuid))
+    }
+
+    /// Creates an instance of `type_id` on `parent` and returns its UUID.
+    ///
+    /// `type_id` is the full id (`vgpu_shim-256M`) or its short form (`256M`). Without
+    /// `uuid` a random (v4) one is generated. Fails before writing anything if the UUID
+    /// is taken or the type has no available instance.
+    pub fn create(&self, parent: &str, type_id: &str, uuid: Option<Uuid>) -> Result<Uuid> {
+        let p = self.parent(parent)?;
+        let type_id = full_type_id(type_id);
+        let t = p
+            .types
+            .iter()
+            .find(|t| t.id == type_id)
+            .ok_or_else(|| Error::TypeNotFound {
+                parent: p.name.clone(),
+                type_id: type_id.clone(),
+                known: join_or_none(p.types.iter().map(|t| t.id.as_str())),
+            })?;
+        let uuid = uuid.unwrap_or_else(Uuid::new_v4);
+        if fs::symlink_metadata(self.instance_dir(uuid)).is_ok() {
+            return Err(Error::UuidInUse(uuid));
+        }
+        if t.available_instances == 0 {
+            return Err(Error::NoneAvailable {
+                parent: p.name.clone(),
+                type_id: t.id.clone(),
+                free_mb: p.pool_free_mb,
+                need_mb: t.description.vram_mb,
+            });
+        }
+        let path = self.type_dir(&p.name, &t.id).join("create");
+        debug!("writing {uuid} to {}", path.display());
+        write_attr(&path, &uuid.to_string()).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOSPC) => Error::PoolFull {
+                parent: p.name.clone(),
+                type_id: t.id.clone(),
+                free_mb: read_u64(&self.pool_dir(&p.name).join("pool_free_mb"))
+                    .unwrap_or(p.pool_free_mb),
+                need_mb: t.description.vram_mb,
+            },
+            Some(libc::EEXIST) => Error::UuidInUse(uuid),
+            _ => write_error(path.clone(), e, format!("creating {} on {}", t.id, p.name)),
+        })?;
+        Ok(uuid)
+    }
+
+    /// Removes an instance.
+    pub fn remove(&self, uuid: Uuid) -> Result<()> {
+        self.instance(uuid)?;
+        let path = self.instance_dir(uuid).join("remove");
+        debug!("writing 1 to {}", path.display());
+        write_attr(&path, "1").map_err(|e| match e.raw_os_error() {
+            Some(libc::ENODEV) | Some(libc::ENOENT) => Error::InstanceNotFound(uuid),
+            _ => write_error(path.clone(), e, format!("removing {uuid}")),
+        })
+    }
+
+    /// Changes an instance's weight and/or cap; returns the instance as it is afterwards.
+    ///
+    /// Both values are range-checked before anything is written.
+    pub fn modify(&self, uuid: Uuid, update: InstanceUpdate) -> Result<Instance> {
+        if let Some(w) = update.weight {
+            check_range("weight", w, WEIGHT_RANGE)?;
+        }
+        if let Some(c) = update.cap {
+            check_range("cap", c, CAP_RANGE)?;
+        }
+        self.instance(uuid)?;
+        let vgpu = self.instance_dir(uuid).join("vgpu");
+        for (attr, value) in [("weight", update.weight), ("cap", update.cap)] {
+            if let Some(value) = value {
+                let path = vgpu.join(attr);
+                debug!("writing {value} to {}", path.display());
+                write_attr(&path, &value.to_string())
+                    .map_err(|e| write_error(path, e, format!("{attr}={value} for {uuid}")))?;
+            }
+        }
+        self.instance(uuid)
+    }
+
+    /// Sets an instance's weight (1–100).
+    pub fn set_weight(&self, uuid: Uuid, weight: u64) -> Result<Instance> {
+        self.modify(
+            uuid,
+            InstanceUpdate {
+                weight: Some(weight),
+                cap: None,
+            },
+        )
+    }
+
+    /// Sets an instance's cap (0–100, 0 = none).
+    pub fn set_cap(&self, uuid: Uuid, cap: u64) -> Result<Instance> {
+        self.modify(
+            uuid,
+            InstanceUpdate {
+                weight: None,
+                cap: Some(cap),
+            },
+        )
+    }
+
+    /// The pool state of a parent.
+    pub fn pool(&self, parent: &str) -> Result<PoolInfo> {
+        Ok(PoolInfo::from(&self.parent(parent)?))
+    }
+
+    /// Resizes a parent's VRAM pool; returns the pool state afterwards.
+    pub fn set_pool_mb(&self, parent: &str, pool_mb: u64) -> Result<PoolInfo> {
+        check_range("pool_mb", pool_mb, POOL_MB_RANGE)?;
+        let p = self.parent(parent)?;
+        if pool_mb < p.reserved_mb() {
+            return Err(Error::PoolBusy {
+                reserved_mb: p.reserved_mb(),
+                parent: p.name,
+                requested_mb: pool_mb,
+            });
+        }
+        let path = self.pool_dir(&p.name).join("pool_mb");
+        debug!("writing {pool_mb} to {}", path.display());
+        write_attr(&path, &pool_mb.to_string()).map_err(|e| match e.raw_os_error() {
+            Some(libc::EBUSY) => Error::PoolBusy {
+                parent: p.name.clone(),
+                requested_mb: pool_mb,
+                reserved_mb: self
+                    .pool(&p.name)
+                    .map_or(p.reserved_mb(), |i| i.reserved_mb),
+            },
+            _ => write_error(path.clone(), e, format!("pool_mb={pool_mb} for {}", p.name)),
+        })?;
+        self.pool(&p.name)
+    }
+
+    fn pool_dir(&self, parent: &str) -> PathBuf {
+        self.env.parent_base().join(parent).join("vgpu")
+    }
+
+    fn type_dir(&self, parent: &str, type_id: &str) -> PathBuf {
+        self.env
+            .parent_base()
+            .join(parent)
+            .join("mdev_supported_types")
+            .join(type_id)
+    }
+
+    fn instance_dir(&self, uuid: Uuid) -> PathBuf {
+        self.env.mdev_base().join(uuid.to_string())
+    }
+
+    /// Reads a parent; `None` if it offers no vgpu_shim type (another driver's parent).
+    fn read_parent(&self, name: &str, dir: &Path) -> Result<Option<Parent>> {
+        let mut types = Vec::new();
+        for (id, tdir) in list_dir(&dir.join("mdev_supported_types"))? {
+            if id.starts_with(TYPE_PREFIX) {
+                types.push(read_type(name, &id, &tdir)?);
+            }
+        }
+        if types.is_empty() {
+            return Ok(None);
+        }
+        types.sort_by(|a, b| (a.description.vram_mb, &a.id).cmp(&(b.description.vram_mb, &b.id)));
+        let vgpu = dir.join("vgpu");
+        Ok(Some(Parent {
+            name: name.to_string(),
+            pool_mb: read_u64(&vgpu.join("pool_mb"))?,
+            pool_free_mb: read_u64(&vgpu.join("pool_free_mb"))?,
+            vram_pages: read_u64(&vgpu.join("vram_pages"))?,
+            types,
+        }))
+    }
+
+    /// Reads an instance; `None` if it is not of a vgpu_shim type.
+    fn read_instance(&self, uuid: Uuid, dir: &Path) -> Result<Option<Instance>> {
+        // sysfs links are relative (`../mdev_supported_types/<type>`), so resolve the
+        // link to see the parent device it lives under.
+        let link_path = dir.join("mdev_type");
+        let link = match fs::canonicalize(&link_path) {
+            Ok(link) => link,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                debug!("ignoring {}: no mdev_type link", dir.display());
+                return Ok(None);
+            }
+            Err(source) => {
+                return Err(Error::Read {
+                    path: link_path,
+                    source,
+                })
+            }
+        };
+        let Some((parent, type_id)) = parent_and_type(&link) else {
+            return Err(Error::Malformed {
+                path: link_path,
+                reason: format!(
+                    "link target {} does not end in <parent>/mdev_supported_types/<type>",
+                    link.display()
+                ),
+            });
+        };
+        if !type_id.starts_with(TYPE_PREFIX) {
+            debug!("ignoring {uuid}: type {type_id} is not a vgpu type");
+            return Ok(None);
+        }
+        let vgpu = dir.join("vgpu");
+        Ok(Some(Instance {
+            uuid,
+            parent,
+            type_id,
+            vram_mb: read_u64(&vgpu.join("vram_mb"))?,
+            vram_used_kb: read_u64(&vgpu.join("vram_used_kb"))?,
+            weight: read_u64(&vgpu.join("weight"))?,
+            cap: read_u64(&vgpu.join("cap"))?,
+        }))
+    }
+}
+
+fn read_type(parent: &str, id: &str, dir: &Path) -> Result<VgpuType> {
+    let desc_path = dir.join("description");
+    let description: TypeDescription =
+        read_attr(&desc_path)?
+            .parse()
+            .map_err(|source| Error::Description {
+                path: desc_path,
+                source,
+            })?;
+    Ok(VgpuType {
+        id: id.to_string(),
+        parent: parent.to_string(),
+        name: read_attr(&dir.join("name"))?,
+        description,
+        device_api: read_attr(&dir.join("device_api"))?,
+        available_instances: read_u64(&dir.join("available_instances"))?,
+    })
+}
+
+/// `…/<parent>/mdev_supported_types/<type>` → (parent, type).
+fn parent_and_type(link: &Path) -> Option<(String, String)> {
+    let names: Vec<&str> = link
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => s.to_str(),
+            _ => None,
+        })
+        .collect();
+    match names.as_slice() {
+        [.., parent, "mdev_supported_types", type_id] => {
+            Some((parent.to_string(), type_id.to_string()))
+        }
+        _ => None,
+    }
+}
+
+/// `256M` → `vgpu_shim-256M`; full ids are kept.
+fn full_type_id(type_id: &str) -> String {
+    if type_id.starts_with(TYPE_PREFIX) {
+        type_id.to_string()
+    } else {
+        format!("{TYPE_PREFIX}{type_id}")
+    }
+}
+
+fn check_range(attr: &'static str, value: u64, (min, max): (u64, u64)) -> Result<()> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(Error::OutOfRange {
+            attr,
+            value,
+            min,
+            max,
+        })
+    }
+}
+
+fn join_or_none<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let v: Vec<&str> = names.collect();
+    if v.is_empty() {
+        "none".to_string()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// Directory entries as (UTF-8 name, path), sorted by name; a missing directory is
+/// empty (e.g. no mdev parent registered at all).
+fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(Error::Read {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| Error::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        match entry.file_name().into_string() {
+            Ok(name) => out.push((name, entry.path())),
+            Err(name) => warn!("ignoring {}: name is not UTF-8", dir.join(name).display()),
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// An attribute's text without the trailing newline sysfs adds.
+fn read_attr(path: &Path) -> Result<String> {
+    let mut s = fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if s.ends_with('\n') {
+        s.pop();
+    }
+    Ok(s)
+}
+
+/// A decimal attribute.
+fn read_u64(path: &Path) -> Result<u64> {
+    let s = read_attr(path)?;
+    parse_decimal(&s).ok_or_else(|| Error::Malformed {
+        path: path.to_path_buf(),
+        reason: format!("`{}` is not a decimal number", s.escape_debug()),
+    })
+}
+
+/// Writes an attribute in one `write(2)`. Never creates the file: a missing attribute
+/// is an error, not something to invent.
+fn write_attr(path: &Path, value: &str) -> io::Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)?;
+    f.write_all(value.as_bytes())
+}
+
+/// Maps a failed attribute write to an operator-facing error.
+fn write_error(path: PathBuf, e: io::Error, what: String) -> Error {
+    match e.raw_os_error() {
+        Some(libc::EACCES) | Some(libc::EPERM) => Error::PermissionDenied { path },
+        Some(libc::ENOENT) => Error::Write { path, source: e },
+        Some(_) => Error::Refused { what, source: e },
+        None => Error::Write { path, source: e },
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,201 @@
+//! How `vgpuctl` prints things: aligned text tables for people, JSON for scripts.
+//!
+//! Kept in the library so the golden-output tests exercise exactly what the binary
+//! prints.
+
+use serde::Serialize;
+
+use crate::model::{Instance, Parent, PoolInfo, VgpuType};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Align {
+    Left,
+    Right,
+}
+use Align::{Left, Right};
+
+/// Formats rows under headers, columns separated by two spaces, without trailing
+/// blanks. Only the header is printed when there are no rows.
+fn table(headers: &[(&str, Align)], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|(h, _)| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = headers.iter().map(|(h, _)| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            match headers[i].1 {
+                Left => {
+                    line.push_str(cell);
+                    line.push_str(&" ".repeat(pad));
+                }
+                Right => {
+                    line.push_str(&" ".repeat(pad));
+                    line.push_str(cell);
+                }
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `vgpuctl types`.
+pub fn types_table(types: &[VgpuType]) -> String {
+    let rows: Vec<Vec<String>> = types
+        .iter()
+        .map(|t| {
+            vec![
+                t.parent.clone(),
+                t.id.clone(),
+                t.name.clone(),
+                t.description.vram_mb.to_string(),
+                t.description.weight.to_string(),
+                t.available_instances.to_string(),
+                t.description.max_instances.to_string(),
+                t.device_api.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            ("PARENT", Left),
+            ("TYPE", Left),
+            ("NAME", Left),
+            ("VRAM_MB", Right),
+            ("WEIGHT", Right),
+            ("AVAILABLE", Right),
+            ("MAX", Right),
+            ("API", Left),
+        ],
+        &rows,
+    )
+}
+
+/// `vgpuctl parents`.
+pub fn parents_table(parents: &[Parent]) -> String {
+    let rows: Vec<Vec<String>> = parents
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.pool_mb.to_string(),
+                p.pool_free_mb.to_string(),
+                p.reserved_mb().to_string(),
+                p.vram_pages.to_string(),
+                p.types.len().to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            ("PARENT", Left),
+            ("POOL_MB", Right),
+            ("FREE_MB", Right),
+            ("RESERVED_MB", Right),
+            ("VRAM_PAGES", Right),
+            ("TYPES", Right),
+        ],
+        &rows,
+    )
+}
+
+/// `vgpuctl list` (a cap of 0 shows as `none`).
+pub fn instances_table(instances: &[Instance]) -> String {
+    let rows: Vec<Vec<String>> = instances
+        .iter()
+        .map(|i| {
+            vec![
+                i.uuid.to_string(),
+                i.parent.clone(),
+                i.type_id.clone(),
+                i.vram_mb.to_string(),
+                i.vram_used_kb.to_string(),
+                i.weight.to_string(),
+                if i.cap == 0 {
+                    "none".to_string()
+                } else {
+                    i.cap.to_string()
+                },
+            ]
+        })
+        .collect();
+    table(
+        &[
+            ("UUID", Left),
+            ("PARENT", Left),
+            ("TYPE", Left),
+            ("VRAM_MB", Right),
+            ("USED_KB", Right),
+            ("WEIGHT", Right),
+            ("CAP", Right),
+        ],
+        &rows,
+    )
+}
+
+/// `vgpuctl pool`.
+pub fn pool_text(pool: &PoolInfo) -> String {
+    table(
+        &[
+            ("PARENT", Left),
+            ("POOL_MB", Right),
+            ("FREE_MB", Right),
+            ("RESERVED_MB", Right),
+            ("VRAM_PAGES", Right),
+        ],
+        &[vec![
+            pool.parent.clone(),
+            pool.pool_mb.to_string(),
+            pool.pool_free_mb.to_string(),
+            pool.reserved_mb.to_string(),
+            pool.vram_pages.to_string(),
+        ]],
+    )
+}
+
+/// Pretty JSON with a final newline.
+pub fn json<T: Serialize + ?Sized>(value: &T) -> String {
+    // Serializing these plain structs cannot fail (string keys, no non-finite floats).
+    let mut s =
+        serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_table_is_the_header() {
+        assert_eq!(
+            instances_table(&[]),
+            "UUID  PARENT  TYPE  VRAM_MB  USED_KB  WEIGHT  CAP\n"
+        );
+    }
+
+    #[test]
+    fn columns_align() {
+        let t = table(
+            &[("A", Left), ("NUM", Right), ("Z", Left)],
+            &[
+                vec!["long-name".into(), "1".into(), "x".into()],
+                vec!["s".into(), "1234".into(), "".into()],
+            ],
+        );
+        assert_eq!(
+            t,
+            "A           NUM  Z\nlong-name     1  x\ns          1234\n"
+        );
+    }
+}

@@ -1,0 +1,290 @@
+//! A small TAP test harness for suites of named rig tests.
+
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use vgpu_vfio::sysfs::{Instance, MdevType, Parent};
+
+use crate::sys;
+
+/// Why a test failed.
+pub struct Fail(pub String);
+
+impl fmt::Debug for Fail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<E: fmt::Display> From<E> for Fail {
+    fn from(e: E) -> Self {
+        Fail(e.to_string())
+    }
+}
+
+/// A test's result.
+pub type TestResult = Result<(), Fail>;
+
+/// Add context to an error.
+pub trait Context<T> {
+    /// Prefix the error with `what`.
+    fn ctx(self, what: impl fmt::Display) -> Result<T, Fail>;
+}
+
+impl<T, E: fmt::Display> Context<T> for Result<T, E> {
+    fn ctx(self, what: impl fmt::Display) -> Result<T, Fail> {
+        self.map_err(|e| Fail(format!("{what}: {e}")))
+    }
+}
+
+/// Fail unless a condition holds.
+#[macro_export]
+macro_rules! ensure {
+    ($c:expr, $($a:tt)+) => {
+        if !$c {
+            return Err($crate::harness::Fail(format!($($a)+)));
+        }
+    };
+}
+
+/// Fail unless two values are equal.
+#[macro_export]
+macro_rules! ensure_eq {
+    ($got:expr, $want:expr, $($a:tt)+) => {{
+        let (g, w) = (&$got, &$want);
+        if g != w {
+            return Err($crate::harness::Fail(format!(
+                "{}: got {:?}, want {:?}",
+                format!($($a)+),
+                g,
+                w
+            )));
+        }
+    }};
+}
+
+/// One named test. `params` are the module parameters to load with before the test; `None`
+/// means the test loads the module itself.
+pub struct Test {
+    /// Name (TAP description, filter target).
+    pub name: &'static str,
+    /// Module parameters, or None to leave the module unloaded.
+    pub params: Option<&'static str>,
+    /// The body.
+    pub run: fn(&mut Ctx) -> TestResult,
+}
+
+/// A named list of tests.
+pub struct Suite {
+    /// Name used on the command line.
+    pub name: &'static str,
+    /// What it covers.
+    pub about: &'static str,
+    /// The tests, in order.
+    pub tests: Vec<Test>,
+}
+
+/// What a test gets: module control and instance helpers that clean up after it.
+pub struct Ctx {
+    ko: String,
+    notes: Vec<String>,
+    soft: Vec<String>,
+}
+
+/// How long a blocked `remove` may take before the harness gives up.
+pub const REMOVE_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Ctx {
+    fn new() -> Self {
+        Ctx {
+            ko: sys::ko_path(),
+            notes: Vec::new(),
+            soft: Vec::new(),
+        }
+    }
+
+    /// Load vgpu_shim with `params`.
+    pub fn load(&mut self, params: &str) -> TestResult {
+        sys::load_module(&self.ko, params).ctx(format!("finit_module({}, {params:?})", self.ko))
+    }
+
+    /// Unload vgpu_shim (errno preserved).
+    pub fn unload(&mut self) -> std::io::Result<()> {
+        sys::unload_module(sys::MODULE)
+    }
+
+    /// Record a failure without stopping the test (the test still fails at the end), so
+    /// one broken check does not hide the ones after it.
+    pub fn soft(&mut self, r: TestResult) {
+        if let Err(f) = r {
+            self.soft.push(f.0);
+        }
+    }
+
+    /// A diagnostic line printed as a TAP comment after the result.
+    pub fn note(&mut self, s: impl Into<String>) {
+        self.notes.push(s.into());
+    }
+
+    /// Parent `vgpu_shim<i>`, checked to exist.
+    pub fn parent(&self, i: u32) -> Result<Parent, Fail> {
+        let p = Parent::vgpu(i);
+        ensure!(p.exists(), "parent {} missing", p.path().display());
+        Ok(p)
+    }
+
+    /// Create an instance of `type_id` on `parent` and check it appeared.
+    pub fn create(&self, parent: &Parent, type_id: &str) -> Result<Instance, Fail> {
+        let t = parent.mdev_type(type_id);
+        let inst = t
+            .create_new()
+            .ctx(format!("create {type_id} on {}", parent.name()))?;
+        ensure!(
+            inst.exists(),
+            "{} missing after create",
+            inst.path().display()
+        );
+        Ok(inst)
+    }
+
+    /// Try to create an instance of `t`, returning the library error on failure.
+    pub fn try_create(&self, t: &MdevType) -> vgpu_vfio::Result<Instance> {
+        t.create_new()
+    }
+
+    /// Remove an instance, giving up after [`REMOVE_TIMEOUT`].
+    pub fn remove(&self, inst: &Instance) -> TestResult {
+        remove_with_timeout(inst, REMOVE_TIMEOUT)
+    }
+}
+
+/// Write `remove` from a helper thread; fail if it has not returned within `timeout`.
+pub fn remove_with_timeout(inst: &Instance, timeout: Duration) -> TestResult {
+    let (tx, rx) = mpsc::channel();
+    let i2 = inst.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(i2.remove());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(r) => {
+            r.ctx(format!("remove {}", inst.uuid()))?;
+            ensure!(!inst.exists(), "{} still present after remove", inst.uuid());
+            Ok(())
+        }
+        Err(_) => Err(Fail(format!(
+            "HANG: remove of {} did not return within {timeout:?}",
+            inst.uuid()
+        ))),
+    }
+}
+
+/// Bring the machine back to "vgpu_shim not loaded": remove every instance of every
+/// vgpu parent, then unload. Errors mean the next test cannot start clean.
+pub fn clean_state() -> TestResult {
+    if !sys::module_loaded(sys::MODULE) {
+        return Ok(());
+    }
+    for p in Parent::all_vgpu().ctx("list parents")? {
+        for inst in p.instances().ctx("list instances")? {
+            remove_with_timeout(&inst, REMOVE_TIMEOUT)?;
+        }
+    }
+    let start = Instant::now();
+    loop {
+        match sys::unload_module(sys::MODULE) {
+            Ok(()) => break,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
+            Err(e) if start.elapsed() < Duration::from_secs(5) => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(Fail(format!("cannot unload {}: {e}", sys::MODULE))),
+        }
+    }
+    ensure!(
+        !sys::module_loaded(sys::MODULE),
+        "{} still loaded after delete_module",
+        sys::MODULE
+    );
+    Ok(())
+}
+
+fn one_line(s: &str) -> String {
+    s.replace('\n', " | ")
+}
+
+fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".to_string()
+    }
+}
+
+/// Run the tests of `suite` whose names contain `filter`; print TAP; return failures.
+pub fn run_suite(suite: &Suite, filter: Option<&str>) -> usize {
+    let tests: Vec<&Test> = suite
+        .tests
+        .iter()
+        .filter(|t| filter.is_none_or(|f| t.name.contains(f)))
+        .collect();
+    println!("1..{}", tests.len());
+    let mut failed = 0;
+    for (n, t) in tests.iter().enumerate() {
+        let n = n + 1;
+        let start = Instant::now();
+        let mut ctx = Ctx::new();
+        let mut result = clean_state().map_err(|e| Fail(format!("setup: {}", e.0)));
+        if result.is_ok() {
+            if let Some(p) = t.params {
+                result = ctx.load(p).map_err(|e| Fail(format!("setup: {}", e.0)));
+            }
+        }
+        if result.is_ok() {
+            result = match catch_unwind(AssertUnwindSafe(|| (t.run)(&mut ctx))) {
+                Ok(r) => r,
+                Err(p) => Err(Fail(format!("panicked: {}", panic_text(p)))),
+            };
+            if !ctx.soft.is_empty() {
+                let soft = ctx.soft.join("; ");
+                result = match result {
+                    Ok(()) => Err(Fail(soft)),
+                    Err(f) => Err(Fail(format!("{soft}; {}", f.0))),
+                };
+            }
+        }
+        let cleanup = clean_state();
+        if let Err(e) = &cleanup {
+            let msg = format!("cleanup: {}", e.0);
+            result = match result {
+                Ok(()) => Err(Fail(msg)),
+                Err(f) => Err(Fail(format!("{}; {msg}", f.0))),
+            };
+        }
+        match &result {
+            Ok(()) => println!("ok {n} - {}", t.name),
+            Err(f) => {
+                failed += 1;
+                println!("not ok {n} - {}: {}", t.name, one_line(&f.0));
+            }
+        }
+        for note in &ctx.notes {
+            println!("# {}", one_line(note));
+        }
+        println!("# {} took {:.1} s", t.name, start.elapsed().as_secs_f64());
+        if let Err(e) = cleanup {
+            if e.0.contains("HANG") {
+                println!(
+                    "Bail out! cannot return to a clean state: {}",
+                    one_line(&e.0)
+                );
+                return failed + tests.len() - n;
+            }
+        }
+    }
+    failed
+}

@@ -25,3 +25,30 @@ kver_of() {
 	[ -n "$dep" ] || die "cannot resolve the kernel behind $meta"
 	printf '%s\n' "$dep"
 }
+
+# pack_modules <moddir> <destdir> <module>... — copy the named modules of a kernel
+# tree (lib/modules/<kver>) and their dependencies (resolved with modinfo) into
+# destdir as plain .ko files, and write destdir/modules.order, dependencies first.
+pack_modules() {
+	local moddir=$1 dest=$2
+	shift 2
+	mkdir -p "$dest"
+	: >"$dest/modules.order"
+	local -A _seen=()
+	_pack_one() {
+		local m=$1 f dep
+		[ -n "${_seen[$m]:-}" ] && return 0
+		_seen[$m]=1
+		f=$(find "$moddir/kernel" \( -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" \) | head -n1)
+		[ -n "$f" ] || die "module $m not found in $moddir"
+		for dep in $(modinfo -F depends "$f" | tr ',' ' '); do _pack_one "$dep"; done
+		case "$f" in
+		*.xz) xz -dc "$f" >"$dest/$m.ko" ;;
+		*.zst) zstd -qdc "$f" >"$dest/$m.ko" ;;
+		*) cp "$f" "$dest/$m.ko" ;;
+		esac
+		echo "$m" >>"$dest/modules.order"
+	}
+	local m
+	for m in "$@"; do _pack_one "$m"; done
+}

@@ -13,6 +13,8 @@
 #   --no-build          reuse the module and guest binaries already built
 #   --module-only       build only the module; reuse the guest binaries already built
 #   --append ARGS       extra kernel command line
+#   --hostfs            share the host's / read-only over 9p; the guest mounts it on
+#                       /host with /dev, /sys, /proc bound inside (to chroot into it)
 #
 # The guest runs busybox as /init. vfio, vfio_iommu_type1 and mdev are loaded;
 # vgpu_shim is NOT (tests load it with their own parameters) and sits at
@@ -25,7 +27,7 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 . "$top/scripts/lib.sh"
 
-flavour=6.1 mem=1024 smp=1 timeout_s=900 name=rig build=1 append=
+flavour=6.1 mem=1024 smp=1 timeout_s=900 name=rig build=1 append= hostfs=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--kernel) flavour=$2; shift 2 ;;
@@ -36,6 +38,7 @@ while [ $# -gt 0 ]; do
 	--no-build) build=0; shift ;;
 	--module-only) build=module; shift ;;
 	--append) append=$2; shift 2 ;;
+	--hostfs) hostfs=1; shift ;;
 	--) shift; break ;;
 	*) die "unknown option '$1' (see the header of $0)" ;;
 	esac
@@ -70,25 +73,9 @@ for f in "$top"/tests/rig/guest/*; do
 done
 
 # Host modules the guest needs, dependencies first (resolved with modinfo).
-moddir=$kdir/lib/modules/$kver
-declare -A seen=()
-order=()
-add_mod() {
-	local m=$1 f dep
-	[ -n "${seen[$m]:-}" ] && return 0
-	seen[$m]=1
-	f=$(find "$moddir/kernel" -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" | head -n1)
-	[ -n "$f" ] || die "module $m not found in $moddir"
-	for dep in $(modinfo -F depends "$f" | tr ',' ' '); do add_mod "$dep"; done
-	case "$f" in
-	*.xz) xz -dc "$f" >"$stage/lib/rig/$m.ko" ;;
-	*.zst) zstd -qdc "$f" >"$stage/lib/rig/$m.ko" ;;
-	*) cp "$f" "$stage/lib/rig/$m.ko" ;;
-	esac
-	order+=("$m")
-}
-for m in vfio vfio_iommu_type1 mdev; do add_mod "$m"; done
-printf '%s\n' "${order[@]}" >"$stage/lib/rig/modules.order"
+mods=(vfio vfio_iommu_type1 mdev)
+[ "$hostfs" = 1 ] && mods+=(virtio_pci 9pnet_virtio 9p)
+pack_modules "$kdir/lib/modules/$kver" "$stage/lib/rig" "${mods[@]}"
 
 # The command, quoted for the guest's sh.
 {
@@ -112,6 +99,13 @@ export PATH=/bin:/sbin HOME=/root TERM=dumb RUST_BACKTRACE=1
 for m in $(cat /lib/rig/modules.order); do
 	insmod /lib/rig/$m.ko || echo "RIG: insmod $m failed"
 done
+if grep -q '^9p$' /lib/rig/modules.order; then
+	mkdir -p /host
+	mount -t 9p -o trans=virtio,version=9p2000.L,ro host /host
+	for d in dev sys proc; do mount --bind /$d /host/$d; done
+	mount -t tmpfs tmpfs /host/tmp
+	mount -t tmpfs tmpfs /host/run
+fi
 printf "\nRIG-BEGIN\n"
 /lib/rig/cmd
 rc=$?
@@ -128,6 +122,8 @@ chmod +x "$stage/init"
 trap 'rm -rf "$stage" "$stage.cpio.gz"' EXIT
 
 # ---- boot ----------------------------------------------------------------
+qemu_extra=()
+[ "$hostfs" = 1 ] && qemu_extra+=(-virtfs local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap)
 mkdir -p "$RIG_DIR/logs"
 logf=$RIG_DIR/logs/$name-$kver.log
 log "booting $kver (TCG, ${mem} MiB, $smp vCPU): $*"
@@ -135,7 +131,7 @@ start=$(date +%s%N)
 set +e
 timeout --foreground -k 5 "$timeout_s" qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp "$smp" \
 	-nographic -no-reboot -nodefaults -serial stdio -net none \
-	-kernel "$kdir/vmlinux" -initrd "$stage.cpio.gz" \
+	-kernel "$kdir/vmlinux" -initrd "$stage.cpio.gz" "${qemu_extra[@]}" \
 	-append "console=ttyS0 panic=-1 quiet loglevel=4 init_on_alloc=0 $append" \
 	</dev/null >"$logf" 2>&1
 qrc=$?

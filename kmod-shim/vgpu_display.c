@@ -138,7 +138,12 @@ static int vgpu_query_plane(struct vgpu_device *vg,
 	plane->y_hot = 0;
 	plane->region_index = 0;
 
-	if (plane->drm_plane_type != DRM_PLANE_TYPE_PRIMARY)
+	/*
+	 * Only the cursor plane is "no plane". QEMU's region display leaves
+	 * drm_plane_type at 0 (OVERLAY) when it asks for the frame, and the
+	 * mdpy sample ignores the field, so anything else means the scanout.
+	 */
+	if (plane->drm_plane_type == DRM_PLANE_TYPE_CURSOR)
 		return 0;
 
 	mutex_lock(&vg->lock);

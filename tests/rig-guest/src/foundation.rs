@@ -1249,6 +1249,14 @@ fn display_plane(ctx: &mut Ctx) -> TestResult {
         0,
         "cursor plane drm_format"
     );
+    // QEMU's region display (hw/vfio/display.c) leaves drm_plane_type at 0
+    // (OVERLAY) when it asks for the frame: that must still be the scanout.
+    let last = modes.last().map(|m| u32::from(m.xres)).unwrap_or(0);
+    ensure_eq!(
+        dev.query_gfx_plane(drm::PLANE_TYPE_OVERLAY)?.width,
+        last,
+        "plane width when queried as QEMU does (drm_plane_type 0)"
+    );
     dispi_write(&dev, dispi::ENABLE, 0)?;
     expect_no_plane(&dev, "display disabled")?;
     // 8 bpp is stored but not displayable.

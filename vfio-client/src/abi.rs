@@ -111,6 +111,101 @@ pub mod info {
     pub const VERSION_VALUE: u32 = 0x0001_0000;
 }
 
+/// The engine block of BAR2 (docs/engine-abi.md): registers, bits, error codes, opcodes.
+pub mod engine {
+    /// First byte of the engine block.
+    pub const BLOCK_START: u64 = 0x900;
+    /// One past the last byte of the engine block.
+    pub const BLOCK_END: u64 = 0xa00;
+    /// VRAM offset of the ring, low 32 bits (4 KiB aligned).
+    pub const RING_BASE_LO: u64 = 0x900;
+    /// VRAM offset of the ring, high 32 bits.
+    pub const RING_BASE_HI: u64 = 0x904;
+    /// Ring size in bytes (a power of two, [`RING_SIZE_MIN`]..=[`RING_SIZE_MAX`]).
+    pub const RING_SIZE: u64 = 0x908;
+    /// Ring offset of the next command the engine reads (read-only).
+    pub const RING_HEAD: u64 = 0x90c;
+    /// Ring offset one past the last command submitted.
+    pub const RING_TAIL: u64 = 0x910;
+    /// Any write: re-examine TAIL and schedule the ring.
+    pub const DOORBELL: u64 = 0x914;
+    /// Bit 0 ENABLE.
+    pub const RING_CTL: u64 = 0x918;
+    /// STATUS bits ([`STATUS_ENABLED`] ...).
+    pub const STATUS: u64 = 0x91c;
+    /// First error code since the last reset ([`ErrorCode`](crate::engine::ErrorCode)).
+    pub const ERROR: u64 = 0x920;
+    /// Ring offset of the command that failed.
+    pub const ERROR_HEAD: u64 = 0x924;
+    /// Last completed fence, low 32 bits.
+    pub const FENCE_LO: u64 = 0x928;
+    /// Last completed fence, high 32 bits.
+    pub const FENCE_HI: u64 = 0x92c;
+    /// Interrupt status (write 1 to clear).
+    pub const IRQ_STATUS: u64 = 0x930;
+    /// Interrupt mask (1 = that source raises the interrupt).
+    pub const IRQ_MASK: u64 = 0x934;
+    /// Write 1: stop and reset the engine state of this instance (VRAM kept).
+    pub const ENGINE_RESET: u64 = 0x938;
+    /// Commands completed (wraps).
+    pub const CMDS_DONE: u64 = 0x93c;
+
+    /// RING_CTL: ENABLE.
+    pub const CTL_ENABLE: u32 = 1 << 0;
+    /// STATUS: ring enabled.
+    pub const STATUS_ENABLED: u32 = 1 << 0;
+    /// STATUS: commands pending or in flight.
+    pub const STATUS_BUSY: u32 = 1 << 1;
+    /// STATUS: ring stopped by an error.
+    pub const STATUS_ERROR: u32 = 1 << 2;
+    /// STATUS: the watchdog fired.
+    pub const STATUS_HUNG: u32 = 1 << 3;
+    /// IRQ_STATUS / IRQ_MASK: a FENCE with the IRQ flag completed.
+    pub const IRQ_FENCE: u32 = 1 << 0;
+    /// IRQ_STATUS / IRQ_MASK: an error stopped the ring.
+    pub const IRQ_ERROR: u32 = 1 << 1;
+    /// IRQ_STATUS / IRQ_MASK: the watchdog fired.
+    pub const IRQ_WATCHDOG: u32 = 1 << 2;
+    /// All interrupt sources.
+    pub const IRQ_ALL: u32 = IRQ_FENCE | IRQ_ERROR | IRQ_WATCHDOG;
+
+    /// Size of one command.
+    pub const CMD_SIZE: u64 = 64;
+    /// Smallest ring.
+    pub const RING_SIZE_MIN: u64 = 4096;
+    /// Largest ring.
+    pub const RING_SIZE_MAX: u64 = 1 << 20;
+    /// Alignment of RING_BASE.
+    pub const RING_BASE_ALIGN: u64 = 4096;
+
+    /// Opcode NOP.
+    pub const OP_NOP: u8 = 0x00;
+    /// Opcode FILL.
+    pub const OP_FILL: u8 = 0x01;
+    /// Opcode COPY.
+    pub const OP_COPY: u8 = 0x02;
+    /// Opcode CHECKSUM.
+    pub const OP_CHECKSUM: u8 = 0x03;
+    /// Opcode GEMM.
+    pub const OP_GEMM: u8 = 0x04;
+    /// Opcode BLIT.
+    pub const OP_BLIT: u8 = 0x05;
+    /// Opcode FENCE.
+    pub const OP_FENCE: u8 = 0x06;
+    /// Opcode JUMP.
+    pub const OP_JUMP: u8 = 0x07;
+    /// FENCE flag: raise IRQ_STATUS.FENCE.
+    pub const FENCE_FLAG_IRQ: u8 = 1 << 0;
+    /// FENCE flag: also write the seqno as a u64 at arg1.
+    pub const FENCE_FLAG_WRITE: u8 = 1 << 1;
+    /// Largest GEMM dimension.
+    pub const GEMM_DIM_MAX: u64 = 65536;
+    /// FNV-1a-64 offset basis.
+    pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    /// FNV-1a-64 prime.
+    pub const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+}
+
 /// DRM fourcc codes used by the display plane.
 pub mod drm {
     const fn fourcc(a: u8, b: u8, c: u8, d: u8) -> u32 {

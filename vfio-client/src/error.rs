@@ -121,6 +121,32 @@ pub enum Error {
     /// A caller-supplied argument is invalid (e.g. too many eventfds).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The engine stopped the ring: STATUS.ERROR is set (docs/engine-abi.md).
+    #[error("engine stopped: ERROR {code} ({name}) at ring offset {head:#x}, STATUS {status:#x}")]
+    EngineStopped {
+        /// The ERROR register.
+        code: u32,
+        /// Its name.
+        name: &'static str,
+        /// The ERROR_HEAD register.
+        head: u32,
+        /// The STATUS register.
+        status: u32,
+    },
+    /// The ring has no free slot for another command.
+    #[error("ring full ({slots} slots)")]
+    RingFull {
+        /// Slots in the ring.
+        slots: u64,
+    },
+    /// Something did not happen in time.
+    #[error("timed out after {waited:?} waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long.
+        waited: std::time::Duration,
+    },
 }
 
 impl Error {

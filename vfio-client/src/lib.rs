@@ -13,7 +13,10 @@
 //! * IRQs: eventfds on INTx/MSI/REQ through `VFIO_DEVICE_SET_IRQS`, loopback triggers;
 //! * `VFIO_DEVICE_QUERY_GFX_PLANE` for region planes;
 //! * [`sysfs`]: parents, types (with their parsed descriptions), instance create/remove and
-//!   vgpu's own attributes;
+//!   vgpu's own attributes, the scheduler's knobs and counters;
+//! * [`engine`]: the engine's commands ([`Cmd`]) and a ring driver ([`Engine`]): submit,
+//!   fences (polled or by MSI), errors, engine reset;
+//! * [`reference`]: reference CHECKSUM/GEMM/COPY and a reference command validator;
 //! * [`abi`]: the device ABI's constants.
 //!
 //! Errors are [`Error`]; [`Error::errno`] exposes the kernel's errno for tests.
@@ -56,9 +59,11 @@ extern crate vmm_sys_util;
 pub mod abi;
 mod container;
 mod device;
+pub mod engine;
 mod error;
 mod ioctls;
 mod mmap;
+pub mod reference;
 pub mod sysfs;
 
 pub use container::{Container, Group, CONTAINER_PATH};
@@ -67,6 +72,7 @@ pub use device::{
     region_file_offset, Device, DeviceInfo, GfxPlane, IrqInfo, RegionCap, RegionInfo,
     REGION_OFFSET_MASK, REGION_OFFSET_SHIFT,
 };
+pub use engine::{Cmd, Engine, EngineRegs, ErrorCode, RawCmd};
 pub use error::{Error, Result};
 pub use mmap::{MappedRegion, Mismatch};
 pub use vfio_bindings::bindings::vfio as uapi;

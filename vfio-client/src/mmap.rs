@@ -188,6 +188,62 @@ impl MappedRegion {
         Ok(())
     }
 
+    /// Write `words` as consecutive u64s from `off` (8-aligned), one volatile write each.
+    pub fn write_u64_slice(&self, off: u64, words: &[u64]) -> Result<()> {
+        let p = self.span::<u64>(off, words.len())?;
+        for (i, w) in words.iter().enumerate() {
+            // SAFETY: `span` checked that the words.len() u64s from `p` are inside the
+            // mapping and that `p` is 8-aligned; no Rust reference to this memory exists.
+            unsafe { std::ptr::write_volatile(p.add(i), *w) };
+        }
+        Ok(())
+    }
+
+    /// Read consecutive u64s from `off` (8-aligned) into `words`.
+    pub fn read_u64_slice(&self, off: u64, words: &mut [u64]) -> Result<()> {
+        let p = self.span::<u64>(off, words.len())?;
+        for (i, w) in words.iter_mut().enumerate() {
+            // SAFETY: as in write_u64_slice; u64 is valid for any bit pattern.
+            *w = unsafe { std::ptr::read_volatile(p.add(i)) };
+        }
+        Ok(())
+    }
+
+    /// Write `words` as consecutive u32s from `off` (4-aligned).
+    pub fn write_u32_slice(&self, off: u64, words: &[u32]) -> Result<()> {
+        let p = self.span::<u32>(off, words.len())?;
+        for (i, w) in words.iter().enumerate() {
+            // SAFETY: `span` checked bounds and 4-alignment; no references exist.
+            unsafe { std::ptr::write_volatile(p.add(i), *w) };
+        }
+        Ok(())
+    }
+
+    /// Read consecutive u32s from `off` (4-aligned) into `words`.
+    pub fn read_u32_slice(&self, off: u64, words: &mut [u32]) -> Result<()> {
+        let p = self.span::<u32>(off, words.len())?;
+        for (i, w) in words.iter_mut().enumerate() {
+            // SAFETY: as in write_u32_slice; u32 is valid for any bit pattern.
+            *w = unsafe { std::ptr::read_volatile(p.add(i)) };
+        }
+        Ok(())
+    }
+
+    /// Pointer to `count` consecutive `T`s from `off`, checked to lie inside the mapping
+    /// and to be aligned for `T`.
+    fn span<T>(&self, off: u64, count: usize) -> Result<*mut T> {
+        let size = std::mem::size_of::<T>() as u64;
+        let len = (count as u64).checked_mul(size).ok_or(Error::OutOfBounds {
+            offset: off,
+            len: u64::MAX,
+            size: self.len as u64,
+        })?;
+        check_bounds(off, len, self.len as u64)?;
+        check_aligned(off, size)?;
+        // SAFETY: off + len <= self.len (checked), so the pointer stays inside the mapping.
+        Ok(unsafe { self.ptr.as_ptr().add(off as usize) } as *mut T)
+    }
+
     /// Fill `[off, off + len)` (8-byte aligned and sized) with `f(byte_offset)` per u64,
     /// where `byte_offset` is relative to the mapping.
     pub fn fill_u64(&self, off: u64, len: u64, f: impl Fn(u64) -> u64) -> Result<()> {
@@ -305,6 +361,23 @@ mod tests {
         m.read_bytes(4093, &mut b).expect("read");
         assert_eq!(b, [1, 2, 3, 4, 5, 6]);
         assert!(m.write_bytes(8190, &[0; 3]).is_err());
+    }
+
+    #[test]
+    fn word_slices() {
+        let m = anon(8192);
+        m.write_u64_slice(8, &[1, 2, 3]).expect("u64s");
+        let mut w = [0u64; 3];
+        m.read_u64_slice(8, &mut w).expect("read u64s");
+        assert_eq!(w, [1, 2, 3]);
+        m.write_u32_slice(8188, &[7]).expect("last u32");
+        let mut v = [0u32; 1];
+        m.read_u32_slice(8188, &mut v).expect("read");
+        assert_eq!(v, [7]);
+        assert!(m.write_u32_slice(8188, &[7, 8]).is_err());
+        assert!(m.write_u64_slice(4, &[1]).is_err());
+        assert!(m.read_u64_slice(8192, &mut [0u64; 1]).is_err());
+        assert!(m.write_u64_slice(0, &[]).is_ok());
     }
 
     #[test]

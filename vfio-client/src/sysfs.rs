@@ -234,6 +234,80 @@ impl fmt::Display for TypeDescription {
     }
 }
 
+/// A parent's scheduling policy (`vgpu/policy`, docs/scheduler.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Policy {
+    /// Weighted fair share, work-conserving.
+    BestEffort,
+    /// Equal shares whatever the weights, work-conserving.
+    EqualShare,
+    /// Each instance gets at most its weight's share of the engines, even when idle.
+    FixedShare,
+}
+
+impl Policy {
+    /// Every policy.
+    pub const ALL: [Policy; 3] = [Policy::BestEffort, Policy::EqualShare, Policy::FixedShare];
+
+    /// The sysfs spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::BestEffort => "best_effort",
+            Policy::EqualShare => "equal_share",
+            Policy::FixedShare => "fixed_share",
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Policy {
+    type Err = Error;
+    /// Exactly one of the three names (one trailing newline tolerated).
+    fn from_str(s: &str) -> Result<Self> {
+        let t = s.strip_suffix('\n').unwrap_or(s);
+        Policy::ALL
+            .into_iter()
+            .find(|p| p.as_str() == t)
+            .ok_or_else(|| Error::Parse {
+                what: "scheduling policy",
+                text: s.to_string(),
+            })
+    }
+}
+
+/// An instance's scheduler counters (`<uuid>/vgpu/`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct InstanceStats {
+    /// `busy_ns`.
+    pub busy_ns: u64,
+    /// `jobs`.
+    pub jobs: u64,
+    /// `cmds_failed`.
+    pub cmds_failed: u64,
+    /// `slices`.
+    pub slices: u64,
+    /// `throttled_ns`.
+    pub throttled_ns: u64,
+    /// `queue_depth`.
+    pub queue_depth: u64,
+}
+
+/// A parent's scheduler counters (`vgpu_shim<N>/vgpu/`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ParentStats {
+    /// `busy_ns`.
+    pub busy_ns: u64,
+    /// `idle_ns`.
+    pub idle_ns: u64,
+    /// `switches`.
+    pub switches: u64,
+}
+
 /// An mdev parent device (`/sys/class/mdev_bus/<name>`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Parent {
@@ -317,6 +391,70 @@ impl Parent {
     /// `vgpu/vram_pages`.
     pub fn vram_pages(&self) -> Result<u64> {
         read_u64(self.vgpu_attr("vram_pages"))
+    }
+
+    /// `vgpu/policy`, raw.
+    pub fn policy_raw(&self) -> Result<String> {
+        read_attr(self.vgpu_attr("policy"))
+    }
+
+    /// `vgpu/policy`, parsed.
+    pub fn policy(&self) -> Result<Policy> {
+        self.policy_raw()?.parse()
+    }
+
+    /// Write `vgpu/policy` (raw text).
+    pub fn set_policy(&self, text: &str) -> Result<()> {
+        write_attr(self.vgpu_attr("policy"), text)
+    }
+
+    /// `vgpu/slice_us`.
+    pub fn slice_us(&self) -> Result<u64> {
+        read_u64(self.vgpu_attr("slice_us"))
+    }
+
+    /// Write `vgpu/slice_us` (raw text).
+    pub fn set_slice_us(&self, text: &str) -> Result<()> {
+        write_attr(self.vgpu_attr("slice_us"), text)
+    }
+
+    /// `vgpu/watchdog_ms`.
+    pub fn watchdog_ms(&self) -> Result<u64> {
+        read_u64(self.vgpu_attr("watchdog_ms"))
+    }
+
+    /// Write `vgpu/watchdog_ms` (raw text).
+    pub fn set_watchdog_ms(&self, text: &str) -> Result<()> {
+        write_attr(self.vgpu_attr("watchdog_ms"), text)
+    }
+
+    /// `vgpu/engines` (read-only).
+    pub fn engines(&self) -> Result<u64> {
+        read_u64(self.vgpu_attr("engines"))
+    }
+
+    /// `vgpu/busy_ns`: engine time spent running commands, summed over engines.
+    pub fn busy_ns(&self) -> Result<u64> {
+        read_u64(self.vgpu_attr("busy_ns"))
+    }
+
+    /// `vgpu/idle_ns`, summed over engines.
+    pub fn idle_ns(&self) -> Result<u64> {
+        read_u64(self.vgpu_attr("idle_ns"))
+    }
+
+    /// `vgpu/switches`.
+    pub fn switches(&self) -> Result<u64> {
+        read_u64(self.vgpu_attr("switches"))
+    }
+
+    /// The parent's scheduler counters, read one after the other.
+    pub fn sched_stats(&self) -> Result<ParentStats> {
+        Ok(ParentStats {
+            busy_ns: self.busy_ns()?,
+            idle_ns: self.idle_ns()?,
+            switches: self.switches()?,
+        })
     }
 
     /// Supported type ids (directory names), sorted.
@@ -506,6 +644,48 @@ impl Instance {
         write_attr(self.vgpu_attr("cap"), text)
     }
 
+    /// `vgpu/busy_ns`: engine time spent running its commands.
+    pub fn busy_ns(&self) -> Result<u64> {
+        read_u64(self.vgpu_attr("busy_ns"))
+    }
+
+    /// `vgpu/jobs`: commands completed.
+    pub fn jobs(&self) -> Result<u64> {
+        read_u64(self.vgpu_attr("jobs"))
+    }
+
+    /// `vgpu/cmds_failed`: commands rejected (errors, watchdog).
+    pub fn cmds_failed(&self) -> Result<u64> {
+        read_u64(self.vgpu_attr("cmds_failed"))
+    }
+
+    /// `vgpu/slices`: times an engine picked it.
+    pub fn slices(&self) -> Result<u64> {
+        read_u64(self.vgpu_attr("slices"))
+    }
+
+    /// `vgpu/throttled_ns`: wall time runnable but held back by a cap or fixed share.
+    pub fn throttled_ns(&self) -> Result<u64> {
+        read_u64(self.vgpu_attr("throttled_ns"))
+    }
+
+    /// `vgpu/queue_depth`: commands pending in its ring now.
+    pub fn queue_depth(&self) -> Result<u64> {
+        read_u64(self.vgpu_attr("queue_depth"))
+    }
+
+    /// All scheduler counters, read one after the other.
+    pub fn sched_stats(&self) -> Result<InstanceStats> {
+        Ok(InstanceStats {
+            busy_ns: self.busy_ns()?,
+            jobs: self.jobs()?,
+            cmds_failed: self.cmds_failed()?,
+            slices: self.slices()?,
+            throttled_ns: self.throttled_ns()?,
+            queue_depth: self.queue_depth()?,
+        })
+    }
+
     /// The type id (basename of the `mdev_type` link).
     pub fn type_id(&self) -> Result<String> {
         link_name(&self.path.join("mdev_type"))
@@ -591,6 +771,30 @@ mod tests {
         ] {
             assert!(parse_decimal(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn policies() {
+        for p in Policy::ALL {
+            assert_eq!(p.as_str().parse::<Policy>().expect("parse"), p);
+            assert_eq!(format!("{p}\n").parse::<Policy>().expect("newline"), p);
+        }
+        for bad in [
+            "",
+            "best",
+            "BEST_EFFORT",
+            " best_effort",
+            "best_effort ",
+            "fixed_share\n\n",
+        ] {
+            assert!(bad.parse::<Policy>().is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            Instance::new(Uuid::from_random_bytes([0; 16])).vgpu_attr("busy_ns"),
+            PathBuf::from(
+                "/sys/bus/mdev/devices/00000000-0000-4000-8000-000000000000/vgpu/busy_ns"
+            )
+        );
     }
 
     #[test]

@@ -39,11 +39,24 @@ impl<T, E: fmt::Display> Context<T> for Result<T, E> {
     }
 }
 
+/// Prefix a test failure with context.
+pub trait FailContext<T> {
+    /// Prefix the failure with `what`.
+    fn fctx(self, what: impl fmt::Display) -> Result<T, Fail>;
+}
+
+impl<T> FailContext<T> for Result<T, Fail> {
+    fn fctx(self, what: impl fmt::Display) -> Result<T, Fail> {
+        self.map_err(|e| Fail(format!("{what}: {}", e.0)))
+    }
+}
+
 /// Fail unless a condition holds.
 #[macro_export]
 macro_rules! ensure {
     ($c:expr, $($a:tt)+) => {
-        if !$c {
+        let ok: bool = $c;
+        if !ok {
             return Err($crate::harness::Fail(format!($($a)+)));
         }
     };
@@ -225,12 +238,16 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// Run the tests of `suite` whose names contain `filter`; print TAP; return failures.
-pub fn run_suite(suite: &Suite, filter: Option<&str>) -> usize {
-    let tests: Vec<&Test> = suite
+/// Run the tests of `suite` whose names contain `filter` (`repeat` times over); print
+/// TAP; return failures.
+pub fn run_suite(suite: &Suite, filter: Option<&str>, repeat: usize) -> usize {
+    let once: Vec<&Test> = suite
         .tests
         .iter()
         .filter(|t| filter.is_none_or(|f| t.name.contains(f)))
+        .collect();
+    let tests: Vec<&Test> = (0..repeat.max(1))
+        .flat_map(|_| once.iter().copied())
         .collect();
     println!("1..{}", tests.len());
     let mut failed = 0;

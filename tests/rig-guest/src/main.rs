@@ -4,20 +4,37 @@
 //! prints TAP; the exit status is non-zero if any test failed. Each test starts with
 //! vgpu_shim unloaded, loads it with the parameters it needs, and the harness removes
 //! every instance and unloads the module afterwards, even on failure.
+//!
+//! Other subcommands:
+//! * `fuzz [--commands N] [--seed S]`: fuzz the engine of several instances next to
+//!   canaries;
+//! * `bench [--csv-dir DIR]`: the scheduler benchmark (a table, not a test);
+//! * `touch <uuid> <MiB>` and `load <seconds> <uuid>...`: demo helpers on instances that
+//!   already exist (the module stays loaded).
 
+mod bench;
+mod engine;
 mod foundation;
+mod fuzz;
 mod harness;
+mod rng;
 mod sys;
+mod tools;
 mod util;
+mod workload;
 
 use harness::Suite;
 
 fn suites() -> Vec<Suite> {
-    vec![foundation::suite()]
+    vec![foundation::suite(), engine::suite()]
 }
 
 fn usage(suites: &[Suite]) -> ! {
-    eprintln!("usage: vgpu-rig-tests <suite> [--filter SUBSTR] [--list]");
+    eprintln!("usage: vgpu-rig-tests <suite> [--filter SUBSTR] [--repeat N] [--list]");
+    eprintln!("       vgpu-rig-tests fuzz [--commands N] [--seed S]");
+    eprintln!("       vgpu-rig-tests bench [--csv-dir DIR]");
+    eprintln!("       vgpu-rig-tests touch <uuid> <MiB>");
+    eprintln!("       vgpu-rig-tests load <seconds> <uuid>...");
     eprintln!("suites:");
     for s in suites {
         eprintln!("  {:<12} {}", s.name, s.about);
@@ -31,12 +48,34 @@ fn main() {
     let Some(name) = args.first() else {
         usage(&suites)
     };
+    let rest = &args[1..];
+    let tool = match name.as_str() {
+        "fuzz" => Some(fuzz::main(rest)),
+        "bench" => Some(bench::main(rest)),
+        "touch" => Some(tools::touch(rest)),
+        "load" => Some(tools::load(rest)),
+        _ => None,
+    };
+    if let Some(r) = tool {
+        match r {
+            Ok(()) => std::process::exit(0),
+            Err(tools::ToolError::Usage(m)) => {
+                eprintln!("{name}: {m}");
+                usage(&suites)
+            }
+            Err(tools::ToolError::Failed(m)) => {
+                eprintln!("{name}: FAILED: {m}");
+                std::process::exit(1)
+            }
+        }
+    }
     let Some(suite) = suites.iter().find(|s| s.name == name) else {
         eprintln!("unknown suite {name:?}");
         usage(&suites)
     };
     let mut filter = None;
     let mut list = false;
+    let mut repeat = 1;
     let mut i = 1;
     while i < args.len() {
         match args[i].as_str() {
@@ -50,6 +89,13 @@ fn main() {
             "--list" => {
                 list = true;
                 i += 1;
+            }
+            "--repeat" => {
+                let Some(n) = args.get(i + 1).and_then(|v| v.parse().ok()) else {
+                    usage(&suites)
+                };
+                repeat = n;
+                i += 2;
             }
             other => {
                 eprintln!("unknown argument {other:?}");
@@ -65,6 +111,6 @@ fn main() {
         }
         return;
     }
-    let failed = harness::run_suite(suite, filter.as_deref());
+    let failed = harness::run_suite(suite, filter.as_deref(), repeat);
     std::process::exit(if failed == 0 { 0 } else { 1 });
 }

@@ -8,7 +8,9 @@
 #define VGPU_SHIM_H
 
 #include <linux/atomic.h>
+#include <linux/bits.h>
 #include <linux/device.h>
+#include <linux/list.h>
 #include <linux/mdev.h>
 #include <linux/mm.h>
 #include <linux/mutex.h>
@@ -17,11 +19,13 @@
 #include <linux/types.h>
 #include <linux/version.h>
 #include <linux/vfio.h>
+#include <linux/wait.h>
 
 #define VGPU_NAME		"vgpu_shim"
 #define VGPU_ABI_VERSION	0x00010000	/* major 1, minor 0 */
 
 #define VGPU_MAX_PARENTS	8
+#define VGPU_MAX_ENGINES	8
 #define VGPU_NUM_TYPES		6
 #define VGPU_POOL_MIN_MB	64
 #define VGPU_POOL_MAX_MB	1048576
@@ -94,7 +98,194 @@ enum vgpu_dispi_index {
 #define VBE_DISPI_MAX_YRES	1600
 #define VBE_DISPI_MAX_BPP	32
 
+/* engine registers (BAR2 0x900-0x9ff, docs/engine-abi.md) */
+#define VGPU_ENG_RING_BASE_LO	0x900
+#define VGPU_ENG_RING_BASE_HI	0x904
+#define VGPU_ENG_RING_SIZE	0x908
+#define VGPU_ENG_RING_HEAD	0x90c
+#define VGPU_ENG_RING_TAIL	0x910
+#define VGPU_ENG_DOORBELL	0x914
+#define VGPU_ENG_RING_CTL	0x918
+#define VGPU_ENG_STATUS		0x91c
+#define VGPU_ENG_ERROR		0x920
+#define VGPU_ENG_ERROR_HEAD	0x924
+#define VGPU_ENG_FENCE_LO	0x928
+#define VGPU_ENG_FENCE_HI	0x92c
+#define VGPU_ENG_IRQ_STATUS	0x930
+#define VGPU_ENG_IRQ_MASK	0x934
+#define VGPU_ENG_RESET		0x938
+#define VGPU_ENG_CMDS_DONE	0x93c
+
+#define VGPU_CTL_ENABLE		BIT(0)
+#define VGPU_STATUS_ENABLED	BIT(0)
+#define VGPU_STATUS_BUSY	BIT(1)
+#define VGPU_STATUS_ERROR	BIT(2)
+#define VGPU_STATUS_HUNG	BIT(3)
+#define VGPU_IRQ_FENCE		BIT(0)
+#define VGPU_IRQ_ERROR		BIT(1)
+#define VGPU_IRQ_WATCHDOG	BIT(2)
+#define VGPU_IRQ_ALL		(VGPU_IRQ_FENCE | VGPU_IRQ_ERROR | \
+				 VGPU_IRQ_WATCHDOG)
+
+#define VGPU_CMD_SIZE		64
+#define VGPU_RING_MIN		SZ_4K
+#define VGPU_RING_MAX		SZ_1M
+#define VGPU_GEMM_MAX_DIM	65536
+#define VGPU_GEMM_BLOCK		1024	/* columns of C accumulated at once */
+
+enum vgpu_opcode {
+	VGPU_OP_NOP = 0,
+	VGPU_OP_FILL,
+	VGPU_OP_COPY,
+	VGPU_OP_CHECKSUM,
+	VGPU_OP_GEMM,
+	VGPU_OP_BLIT,
+	VGPU_OP_FENCE,
+	VGPU_OP_JUMP,
+	VGPU_NUM_OPS,
+};
+
+#define VGPU_FENCE_IRQ		BIT(0)
+#define VGPU_FENCE_WRITE	BIT(1)
+
+enum vgpu_eng_error {
+	VGPU_ERR_NONE = 0,
+	VGPU_ERR_BAD_OPCODE,
+	VGPU_ERR_BAD_FLAGS,
+	VGPU_ERR_OUT_OF_RANGE,
+	VGPU_ERR_BAD_ALIGN,
+	VGPU_ERR_BAD_SIZE,
+	VGPU_ERR_BAD_RING,
+	VGPU_ERR_BAD_MODE,
+	VGPU_ERR_WATCHDOG,
+};
+
+/* Chunk budget classes: each adapts its own amount of work per chunk. */
+enum vgpu_chunk_class {
+	VGPU_CC_CMD,		/* commands fetched */
+	VGPU_CC_FILL,		/* bytes */
+	VGPU_CC_COPY,		/* bytes */
+	VGPU_CC_SUM,		/* bytes */
+	VGPU_CC_GEMM,		/* multiply-adds */
+	VGPU_CC_GEMM_SERIAL,	/* multiply-adds, C overlapping A or B */
+	VGPU_CC_BLIT,		/* bytes */
+	VGPU_NUM_CC,
+};
+
+enum vgpu_policy {
+	VGPU_POLICY_BEST_EFFORT,
+	VGPU_POLICY_EQUAL_SHARE,
+	VGPU_POLICY_FIXED_SHARE,
+};
+
 struct vgpu_parent;
+struct vgpu_worker;
+
+/* A displayable bochs mode (vgpu_display.c). */
+struct vgpu_mode {
+	u32 drm_format;
+	u32 bytepp;
+	u32 width;
+	u32 height;
+	u32 stride;
+	u64 offset;		/* scanout start in VRAM */
+	u64 size;		/* stride * height */
+};
+
+/* One engine worker thread of a parent. */
+struct vgpu_worker {
+	struct task_struct *task;
+	struct vgpu_parent *parent;
+	unsigned int index;
+	bool idle;			/* waiting for work, not kicked yet */
+	bool sleeping;			/* waiting for work (idle_ns counts) */
+	u64 idle_since;
+	u64 last_seq;			/* instance of its previous slice, 0: none */
+	u32 budget[VGPU_NUM_CC];	/* work per chunk (worker-private) */
+};
+
+/* The time-slice scheduler of one parent (vgpu_sched.c). */
+struct vgpu_sched {
+	spinlock_t lock;		/* everything below, and vgpu_sched_ent */
+	struct list_head ents;		/* all instances, creation order */
+	u64 next_seq;
+	unsigned int sum_weight;	/* over all instances (fixed_share) */
+	enum vgpu_policy policy;
+	unsigned int slice_us;
+	unsigned int watchdog_ms;	/* also read by the engine (READ_ONCE) */
+	u64 vt_floor;
+	u64 busy_ns;
+	u64 idle_ns;
+	u64 switches;
+	wait_queue_head_t drain_wq;	/* detach waits for the engine to let go */
+	unsigned int nr_workers;
+	struct vgpu_worker workers[VGPU_MAX_ENGINES];
+};
+
+/* An instance as the scheduler sees it (all under vgpu_sched.lock). */
+struct vgpu_sched_ent {
+	struct list_head node;
+	u64 seq;			/* creation order, from 1 */
+	unsigned int weight;
+	unsigned int cap;
+	bool attached;
+	bool runnable;
+	bool detached;			/* being released: never pick again */
+	struct vgpu_worker *on;		/* the engine running it, or NULL */
+	u64 vt;
+	s64 budget;			/* token bucket, ns */
+	u32 budget_frac;		/* accrued fraction of a ns, in ppm */
+	u64 refill_ns;
+	bool throttled;
+	bool back;			/* eligible again in this pick */
+	u64 throttled_since;
+	u64 busy_ns;
+	u64 slices;
+	u64 throttled_ns;
+	u64 xx_wake, xx_waits, xx_wait_ns, xx_wait_max, xx_hist[8]; /* XXX */
+};
+
+/* The validated command in flight and its progress. */
+struct vgpu_eng_op {
+	u8 opcode;
+	u8 flags;
+	u32 at;				/* ring offset of the command */
+	u64 arg[7];
+	/* bytes done (FILL, COPY, CHECKSUM, BLIT); GEMM: 1 once acc is 0 */
+	u64 done;
+	u64 hash;			/* CHECKSUM */
+	u32 i, j, p;			/* GEMM: row, column (block), k index */
+	u32 sacc;			/* GEMM serial: accumulator */
+	bool serial;			/* GEMM: C overlaps A or B */
+	bool backward;			/* COPY: dst above an overlapping src */
+	struct vgpu_mode mode;		/* BLIT: the mode at validation */
+};
+
+/*
+ * Engine state of one instance (vgpu_engine.c). The registers are under
+ * @lock (a spinlock: register accesses never wait for a chunk of work);
+ * the command in flight, its progress, @acc and @wd_ns belong to the
+ * engine running the instance, under vgpu_device.lock, which the control
+ * operations that drop a command (ENGINE_RESET, RING_CTL, device reset)
+ * take too. Lock order: vgpu_device.lock, then @lock, then the sched lock.
+ */
+struct vgpu_engine {
+	spinlock_t lock;
+	u32 base_lo, base_hi, size;
+	u32 head, tail;
+	bool enabled;
+	bool stopped;			/* STATUS.ERROR: only a reset restarts */
+	bool hung;
+	u32 error, error_head;
+	u64 fence;
+	u32 irq_status, irq_mask;
+	u32 cmds_done;
+	bool inflight;
+	struct vgpu_eng_op op;
+	u64 wd_ns;			/* engine time since the last FENCE */
+	u64 jobs, cmds_failed;		/* host counters, never reset */
+	u32 acc[VGPU_GEMM_BLOCK];	/* GEMM partial sums of one C block */
+};
 
 /* One vGPU type of one parent (each parent owns its mdev_type objects). */
 struct vgpu_type {
@@ -117,6 +308,8 @@ struct vgpu_parent {
 
 	struct vgpu_type types[VGPU_NUM_TYPES];
 	struct mdev_type *type_ptrs[VGPU_NUM_TYPES];
+
+	struct vgpu_sched sched;
 };
 
 /* A lazily populated set of pages (VRAM, or the display region). */
@@ -135,18 +328,23 @@ struct vgpu_device {
 	u64 vram_size;
 
 	/*
-	 * Protects config space, DISPI registers, both page sets, weight and
-	 * cap. Never held across copy_{to,from}_user(): the user buffer may be
-	 * an mmap of this device whose fault handler takes the lock.
+	 * Protects config space, DISPI registers, both page sets, weight,
+	 * cap and the engine state; an engine holds it for one chunk of
+	 * work. Never held across copy_{to,from}_user(): the user buffer may
+	 * be an mmap of this device whose fault handler takes the lock.
+	 * Nests outside vgpu_sched.lock.
 	 */
 	struct mutex lock;
 	u8 config[VGPU_CONFIG_SIZE];
+	int irq_route;			/* vgpu_cfg_irq_index(), read locklessly */
 	u64 bar0_mask;
 	u16 dispi[VBE_DISPI_INDEX_COUNT];
 	struct vgpu_pages vram;
 	struct vgpu_pages disp;
 	unsigned int weight;		/* 1..100, scheduler share */
 	unsigned int cap;		/* 0..100 % of one engine, 0 = none */
+	struct vgpu_engine eng;
+	struct vgpu_sched_ent se;	/* under parent->sched.lock */
 
 	spinlock_t irq_lock;		/* protects the irq state below */
 	struct eventfd_ctx *irq_trigger[VFIO_PCI_NUM_IRQS];
@@ -201,7 +399,7 @@ u32 vgpu_cfg_read(struct vgpu_device *vg, unsigned int off, unsigned int size);
 void vgpu_cfg_write(struct vgpu_device *vg, unsigned int off,
 		    unsigned int size, u32 val);
 
-/* ---- vgpu_mmio.c: BAR2 registers (vg->lock held) ---- */
+/* ---- vgpu_mmio.c: BAR2 registers but the engine block (vg->lock held) ---- */
 void vgpu_dispi_reset(struct vgpu_device *vg);
 u32 vgpu_mmio_read(struct vgpu_device *vg, unsigned int off,
 		   unsigned int size);
@@ -224,8 +422,42 @@ void vgpu_irq_raise(struct vgpu_device *vg, unsigned int index);
 void vgpu_irq_release_all(struct vgpu_device *vg);
 void vgpu_request(struct vfio_device *vdev, unsigned int count);
 
+/* ---- vgpu_cfg.c ---- */
+int vgpu_cfg_irq_index(struct vgpu_device *vg);
+
 /* ---- vgpu_display.c: display plane ---- */
 u64 vgpu_display_size(u64 vram_size);
+bool vgpu_display_mode(struct vgpu_device *vg, struct vgpu_mode *mode);
 int vgpu_ioctl_query_gfx_plane(struct vgpu_device *vg, void __user *arg);
+
+/* ---- vgpu_engine.c: the command engine (vg->lock held unless noted) ---- */
+void vgpu_engine_init(struct vgpu_device *vg);
+u32 vgpu_engine_read(struct vgpu_device *vg, unsigned int off,
+		     unsigned int size);		/* no lock held */
+void vgpu_engine_write(struct vgpu_device *vg, unsigned int off,
+		       unsigned int size, u32 val);	/* no lock held */
+void vgpu_engine_reset(struct vgpu_device *vg, bool full);
+bool vgpu_engine_has_work(struct vgpu_device *vg);	/* eng.lock held */
+void vgpu_engine_counters(struct vgpu_device *vg, u64 *jobs, u64 *failed,
+			  u64 *depth);			/* no lock held */
+bool vgpu_engine_chunk(struct vgpu_device *vg, struct vgpu_worker *w,
+		       u64 t0, u64 *t1);
+void vgpu_worker_budget_init(struct vgpu_worker *w);
+
+/* ---- vgpu_sched.c: engines and the time-slice scheduler ---- */
+extern unsigned int vgpu_nr_engines;
+extern struct device_attribute vgpu_attr_policy, vgpu_attr_slice_us,
+	vgpu_attr_watchdog_ms, vgpu_attr_engines, vgpu_attr_parent_busy_ns,
+	vgpu_attr_parent_idle_ns, vgpu_attr_parent_switches;
+extern struct device_attribute vgpu_attr_busy_ns, vgpu_attr_jobs,
+	vgpu_attr_cmds_failed, vgpu_attr_slices, vgpu_attr_throttled_ns,
+	vgpu_attr_queue_depth;
+int vgpu_sched_init(struct vgpu_parent *parent);
+void vgpu_sched_fini(struct vgpu_parent *parent);
+void vgpu_sched_attach(struct vgpu_device *vg);
+void vgpu_sched_detach(struct vgpu_device *vg);
+void vgpu_sched_update(struct vgpu_device *vg);		/* eng.lock held */
+void vgpu_sched_set_params(struct vgpu_device *vg);	/* vg->lock held */
+unsigned int vgpu_sched_watchdog_ms(struct vgpu_device *vg);
 
 #endif /* VGPU_SHIM_H */

@@ -39,6 +39,8 @@ static void cfg_put16(u16 val, u8 *p)
 	p[1] = val >> 8;
 }
 
+static void vgpu_cfg_update_route(struct vgpu_device *vg);
+
 #define VGPU_CFG_COMMAND_WMASK	(PCI_COMMAND_IO | PCI_COMMAND_MEMORY | \
 				 PCI_COMMAND_MASTER | PCI_COMMAND_INTX_DISABLE)
 
@@ -75,6 +77,7 @@ void vgpu_cfg_init(struct vgpu_device *vg)
 	cfg[VGPU_CFG_MSI + PCI_CAP_LIST_NEXT] = 0;
 	cfg_put16(PCI_MSI_FLAGS_64BIT,
 			   cfg + VGPU_CFG_MSI + PCI_MSI_FLAGS);
+	vgpu_cfg_update_route(vg);
 }
 
 /* Device reset: command register and MSI enable back to 0. */
@@ -85,6 +88,7 @@ void vgpu_cfg_reset(struct vgpu_device *vg)
 	cfg_put16(0, vg->config + PCI_COMMAND);
 	cfg_put16(cfg_get16(flags) & ~PCI_MSI_FLAGS_ENABLE,
 			   flags);
+	vgpu_cfg_update_route(vg);
 }
 
 /* Writable bits of the dword at @reg (4-byte aligned). */
@@ -141,4 +145,27 @@ void vgpu_cfg_write(struct vgpu_device *vg, unsigned int off,
 		return;
 	cfg_put32((old & ~mask) | ((val << shift) & mask),
 			   vg->config + reg);
+	vgpu_cfg_update_route(vg);
+}
+
+/*
+ * Where a device interrupt goes: MSI if the guest enabled it, else INTx
+ * unless the command register disables it; -1 for nowhere. Kept up to date
+ * by every config write, so the engine reads it without vg->lock.
+ */
+int vgpu_cfg_irq_index(struct vgpu_device *vg)
+{
+	return READ_ONCE(vg->irq_route);
+}
+
+static void vgpu_cfg_update_route(struct vgpu_device *vg)
+{
+	const u8 *cfg = vg->config;
+	int route = -1;
+
+	if (cfg_get16(cfg + VGPU_CFG_MSI + PCI_MSI_FLAGS) & PCI_MSI_FLAGS_ENABLE)
+		route = VFIO_PCI_MSI_IRQ_INDEX;
+	else if (!(cfg_get16(cfg + PCI_COMMAND) & PCI_COMMAND_INTX_DISABLE))
+		route = VFIO_PCI_INTX_IRQ_INDEX;
+	WRITE_ONCE(vg->irq_route, route);
 }

@@ -49,6 +49,8 @@ static int vgpu_init_dev(struct vfio_device *vdev)
 
 	vgpu_cfg_init(vg);
 	vgpu_dispi_reset(vg);
+	vgpu_engine_init(vg);
+	vgpu_sched_attach(vg);
 
 	dev_dbg(vdev->dev, "created: %s, %u MiB on %s\n",
 		type->type.pretty_name, type->vram_mb, dev_name(&parent->dev));
@@ -68,6 +70,8 @@ static void vgpu_release_dev(struct vfio_device *vdev)
 {
 	struct vgpu_device *vg = to_vgpu(vdev);
 
+	/* No engine may touch the pages from here on. */
+	vgpu_sched_detach(vg);
 	vgpu_irq_release_all(vg);
 	vgpu_pages_fini(vg, &vg->disp);
 	vgpu_pages_fini(vg, &vg->vram);
@@ -86,14 +90,27 @@ static int vgpu_open_device(struct vfio_device *vdev)
 
 static void vgpu_close_device(struct vfio_device *vdev)
 {
-	/* Like vfio-pci: a closed device keeps no eventfds. */
-	vgpu_irq_release_all(to_vgpu(vdev));
+	struct vgpu_device *vg = to_vgpu(vdev);
+
+	/*
+	 * Like vfio-pci: a closed device keeps no eventfds, and its engine
+	 * stops (a ring left running would go on using engine time).
+	 */
+	mutex_lock(&vg->lock);
+	vgpu_engine_reset(vg, true);
+	mutex_unlock(&vg->lock);
+	vgpu_irq_release_all(vg);
 }
 
-/* Clears DISPI, config command and MSI enable; VRAM content is kept. */
+/*
+ * Clears DISPI, engine state, config command and MSI enable; VRAM content
+ * is kept. A chunk of engine work runs under vg->lock, so none is half
+ * done here and none runs after this for the old ring.
+ */
 void vgpu_device_reset(struct vgpu_device *vg)
 {
 	mutex_lock(&vg->lock);
+	vgpu_engine_reset(vg, true);
 	vgpu_cfg_reset(vg);
 	vgpu_dispi_reset(vg);
 	mutex_unlock(&vg->lock);
@@ -116,6 +133,47 @@ static bool vgpu_reg_access_ok(u64 off, size_t count, u64 size)
 	return shape && off < size && count <= size - off;
 }
 
+/*
+ * One register access. The engine block has its own lock, so that polling
+ * FENCE or STATUS and ringing the doorbell never wait for engine work.
+ */
+static bool vgpu_is_engine_reg(unsigned int index, unsigned int off)
+{
+	return index == VFIO_PCI_BAR2_REGION_INDEX &&
+	       off >= VGPU_MMIO_ENGINE && off < VGPU_MMIO_ENGINE_END;
+}
+
+static u32 vgpu_reg_read(struct vgpu_device *vg, unsigned int index,
+			 unsigned int off, unsigned int size)
+{
+	u32 val;
+
+	if (vgpu_is_engine_reg(index, off))
+		return vgpu_engine_read(vg, off, size);
+	mutex_lock(&vg->lock);
+	if (index == VFIO_PCI_CONFIG_REGION_INDEX)
+		val = vgpu_cfg_read(vg, off, size);
+	else
+		val = vgpu_mmio_read(vg, off, size);
+	mutex_unlock(&vg->lock);
+	return val;
+}
+
+static void vgpu_reg_write(struct vgpu_device *vg, unsigned int index,
+			   unsigned int off, unsigned int size, u32 val)
+{
+	if (vgpu_is_engine_reg(index, off)) {
+		vgpu_engine_write(vg, off, size, val);
+		return;
+	}
+	mutex_lock(&vg->lock);
+	if (index == VFIO_PCI_CONFIG_REGION_INDEX)
+		vgpu_cfg_write(vg, off, size, val);
+	else
+		vgpu_mmio_write(vg, off, size, val);
+	mutex_unlock(&vg->lock);
+}
+
 static ssize_t vgpu_reg_rw(struct vgpu_device *vg, unsigned int index,
 			   char __user *buf, size_t count, u64 off, bool write)
 {
@@ -136,19 +194,9 @@ static ssize_t vgpu_reg_rw(struct vgpu_device *vg, unsigned int index,
 			if (copy_from_user(b, buf + done, step))
 				return done ? done : -EFAULT;
 			val = b[0] | b[1] << 8 | b[2] << 16 | (u32)b[3] << 24;
-			mutex_lock(&vg->lock);
-			if (index == VFIO_PCI_CONFIG_REGION_INDEX)
-				vgpu_cfg_write(vg, o, step, val);
-			else
-				vgpu_mmio_write(vg, o, step, val);
-			mutex_unlock(&vg->lock);
+			vgpu_reg_write(vg, index, o, step, val);
 		} else {
-			mutex_lock(&vg->lock);
-			if (index == VFIO_PCI_CONFIG_REGION_INDEX)
-				val = vgpu_cfg_read(vg, o, step);
-			else
-				val = vgpu_mmio_read(vg, o, step);
-			mutex_unlock(&vg->lock);
+			val = vgpu_reg_read(vg, index, o, step);
 			b[0] = val;
 			b[1] = val >> 8;
 			b[2] = val >> 16;

@@ -14,23 +14,16 @@
 
 #include "vgpu.h"
 
-struct vgpu_mode {
-	u32 drm_format;
-	u32 bytepp;
-	u32 width;
-	u32 height;
-	u32 stride;
-	u64 offset;		/* scanout start in VRAM */
-	u64 size;		/* stride * height */
-};
-
 u64 vgpu_display_size(u64 vram_size)
 {
 	return min_t(u64, vram_size, VGPU_DISPLAY_MAX_SIZE);
 }
 
-/* The current mode if the guest has a displayable one. vg->lock held. */
-static bool vgpu_display_mode(struct vgpu_device *vg, struct vgpu_mode *mode)
+/*
+ * The current mode if the guest has a displayable one (the engine's BLIT
+ * uses it too). vg->lock held.
+ */
+bool vgpu_display_mode(struct vgpu_device *vg, struct vgpu_mode *mode)
 {
 	const u16 *vbe = vg->dispi;
 	u32 virt_width;

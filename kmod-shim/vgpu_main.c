@@ -28,6 +28,11 @@ module_param_named(pool_mb, vgpu_pool_mb_param, uint, 0444);
 MODULE_PARM_DESC(pool_mb,
 		 "VRAM pool of each parent in MiB, 64-1048576 (default 1024)");
 
+unsigned int vgpu_nr_engines = 1;
+module_param_named(engines, vgpu_nr_engines, uint, 0444);
+MODULE_PARM_DESC(engines,
+		 "engine worker threads of each parent, 1-8 (default 1)");
+
 /* Every page the module holds (VRAM and display), for the unload check. */
 atomic_long_t vgpu_pages_outstanding = ATOMIC_LONG_INIT(0);
 
@@ -172,6 +177,14 @@ static struct attribute *vgpu_parent_attrs[] = {
 	&dev_attr_pool_mb.attr,
 	&dev_attr_pool_free_mb.attr,
 	&dev_attr_vram_pages.attr,
+	/* the scheduler's knobs and counters (vgpu_sched.c) */
+	&vgpu_attr_policy.attr,
+	&vgpu_attr_slice_us.attr,
+	&vgpu_attr_watchdog_ms.attr,
+	&vgpu_attr_engines.attr,
+	&vgpu_attr_parent_busy_ns.attr,
+	&vgpu_attr_parent_idle_ns.attr,
+	&vgpu_attr_parent_switches.attr,
 	NULL,
 };
 
@@ -233,6 +246,7 @@ static ssize_t weight_store(struct device *dev, struct device_attribute *attr,
 		return ret;
 	mutex_lock(&vg->lock);
 	vg->weight = val;
+	vgpu_sched_set_params(vg);
 	mutex_unlock(&vg->lock);
 	return count;
 }
@@ -262,6 +276,7 @@ static ssize_t cap_store(struct device *dev, struct device_attribute *attr,
 		return ret;
 	mutex_lock(&vg->lock);
 	vg->cap = val;
+	vgpu_sched_set_params(vg);
 	mutex_unlock(&vg->lock);
 	return count;
 }
@@ -272,6 +287,13 @@ static struct attribute *vgpu_mdev_attrs[] = {
 	&dev_attr_vram_used_kb.attr,
 	&dev_attr_weight.attr,
 	&dev_attr_cap.attr,
+	/* scheduler counters (vgpu_sched.c) */
+	&vgpu_attr_busy_ns.attr,
+	&vgpu_attr_jobs.attr,
+	&vgpu_attr_cmds_failed.attr,
+	&vgpu_attr_slices.attr,
+	&vgpu_attr_throttled_ns.attr,
+	&vgpu_attr_queue_depth.attr,
 	NULL,
 };
 
@@ -385,6 +407,14 @@ static int vgpu_parent_create(unsigned int index)
 		parent->type_ptrs[i] = &type->type;
 	}
 
+	/* The engines; stopped before the parent goes. */
+	ret = vgpu_sched_init(parent);
+	if (ret) {
+		mutex_destroy(&parent->pool_lock);
+		kfree(parent);
+		return ret;
+	}
+
 	/* From here on the release callback frees the parent. */
 	device_initialize(&parent->dev);
 	parent->dev.class = vgpu_class;
@@ -415,6 +445,7 @@ static int vgpu_parent_create(unsigned int index)
 err_del:
 	device_del(&parent->dev);
 err_put:
+	vgpu_sched_fini(parent);
 	put_device(&parent->dev);
 	return ret;
 }
@@ -427,6 +458,7 @@ static void vgpu_parent_destroy(unsigned int index)
 		return;
 	vgpu_parents[index] = NULL;
 	mdev_unregister_parent(&parent->mdev_parent);
+	vgpu_sched_fini(parent);
 	device_unregister(&parent->dev);
 }
 
@@ -438,6 +470,11 @@ static int __init vgpu_init(void)
 	if (vgpu_nr_parents < 1 || vgpu_nr_parents > VGPU_MAX_PARENTS) {
 		pr_err("invalid parents=%u (must be 1-%u)\n",
 		       vgpu_nr_parents, VGPU_MAX_PARENTS);
+		return -EINVAL;
+	}
+	if (vgpu_nr_engines < 1 || vgpu_nr_engines > VGPU_MAX_ENGINES) {
+		pr_err("invalid engines=%u (must be 1-%u)\n",
+		       vgpu_nr_engines, VGPU_MAX_ENGINES);
 		return -EINVAL;
 	}
 	if (vgpu_pool_mb_param < VGPU_POOL_MIN_MB ||
@@ -470,8 +507,8 @@ static int __init vgpu_init(void)
 		}
 	}
 
-	pr_info("loaded: %u parent(s), pool %u MiB each\n",
-		vgpu_nr_parents, vgpu_pool_mb_param);
+	pr_info("loaded: %u parent(s), pool %u MiB and %u engine(s) each\n",
+		vgpu_nr_parents, vgpu_pool_mb_param, vgpu_nr_engines);
 	return 0;
 
 err_parents:

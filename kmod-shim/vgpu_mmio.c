@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * vgpu_shim: BAR2 MMIO registers (4 KiB, docs/device-abi.md): EDID (none),
- * VGA ioports (not emulated), bochs DISPI, QEMU extended registers, the
- * vgpu info block and the engine block.
+ * VGA ioports (not emulated), bochs DISPI, QEMU extended registers and the
+ * vgpu info block. The engine block (0x900-0x9ff) is vgpu_engine.c's and
+ * is accessed without vg->lock (see vgpu_reg_rw()).
  *
  * Callers hold vg->lock and pass a naturally aligned 1, 2 or 4 byte access
  * inside the BAR, so an access never crosses a dword.
@@ -103,7 +104,7 @@ static u32 vgpu_mmio_read_dword(struct vgpu_device *vg, unsigned int reg)
 	case VGPU_MMIO_INFO ... VGPU_MMIO_ENGINE - 1:
 		return vgpu_info_read(vg, reg);
 	case VGPU_MMIO_ENGINE ... VGPU_MMIO_ENGINE_END - 1:
-		/* The engine block: reads 0 until the engine is defined. */
+		/* vgpu_reg_rw() sends these to the engine, without vg->lock */
 		return 0;
 	default:
 		/* EDID (none), VGA ioports (not emulated), holes */
@@ -142,7 +143,7 @@ void vgpu_mmio_write(struct vgpu_device *vg, unsigned int off,
 		}
 		break;
 	case VGPU_MMIO_ENGINE ... VGPU_MMIO_ENGINE_END - 1:
-		/* The engine block: writes ignored until the engine exists. */
+		/* vgpu_reg_rw() sends these to the engine, without vg->lock */
 		break;
 	default:
 		/* EDID, VGA ioports, QEMU ext and info block: read-only */

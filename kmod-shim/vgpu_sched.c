@@ -1,0 +1,808 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vgpu_shim: the engines of a parent and their time-slice scheduler
+ * (docs/scheduler.md).
+ *
+ * Each parent runs `engines` worker kthreads over one runqueue: the list of
+ * its instances in creation order. A worker picks, among the runnable and
+ * eligible instances no other engine runs, the one with the smallest
+ * virtual time, runs its ring chunk by chunk (vgpu_engine_chunk(), under
+ * that instance's vg->lock) until the slice or its budget is used up or the
+ * ring is idle, charges the engine time, and picks again. With nothing
+ * eligible it sleeps, until a doorbell or knob change wakes it or, when
+ * instances are throttled, until the earliest budget turns positive.
+ *
+ * Locking: vgpu_sched.lock (a spinlock) protects the runqueue, every
+ * vgpu_sched_ent, the knobs and the counters; it nests inside vg->lock
+ * (vgpu_sched_update() is called with vg->lock held) and is never held
+ * while taking vg->lock. A worker marks the instance it runs (se->on);
+ * removal takes the instance off the runqueue and waits until no engine
+ * runs it before its pages are freed.
+ */
+#include <linux/hrtimer.h>
+#include <linux/kernel.h>
+#include <linux/kthread.h>
+#include <linux/ktime.h>
+#include <linux/math64.h>
+#include <linux/sched.h>
+#include <linux/string.h>
+#include <linux/sysfs.h>
+
+#include "vgpu.h"
+
+#define VGPU_PPM		1000000ULL	/* rate unit: parts per million */
+#define VGPU_SLICE_US_DEFAULT	1000
+#define VGPU_SLICE_US_MIN	100
+#define VGPU_SLICE_US_MAX	30000
+#define VGPU_WATCHDOG_MS_DEFAULT 2000
+#define VGPU_WATCHDOG_MS_MIN	10
+#define VGPU_WATCHDOG_MS_MAX	60000
+#define VGPU_BUCKET_MIN_NS	(10 * NSEC_PER_MSEC)
+#define VGPU_TIMER_SLACK_NS	(5 * NSEC_PER_USEC)
+
+static const char * const vgpu_policy_names[] = {
+	[VGPU_POLICY_BEST_EFFORT] = "best_effort",
+	[VGPU_POLICY_EQUAL_SHARE] = "equal_share",
+	[VGPU_POLICY_FIXED_SHARE] = "fixed_share",
+};
+
+static struct vgpu_device *se_to_vgpu(struct vgpu_sched_ent *se)
+{
+	return container_of(se, struct vgpu_device, se);
+}
+
+unsigned int vgpu_sched_watchdog_ms(struct vgpu_device *vg)
+{
+	return READ_ONCE(vg->parent->sched.watchdog_ms);
+}
+
+/* ---- policy arithmetic (sched lock held) ---- */
+
+/* Rate limit of @se in ppm of one engine; 0: none. */
+static u64 vgpu_sched_rate(struct vgpu_sched *s, struct vgpu_sched_ent *se)
+{
+	u64 rate = se->cap ? se->cap * (VGPU_PPM / 100) : 0;
+
+	if (s->policy == VGPU_POLICY_FIXED_SHARE && s->sum_weight) {
+		u64 share = div_u64((u64)s->nr_workers * se->weight * VGPU_PPM,
+				    s->sum_weight);
+
+		share = clamp_t(u64, share, 1, VGPU_PPM);
+		rate = rate ? min(rate, share) : share;
+	}
+	return rate;
+}
+
+static u64 vgpu_sched_depth(struct vgpu_sched *s, u64 rate)
+{
+	u64 win = max_t(u64, 2ULL * s->slice_us * NSEC_PER_USEC,
+			VGPU_BUCKET_MIN_NS);
+
+	return div_u64(win * rate, VGPU_PPM);
+}
+
+/* Token bucket: accrue @rate ns per ns of wall time up to the depth. */
+static void vgpu_sched_refill(struct vgpu_sched *s, struct vgpu_sched_ent *se,
+			      u64 rate, u64 now)
+{
+	s64 depth = vgpu_sched_depth(s, rate);
+	u64 dt;
+	u32 rem;
+
+	if (now <= se->refill_ns)
+		return;
+	dt = now - se->refill_ns;
+	se->refill_ns = now;
+	/* the bucket is at most 60 ms deep: 10 s of accrual fills any */
+	dt = min_t(u64, dt, 10 * NSEC_PER_SEC);
+	se->budget += div_u64_rem(dt * rate + se->budget_frac, VGPU_PPM, &rem);
+	se->budget_frac = rem;
+	if (se->budget >= depth) {
+		se->budget = depth;
+		se->budget_frac = 0;
+	}
+}
+
+/*
+ * When a throttled instance's budget turned (or turns) positive, as seen
+ * at @now: the end of its throttled interval. Read-only, so a sysfs read
+ * and the scheduler agree and throttled_ns never goes back.
+ */
+static u64 vgpu_sched_throttle_end(struct vgpu_sched *s,
+				   struct vgpu_sched_ent *se, u64 now)
+{
+	u64 rate = vgpu_sched_rate(s, se), dt, ago;
+	s64 budget = se->budget;
+
+	if (!rate)
+		return now;
+	dt = now > se->refill_ns ? now - se->refill_ns : 0;
+	dt = min_t(u64, dt, 10 * NSEC_PER_SEC);
+	budget += div_u64(dt * rate + se->budget_frac, VGPU_PPM);
+	budget = min_t(s64, budget, vgpu_sched_depth(s, rate));
+	if (budget <= 0)
+		return now;
+	ago = div_u64((u64)budget * VGPU_PPM, rate);
+	if (now - se->throttled_since <= ago)
+		return se->throttled_since;
+	return now - ago;
+}
+
+static u64 vgpu_sched_throttled_ns(struct vgpu_sched *s,
+				   struct vgpu_sched_ent *se, u64 now)
+{
+	if (!se->throttled)
+		return se->throttled_ns;
+	return se->throttled_ns +
+	       (vgpu_sched_throttle_end(s, se, now) - se->throttled_since);
+}
+
+/* End a throttled interval (eligible again, or no longer runnable). */
+static void vgpu_sched_unthrottle(struct vgpu_sched *s,
+				  struct vgpu_sched_ent *se, u64 now)
+{
+	if (!se->throttled)
+		return;
+	se->throttled_ns = vgpu_sched_throttled_ns(s, se, now);
+	se->throttled = false;
+}
+
+/*
+ * Pick the next instance for an engine (see the file comment) and its
+ * slice limit. *@wake_at is when the earliest throttled instance that no
+ * engine runs gets budget again (0: none). An instance that becomes
+ * eligible again catches up with the eligible ones, as a waking one does:
+ * time held back by a cap or fixed share earns no credit either.
+ */
+static struct vgpu_sched_ent *vgpu_sched_pick(struct vgpu_sched *s, u64 now,
+					      u64 *limit, u64 *wake_at)
+{
+	u64 slice = (u64)s->slice_us * NSEC_PER_USEC;
+	struct vgpu_sched_ent *se, *best = NULL;
+	u64 min_vt = U64_MAX;
+	bool back = false;
+
+	*wake_at = 0;
+	*limit = slice;
+	list_for_each_entry(se, &s->ents, node) {
+		u64 rate;
+
+		se->back = false;
+		if (!se->runnable)
+			continue;
+		rate = vgpu_sched_rate(s, se);
+		if (rate) {
+			vgpu_sched_refill(s, se, rate, now);
+			if (se->budget <= 0) {
+				u64 t;
+
+				if (!se->throttled) {
+					se->throttled = true;
+					se->throttled_since = now;
+				}
+				t = now + div64_u64((1 - se->budget) * VGPU_PPM +
+						    rate - 1, rate);
+				if (!se->on && (!*wake_at || t < *wake_at))
+					*wake_at = t;
+				continue;
+			}
+		}
+		if (se->throttled) {
+			vgpu_sched_unthrottle(s, se, now);
+			se->back = true;
+			back = true;
+			continue;
+		}
+		min_vt = min(min_vt, se->vt);
+	}
+	if (min_vt != U64_MAX && min_vt > s->vt_floor)
+		s->vt_floor = min_vt;
+
+	list_for_each_entry(se, &s->ents, node) {
+		if (!se->runnable || se->throttled)
+			continue;
+		if (back && se->back && min_vt != U64_MAX)
+			se->vt = max(se->vt, min_vt);
+		if (se->on)
+			continue;
+		/* the list is in creation order: ties go to the older */
+		if (!best || se->vt < best->vt)
+			best = se;
+	}
+	if (best && vgpu_sched_rate(s, best))
+		*limit = min_t(u64, slice, best->budget);
+	return best;
+}
+
+/* Charge @d ns of engine time to @se. */
+static void vgpu_sched_charge(struct vgpu_sched *s, struct vgpu_sched_ent *se,
+			      u64 d, u64 now)
+{
+	unsigned int w = s->policy == VGPU_POLICY_EQUAL_SHARE ? 1 : se->weight;
+	u64 rate = vgpu_sched_rate(s, se);
+
+	se->busy_ns += d;
+	s->busy_ns += d;
+	se->vt += div_u64(d * 1024, w);
+	if (rate) {
+		vgpu_sched_refill(s, se, rate, now);
+		se->budget -= d;
+		if (se->budget <= 0 && se->runnable && !se->throttled) {
+			se->throttled = true;
+			se->throttled_since = now;
+		}
+	}
+}
+
+/* Wake idle workers: one (a ring became runnable) or all (knobs changed). */
+static void vgpu_sched_kick(struct vgpu_sched *s, bool all)
+{
+	unsigned int i;
+
+	for (i = 0; i < s->nr_workers; i++) {
+		struct vgpu_worker *w = &s->workers[i];
+
+		if (!w->idle)
+			continue;
+		w->idle = false;
+		wake_up_process(w->task);
+		if (!all)
+			break;
+	}
+}
+
+/* ---- the engine workers ---- */
+
+/* Claim @se for engine @w (sched lock held). */
+static void vgpu_sched_claim(struct vgpu_sched *s, struct vgpu_worker *w,
+			     struct vgpu_sched_ent *se)
+{
+	if (se->xx_wake) { /* XXX */
+		u64 d = ktime_get_ns() - se->xx_wake; int b = 0; u64 lim = 50000;
+		while (b < 7 && d >= lim) { b++; lim *= 2; }
+		se->xx_hist[b]++;
+		se->xx_waits++; se->xx_wait_ns += d; se->xx_wait_max = max(se->xx_wait_max, d); se->xx_wake = 0;
+	}
+	se->on = w;
+	se->slices++;
+	if (w->last_seq && w->last_seq != se->seq)
+		s->switches++;
+	w->last_seq = se->seq;
+}
+
+/*
+ * Run @se on @w from time *@now for *@limit ns of engine time, slice after
+ * slice while it keeps winning the pick; returns the next instance, already
+ * claimed for @w with its limit in *@limit, or NULL. *@now is the time at
+ * the end.
+ *
+ * The clock is read once per chunk: a chunk's end is the next one's start,
+ * unless the worker waited for vg->lock or gave up the CPU in between
+ * (that time is not engine time). A slice end charges the engine time and
+ * picks again in one go; if @se wins again it simply goes on.
+ */
+static struct vgpu_sched_ent *vgpu_run(struct vgpu_worker *w,
+				       struct vgpu_sched_ent *se, u64 *limit,
+				       u64 *now)
+{
+	struct vgpu_device *vg = se_to_vgpu(se);
+	struct vgpu_sched *s = &w->parent->sched;
+	struct vgpu_sched_ent *next = NULL;
+	u64 used = 0, t = *now, end, wake_at;
+	bool more, detached;
+
+	mutex_lock(&vg->lock);
+	for (;;) {
+		more = vgpu_engine_chunk(vg, w, t, &end);
+		used += end - t;
+		t = end;
+		if (!more || used >= *limit || READ_ONCE(se->detached) ||
+		    kthread_should_stop()) {
+			spin_lock(&s->lock);
+			vgpu_sched_charge(s, se, used, t);
+			used = 0;
+			detached = se->detached;
+			se->on = NULL;
+			if (!detached && !kthread_should_stop()) {
+				next = vgpu_sched_pick(s, t, limit, &wake_at);
+				if (next)
+					vgpu_sched_claim(s, w, next);
+			}
+			if (detached)
+				wake_up_all(&s->drain_wq);
+			spin_unlock(&s->lock);
+			/* from here on, unless it won again, @vg may go */
+			if (next != se)
+				break;
+			next = NULL;
+		}
+		/* let register accesses and faults in between chunks */
+		mutex_unlock(&vg->lock);
+		if (cond_resched() || !mutex_trylock(&vg->lock)) {
+			mutex_lock(&vg->lock);
+			t = ktime_get_ns();
+		}
+	}
+	mutex_unlock(&vg->lock);
+	*now = t;
+	return next;
+}
+
+static int vgpu_worker_fn(void *data)
+{
+	struct vgpu_worker *w = data;
+	struct vgpu_sched *s = &w->parent->sched;
+	struct vgpu_sched_ent *se = NULL;
+	u64 now = ktime_get_ns(), limit, wake_at;
+
+	while (!kthread_should_stop()) {
+		if (se) {
+			se = vgpu_run(w, se, &limit, &now);
+			if (cond_resched())
+				now = ktime_get_ns();
+			continue;
+		}
+
+		spin_lock(&s->lock);
+		se = vgpu_sched_pick(s, now, &limit, &wake_at);
+		if (se) {
+			vgpu_sched_claim(s, w, se);
+			spin_unlock(&s->lock);
+			continue;
+		}
+		/*
+		 * Nothing eligible: sleep until kicked or a budget returns.
+		 * The state is set under the lock a kick takes, so a kick
+		 * after this point makes schedule() return at once.
+		 */
+		set_current_state(TASK_IDLE);
+		w->idle = true;
+		w->sleeping = true;
+		w->idle_since = now;
+		spin_unlock(&s->lock);
+		if (!kthread_should_stop()) {
+			if (wake_at) {
+				ktime_t t = ns_to_ktime(wake_at);
+
+				schedule_hrtimeout_range(&t, VGPU_TIMER_SLACK_NS,
+							 HRTIMER_MODE_ABS);
+			} else {
+				schedule();
+			}
+		}
+		__set_current_state(TASK_RUNNING);
+		now = ktime_get_ns();
+		spin_lock(&s->lock);
+		s->idle_ns += now - w->idle_since;
+		w->idle = false;
+		w->sleeping = false;
+		spin_unlock(&s->lock);
+	}
+	/* stopped with an instance claimed: give it back */
+	if (se) {
+		spin_lock(&s->lock);
+		se->on = NULL;
+		if (se->detached)
+			wake_up_all(&s->drain_wq);
+		spin_unlock(&s->lock);
+	}
+	return 0;
+}
+
+int vgpu_sched_init(struct vgpu_parent *parent)
+{
+	struct vgpu_sched *s = &parent->sched;
+	unsigned int i;
+	int ret;
+
+	spin_lock_init(&s->lock);
+	INIT_LIST_HEAD(&s->ents);
+	init_waitqueue_head(&s->drain_wq);
+	s->policy = VGPU_POLICY_BEST_EFFORT;
+	s->slice_us = VGPU_SLICE_US_DEFAULT;
+	s->watchdog_ms = VGPU_WATCHDOG_MS_DEFAULT;
+	s->nr_workers = 0;
+
+	for (i = 0; i < vgpu_nr_engines; i++) {
+		struct vgpu_worker *w = &s->workers[i];
+		struct task_struct *task;
+
+		w->parent = parent;
+		w->index = i;
+		vgpu_worker_budget_init(w);
+		task = kthread_run(vgpu_worker_fn, w, "vgpu%u/e%u",
+				   parent->index, i);
+		if (IS_ERR(task)) {
+			ret = PTR_ERR(task);
+			goto err;
+		}
+		w->task = task;
+		s->nr_workers = i + 1;
+	}
+	return 0;
+
+err:
+	vgpu_sched_fini(parent);
+	return ret;
+}
+
+/* Stop the workers (no instance exists any more). */
+void vgpu_sched_fini(struct vgpu_parent *parent)
+{
+	struct vgpu_sched *s = &parent->sched;
+
+	WARN_ON(!list_empty(&s->ents));
+	while (s->nr_workers) {
+		struct vgpu_worker *w = &s->workers[--s->nr_workers];
+
+		kthread_stop(w->task);
+		w->task = NULL;
+	}
+}
+
+/* ---- instances ---- */
+
+void vgpu_sched_attach(struct vgpu_device *vg)
+{
+	struct vgpu_sched *s = &vg->parent->sched;
+	struct vgpu_sched_ent *se = &vg->se;
+
+	memset(se, 0, sizeof(*se));
+	spin_lock(&s->lock);
+	se->seq = ++s->next_seq;
+	se->weight = vg->weight;
+	se->cap = vg->cap;
+	se->refill_ns = ktime_get_ns();
+	se->vt = s->vt_floor;
+	list_add_tail(&se->node, &s->ents);
+	s->sum_weight += se->weight;
+	se->attached = true;
+	vgpu_sched_kick(s, true);	/* fixed shares changed */
+	spin_unlock(&s->lock);
+}
+
+static bool vgpu_sched_released(struct vgpu_sched *s,
+				struct vgpu_sched_ent *se)
+{
+	bool released;
+
+	spin_lock(&s->lock);
+	released = !se->on;
+	spin_unlock(&s->lock);
+	return released;
+}
+
+/*
+ * Take @vg off the runqueue for good and wait until no engine runs it (at
+ * most the rest of one chunk). Called on release, before its pages go.
+ */
+void vgpu_sched_detach(struct vgpu_device *vg)
+{
+	struct vgpu_sched *s = &vg->parent->sched;
+	struct vgpu_sched_ent *se = &vg->se;
+
+	spin_lock(&s->lock);
+	if (!se->attached) {
+		spin_unlock(&s->lock);
+		return;
+	}
+	se->detached = true;
+	se->runnable = false;
+	list_del(&se->node);
+	s->sum_weight -= se->weight;
+	vgpu_sched_kick(s, true);	/* fixed shares changed */
+	spin_unlock(&s->lock);
+
+	pr_info("XXX detach seq %llu waits %llu avg %llu max %llu hist(<50u,100,200,400,800,1.6m,3.2m,inf) %llu %llu %llu %llu %llu %llu %llu %llu\n", se->seq,
+		se->xx_waits, se->xx_waits ? se->xx_wait_ns / se->xx_waits : 0, se->xx_wait_max,
+		se->xx_hist[0], se->xx_hist[1], se->xx_hist[2], se->xx_hist[3], se->xx_hist[4], se->xx_hist[5], se->xx_hist[6], se->xx_hist[7]); /* XXX */
+	wait_event(s->drain_wq, vgpu_sched_released(s, se));
+	se->attached = false;
+}
+
+/*
+ * The instance's ring may have changed state (doorbell, enable, reset,
+ * error, idle): make it runnable or not. vg->eng.lock held.
+ */
+void vgpu_sched_update(struct vgpu_device *vg)
+{
+	struct vgpu_sched *s = &vg->parent->sched;
+	struct vgpu_sched_ent *se = &vg->se;
+	bool want = vgpu_engine_has_work(vg);
+	struct vgpu_sched_ent *o;
+	u64 min_vt = U64_MAX;
+
+	spin_lock(&s->lock);
+	if (!se->attached || se->detached || want == se->runnable)
+		goto out;
+	if (want) {
+		/* no credit for idling: catch up with the eligible ones */
+		list_for_each_entry(o, &s->ents, node)
+			if (o->runnable && !o->throttled)
+				min_vt = min(min_vt, o->vt);
+		if (min_vt == U64_MAX)
+			min_vt = s->vt_floor;
+		se->vt = max(se->vt, min_vt);
+		se->runnable = true;
+		se->xx_wake = ktime_get_ns(); /* XXX */
+		vgpu_sched_kick(s, false);
+	} else {
+		if (se->throttled)
+			vgpu_sched_unthrottle(s, se, ktime_get_ns());
+		se->runnable = false;
+	}
+out:
+	spin_unlock(&s->lock);
+}
+
+/* Weight or cap changed (vg->lock held): effective from the next pick. */
+void vgpu_sched_set_params(struct vgpu_device *vg)
+{
+	struct vgpu_sched *s = &vg->parent->sched;
+	struct vgpu_sched_ent *se = &vg->se;
+	u64 rate;
+
+	spin_lock(&s->lock);
+	if (se->attached && !se->detached) {
+		/* budget accrued so far at the old rate */
+		rate = vgpu_sched_rate(s, se);
+		if (rate)
+			vgpu_sched_refill(s, se, rate, ktime_get_ns());
+		s->sum_weight = s->sum_weight - se->weight + vg->weight;
+		se->weight = vg->weight;
+		se->cap = vg->cap;
+		vgpu_sched_kick(s, true);
+	}
+	spin_unlock(&s->lock);
+}
+
+/* ---- parent sysfs: /sys/class/mdev_bus/vgpu_shimN/vgpu/ ---- */
+
+static struct vgpu_sched *dev_to_sched(struct device *dev)
+{
+	struct vgpu_parent *parent = dev_get_drvdata(dev);
+
+	return &parent->sched;
+}
+
+static ssize_t policy_show(struct device *dev, struct device_attribute *attr,
+			   char *buf)
+{
+	struct vgpu_sched *s = dev_to_sched(dev);
+
+	return sysfs_emit(buf, "%s\n", vgpu_policy_names[READ_ONCE(s->policy)]);
+}
+
+static ssize_t policy_store(struct device *dev, struct device_attribute *attr,
+			    const char *buf, size_t count)
+{
+	struct vgpu_sched *s = dev_to_sched(dev);
+	struct vgpu_sched_ent *se;
+	int i;
+
+	/* exactly a name, optionally with one trailing newline */
+	if (!count || strnlen(buf, count) != count)
+		return -EINVAL;
+	i = sysfs_match_string(vgpu_policy_names, buf);
+	if (i < 0)
+		return -EINVAL;
+
+	spin_lock(&s->lock);
+	if (s->policy != i) {
+		u64 now = ktime_get_ns();
+
+		/* budgets accrued so far count at the old rates */
+		list_for_each_entry(se, &s->ents, node) {
+			u64 rate = vgpu_sched_rate(s, se);
+
+			if (rate)
+				vgpu_sched_refill(s, se, rate, now);
+			else
+				se->refill_ns = now;
+		}
+		s->policy = i;
+		vgpu_sched_kick(s, true);
+	}
+	spin_unlock(&s->lock);
+	return count;
+}
+
+static ssize_t slice_us_show(struct device *dev,
+			     struct device_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%u\n", READ_ONCE(dev_to_sched(dev)->slice_us));
+}
+
+static ssize_t slice_us_store(struct device *dev,
+			      struct device_attribute *attr, const char *buf,
+			      size_t count)
+{
+	struct vgpu_sched *s = dev_to_sched(dev);
+	unsigned int val;
+	int ret;
+
+	ret = vgpu_parse_uint(buf, count, VGPU_SLICE_US_MIN,
+			      VGPU_SLICE_US_MAX, &val);
+	if (ret)
+		return ret;
+	spin_lock(&s->lock);
+	s->slice_us = val;
+	vgpu_sched_kick(s, true);
+	spin_unlock(&s->lock);
+	return count;
+}
+
+static ssize_t watchdog_ms_show(struct device *dev,
+				struct device_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%u\n",
+			  READ_ONCE(dev_to_sched(dev)->watchdog_ms));
+}
+
+static ssize_t watchdog_ms_store(struct device *dev,
+				 struct device_attribute *attr,
+				 const char *buf, size_t count)
+{
+	struct vgpu_sched *s = dev_to_sched(dev);
+	unsigned int val;
+	int ret;
+
+	ret = vgpu_parse_uint(buf, count, VGPU_WATCHDOG_MS_MIN,
+			      VGPU_WATCHDOG_MS_MAX, &val);
+	if (ret)
+		return ret;
+	WRITE_ONCE(s->watchdog_ms, val);
+	return count;
+}
+
+static ssize_t engines_show(struct device *dev, struct device_attribute *attr,
+			    char *buf)
+{
+	return sysfs_emit(buf, "%u\n", dev_to_sched(dev)->nr_workers);
+}
+
+/* Which parent counter to show. */
+enum { VGPU_PSTAT_BUSY, VGPU_PSTAT_IDLE, VGPU_PSTAT_SWITCHES };
+
+static ssize_t vgpu_parent_stat_show(struct device *dev, char *buf, int which)
+{
+	struct vgpu_sched *s = dev_to_sched(dev);
+	unsigned int i;
+	u64 val, now;
+
+	spin_lock(&s->lock);
+	switch (which) {
+	case VGPU_PSTAT_BUSY:
+		val = s->busy_ns;
+		break;
+	case VGPU_PSTAT_IDLE:
+		/* include the idle periods in progress: never goes back */
+		now = ktime_get_ns();
+		val = s->idle_ns;
+		for (i = 0; i < s->nr_workers; i++)
+			if (s->workers[i].sleeping)
+				val += now - s->workers[i].idle_since;
+		break;
+	default:
+		val = s->switches;
+		break;
+	}
+	spin_unlock(&s->lock);
+	return sysfs_emit(buf, "%llu\n", val);
+}
+
+static ssize_t parent_busy_ns_show(struct device *dev,
+				   struct device_attribute *attr, char *buf)
+{
+	return vgpu_parent_stat_show(dev, buf, VGPU_PSTAT_BUSY);
+}
+
+static ssize_t parent_idle_ns_show(struct device *dev,
+				   struct device_attribute *attr, char *buf)
+{
+	return vgpu_parent_stat_show(dev, buf, VGPU_PSTAT_IDLE);
+}
+
+static ssize_t parent_switches_show(struct device *dev,
+				    struct device_attribute *attr, char *buf)
+{
+	return vgpu_parent_stat_show(dev, buf, VGPU_PSTAT_SWITCHES);
+}
+
+struct device_attribute vgpu_attr_policy = __ATTR_RW(policy);
+struct device_attribute vgpu_attr_slice_us = __ATTR_RW(slice_us);
+struct device_attribute vgpu_attr_watchdog_ms = __ATTR_RW(watchdog_ms);
+struct device_attribute vgpu_attr_engines = __ATTR_RO(engines);
+struct device_attribute vgpu_attr_parent_busy_ns =
+	__ATTR(busy_ns, 0444, parent_busy_ns_show, NULL);
+struct device_attribute vgpu_attr_parent_idle_ns =
+	__ATTR(idle_ns, 0444, parent_idle_ns_show, NULL);
+struct device_attribute vgpu_attr_parent_switches =
+	__ATTR(switches, 0444, parent_switches_show, NULL);
+
+/* ---- instance sysfs: /sys/bus/mdev/devices/<uuid>/vgpu/ ---- */
+
+enum {
+	VGPU_ISTAT_BUSY,
+	VGPU_ISTAT_SLICES,
+	VGPU_ISTAT_THROTTLED,
+	VGPU_ISTAT_JOBS,
+	VGPU_ISTAT_FAILED,
+	VGPU_ISTAT_DEPTH,
+};
+
+static ssize_t vgpu_inst_stat_show(struct device *dev, char *buf, int which)
+{
+	struct vgpu_device *vg = dev_get_drvdata(dev);
+	struct vgpu_sched *s = &vg->parent->sched;
+	struct vgpu_sched_ent *se = &vg->se;
+	u64 val, jobs, failed, depth;
+
+	switch (which) {
+	case VGPU_ISTAT_JOBS:
+	case VGPU_ISTAT_FAILED:
+	case VGPU_ISTAT_DEPTH:
+		vgpu_engine_counters(vg, &jobs, &failed, &depth);
+		if (which == VGPU_ISTAT_JOBS)
+			val = jobs;
+		else if (which == VGPU_ISTAT_FAILED)
+			val = failed;
+		else
+			val = depth;
+		break;
+	default:
+		spin_lock(&s->lock);
+		if (which == VGPU_ISTAT_BUSY)
+			val = se->busy_ns;
+		else if (which == VGPU_ISTAT_SLICES)
+			val = se->slices;
+		else
+			val = vgpu_sched_throttled_ns(s, se, ktime_get_ns());
+		spin_unlock(&s->lock);
+		break;
+	}
+	return sysfs_emit(buf, "%llu\n", val);
+}
+
+static ssize_t busy_ns_show(struct device *dev, struct device_attribute *attr,
+			    char *buf)
+{
+	return vgpu_inst_stat_show(dev, buf, VGPU_ISTAT_BUSY);
+}
+
+static ssize_t slices_show(struct device *dev, struct device_attribute *attr,
+			   char *buf)
+{
+	return vgpu_inst_stat_show(dev, buf, VGPU_ISTAT_SLICES);
+}
+
+static ssize_t throttled_ns_show(struct device *dev,
+				 struct device_attribute *attr, char *buf)
+{
+	return vgpu_inst_stat_show(dev, buf, VGPU_ISTAT_THROTTLED);
+}
+
+static ssize_t jobs_show(struct device *dev, struct device_attribute *attr,
+			 char *buf)
+{
+	return vgpu_inst_stat_show(dev, buf, VGPU_ISTAT_JOBS);
+}
+
+static ssize_t cmds_failed_show(struct device *dev,
+				struct device_attribute *attr, char *buf)
+{
+	return vgpu_inst_stat_show(dev, buf, VGPU_ISTAT_FAILED);
+}
+
+static ssize_t queue_depth_show(struct device *dev,
+				struct device_attribute *attr, char *buf)
+{
+	return vgpu_inst_stat_show(dev, buf, VGPU_ISTAT_DEPTH);
+}
+
+struct device_attribute vgpu_attr_busy_ns = __ATTR_RO(busy_ns);
+struct device_attribute vgpu_attr_slices = __ATTR_RO(slices);
+struct device_attribute vgpu_attr_throttled_ns = __ATTR_RO(throttled_ns);
+struct device_attribute vgpu_attr_jobs = __ATTR_RO(jobs);
+struct device_attribute vgpu_attr_cmds_failed = __ATTR_RO(cmds_failed);
+struct device_attribute vgpu_attr_queue_depth = __ATTR_RO(queue_depth);

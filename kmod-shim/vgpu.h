@@ -242,7 +242,6 @@ struct vgpu_sched_ent {
 	u64 busy_ns;
 	u64 slices;
 	u64 throttled_ns;
-	u64 xx_wake, xx_waits, xx_wait_ns, xx_wait_max, xx_hist[8]; /* XXX */
 };
 
 /* The validated command in flight and its progress. */
@@ -329,10 +328,10 @@ struct vgpu_device {
 
 	/*
 	 * Protects config space, DISPI registers, both page sets, weight,
-	 * cap and the engine state; an engine holds it for one chunk of
-	 * work. Never held across copy_{to,from}_user(): the user buffer may
-	 * be an mmap of this device whose fault handler takes the lock.
-	 * Nests outside vgpu_sched.lock.
+	 * cap and the engine's command in flight; an engine holds it for one
+	 * chunk of work. Never held across copy_{to,from}_user(): the user
+	 * buffer may be an mmap of this device whose fault handler takes the
+	 * lock. Nests outside eng.lock and the parent's sched.lock.
 	 */
 	struct mutex lock;
 	u8 config[VGPU_CONFIG_SIZE];

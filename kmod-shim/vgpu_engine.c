@@ -5,12 +5,16 @@
  * FILL, COPY, CHECKSUM, GEMM, BLIT, FENCE and JUMP, the watchdog and the
  * engine's interrupts.
  *
- * Everything here runs with vg->lock held. An engine worker (vgpu_sched.c)
- * holds it for one chunk of work at a time, so register accesses, resets
- * and removal never see half a chunk. Commands are copied out of the ring
- * and validated on the private copy before any byte moves; the in-flight
- * command and its progress live in vg->eng, so a command resumes where it
- * stopped the next time the instance gets an engine.
+ * Locking (see struct vgpu_engine): the registers are under vg->eng.lock,
+ * a spinlock, so register accesses never wait for engine work. An engine
+ * worker (vgpu_sched.c) holds vg->lock for one chunk of work at a time and
+ * takes eng.lock only to fetch a command and to complete one; the control
+ * operations that drop the command in flight (ENGINE_RESET, RING_CTL,
+ * device reset, close) take vg->lock too, so they never see half a chunk
+ * and no chunk of the old command runs after them. Commands are copied out
+ * of the ring and validated on the private copy before any byte moves; the
+ * command in flight and its progress live in vg->eng, so a command resumes
+ * where it stopped the next time the instance gets an engine.
  *
  * VRAM pages never move or go away while the instance exists. Pages the
  * engine writes are allocated (zeroed) on first touch, like a guest access;

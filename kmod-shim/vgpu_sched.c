@@ -13,11 +13,15 @@
  * instances are throttled, until the earliest budget turns positive.
  *
  * Locking: vgpu_sched.lock (a spinlock) protects the runqueue, every
- * vgpu_sched_ent, the knobs and the counters; it nests inside vg->lock
- * (vgpu_sched_update() is called with vg->lock held) and is never held
- * while taking vg->lock. A worker marks the instance it runs (se->on);
- * removal takes the instance off the runqueue and waits until no engine
- * runs it before its pages are freed.
+ * vgpu_sched_ent, the knobs and the counters. It is the innermost lock:
+ * taken inside vg->lock (a worker charging and picking at a slice end) and
+ * inside vg->eng.lock (vgpu_sched_update()), never the other way round.
+ * A worker marks the instance it runs (se->on); removal takes the instance
+ * off the runqueue and waits until no engine runs it (at most the rest of
+ * one chunk) before its pages are freed.
+ *
+ * Times are ktime_get_ns(). A worker reads the clock once per chunk, and
+ * passes that time on to the charge and the next pick.
  */
 #include <linux/hrtimer.h>
 #include <linux/kernel.h>
@@ -114,6 +118,9 @@ static u64 vgpu_sched_throttle_end(struct vgpu_sched *s,
 	u64 rate = vgpu_sched_rate(s, se), dt, ago;
 	s64 budget = se->budget;
 
+	/* two engines' clock readings may cross by a little */
+	if (now <= se->throttled_since)
+		return se->throttled_since;
 	if (!rate)
 		return now;
 	dt = now > se->refill_ns ? now - se->refill_ns : 0;
@@ -257,12 +264,6 @@ static void vgpu_sched_kick(struct vgpu_sched *s, bool all)
 static void vgpu_sched_claim(struct vgpu_sched *s, struct vgpu_worker *w,
 			     struct vgpu_sched_ent *se)
 {
-	if (se->xx_wake) { /* XXX */
-		u64 d = ktime_get_ns() - se->xx_wake; int b = 0; u64 lim = 50000;
-		while (b < 7 && d >= lim) { b++; lim *= 2; }
-		se->xx_hist[b]++;
-		se->xx_waits++; se->xx_wait_ns += d; se->xx_wait_max = max(se->xx_wait_max, d); se->xx_wake = 0;
-	}
 	se->on = w;
 	se->slices++;
 	if (w->last_seq && w->last_seq != se->seq)
@@ -493,9 +494,6 @@ void vgpu_sched_detach(struct vgpu_device *vg)
 	vgpu_sched_kick(s, true);	/* fixed shares changed */
 	spin_unlock(&s->lock);
 
-	pr_info("XXX detach seq %llu waits %llu avg %llu max %llu hist(<50u,100,200,400,800,1.6m,3.2m,inf) %llu %llu %llu %llu %llu %llu %llu %llu\n", se->seq,
-		se->xx_waits, se->xx_waits ? se->xx_wait_ns / se->xx_waits : 0, se->xx_wait_max,
-		se->xx_hist[0], se->xx_hist[1], se->xx_hist[2], se->xx_hist[3], se->xx_hist[4], se->xx_hist[5], se->xx_hist[6], se->xx_hist[7]); /* XXX */
 	wait_event(s->drain_wq, vgpu_sched_released(s, se));
 	se->attached = false;
 }
@@ -524,7 +522,6 @@ void vgpu_sched_update(struct vgpu_device *vg)
 			min_vt = s->vt_floor;
 		se->vt = max(se->vt, min_vt);
 		se->runnable = true;
-		se->xx_wake = ktime_get_ns(); /* XXX */
 		vgpu_sched_kick(s, false);
 	} else {
 		if (se->throttled)

@@ -15,6 +15,7 @@
 #   --append ARGS       extra kernel command line
 #   --hostfs            share the host's / read-only over 9p; the guest mounts it on
 #                       /host with /dev, /sys, /proc bound inside (to chroot into it)
+#                       and a tmpfs on /host/run for scratch files
 #
 # The guest runs busybox as /init. vfio, vfio_iommu_type1 and mdev are loaded;
 # vgpu_shim is NOT (tests load it with their own parameters) and sits at
@@ -103,8 +104,7 @@ if grep -q '^9p$' /lib/rig/modules.order; then
 	mkdir -p /host
 	mount -t 9p -o trans=virtio,version=9p2000.L,ro host /host
 	for d in dev sys proc; do mount --bind /$d /host/$d; done
-	mount -t tmpfs tmpfs /host/tmp
-	mount -t tmpfs tmpfs /host/run
+	mount -t tmpfs tmpfs /host/run	# writable scratch; /host/tmp stays the host's
 fi
 printf "\nRIG-BEGIN\n"
 /lib/rig/cmd

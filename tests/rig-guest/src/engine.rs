@@ -5,7 +5,7 @@
 //! tolerances sized for the TCG rig; run it with `--smp 2` so submitters have a CPU
 //! next to the engine thread.
 
-use std::fmt::{Debug, Display};
+use crate::foundation::bad_writes;
 use std::time::{Duration, Instant};
 
 use vgpu_vfio::abi::engine as reg;
@@ -2124,39 +2124,6 @@ fn slice_us_live(ctx: &mut Ctx) -> TestResult {
 }
 
 // ---- sysfs --------------------------------------------------------------------------
-
-fn bad_writes<T: PartialEq + Debug + Display>(
-    what: &str,
-    write: &dyn Fn(&str) -> vgpu_vfio::Result<()>,
-    read: &dyn Fn() -> vgpu_vfio::Result<T>,
-    bad: &[&str],
-) -> TestResult {
-    let before = read().ctx(format!("read {what}"))?;
-    let mut fails = Vec::new();
-    for b in bad {
-        let r = write(b);
-        let v = if b.is_empty() {
-            match r {
-                Err(e) if e.errno() != Some(libc::EINVAL) => {
-                    Err(Fail(format!("{what} <- \"\": {e}, want EINVAL")))
-                }
-                _ => Ok(()),
-            }
-        } else {
-            expect_errno(r, &[libc::EINVAL], &format!("{what} <- {b:?}"))
-        };
-        if let Err(f) = v {
-            fails.push(f.0);
-        }
-        let now = read().ctx(format!("read {what}"))?;
-        if now != before {
-            fails.push(format!("{what} changed to {now} by {b:?} (was {before})"));
-            write(&before.to_string()).ctx(format!("restore {what}"))?;
-        }
-    }
-    ensure!(fails.is_empty(), "{}", fails.join("; "));
-    Ok(())
-}
 
 const COMMON_BAD: [&str; 15] = [
     "",

@@ -1448,10 +1448,12 @@ fn irqs(ctx: &mut Ctx) -> TestResult {
 }
 
 // 12 --------------------------------------------------------------------------------------
-fn bad_writes(
+/// Write each of `bad` to an attribute: every one must fail with EINVAL and leave the
+/// value as it was (shared with the engine suite's scheduler attributes).
+pub(crate) fn bad_writes<T: PartialEq + std::fmt::Debug + std::fmt::Display>(
     what: &str,
     write: &dyn Fn(&str) -> vgpu_vfio::Result<()>,
-    read: &dyn Fn() -> vgpu_vfio::Result<u64>,
+    read: &dyn Fn() -> vgpu_vfio::Result<T>,
     bad: &[&str],
 ) -> TestResult {
     let before = read().ctx(format!("read {what}"))?;

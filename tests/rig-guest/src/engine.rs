@@ -5,7 +5,7 @@
 //! tolerances sized for the TCG rig; run it with `--smp 2` so submitters have a CPU
 //! next to the engine thread.
 
-use crate::foundation::bad_writes;
+use crate::foundation::{bad_writes, COMMON_BAD};
 use std::time::{Duration, Instant};
 
 use vgpu_vfio::abi::engine as reg;
@@ -2124,24 +2124,6 @@ fn slice_us_live(ctx: &mut Ctx) -> TestResult {
 }
 
 // ---- sysfs --------------------------------------------------------------------------
-
-const COMMON_BAD: [&str; 15] = [
-    "",
-    "\n",
-    "abc",
-    "-1",
-    "+5",
-    "0x10",
-    "1.5",
-    "12abc",
-    " 5",
-    "5 ",
-    "5\n\n",
-    "5\0x",
-    "99999999999999999999999999",
-    "4294967296",
-    "18446744073709551616",
-];
 
 fn sched_sysfs_bad_input(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;

@@ -1489,27 +1489,30 @@ pub(crate) fn bad_writes<T: PartialEq + std::fmt::Debug + std::fmt::Display>(
 
 const HUGE: &str = "99999999999999999999999999";
 
+/// Malformed values every numeric sysfs attribute must reject with EINVAL
+/// (shared with the engine suite).
+pub(crate) const COMMON_BAD: [&str; 15] = [
+    "",
+    "\n",
+    "abc",
+    "-1",
+    "+5",
+    "0x10",
+    "1.5",
+    "12abc",
+    " 5",
+    "5 ",
+    "5\n\n",
+    "5\0x",
+    HUGE,
+    "4294967296",
+    "18446744073709551616",
+];
+
 fn sysfs_bad_input(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
     let inst = ctx.create(&p, "vgpu_shim-256M")?;
-    let common = [
-        "",
-        "\n",
-        "abc",
-        "-1",
-        "+5",
-        "0x10",
-        "1.5",
-        "12abc",
-        " 5",
-        "5 ",
-        "5\n\n",
-        "5\0x",
-        HUGE,
-        "4294967296",
-        "18446744073709551616",
-    ];
-    let mut pool_bad: Vec<&str> = common.to_vec();
+    let mut pool_bad: Vec<&str> = COMMON_BAD.to_vec();
     pool_bad.extend(["0", "63", "1048577", "512\0x"]);
     ctx.soft(bad_writes(
         "pool_mb",
@@ -1517,7 +1520,7 @@ fn sysfs_bad_input(ctx: &mut Ctx) -> TestResult {
         &|| p.pool_mb(),
         &pool_bad,
     ));
-    let mut wbad: Vec<&str> = common.to_vec();
+    let mut wbad: Vec<&str> = COMMON_BAD.to_vec();
     wbad.extend(["0", "101"]);
     ctx.soft(bad_writes(
         "weight",
@@ -1525,7 +1528,7 @@ fn sysfs_bad_input(ctx: &mut Ctx) -> TestResult {
         &|| inst.weight(),
         &wbad,
     ));
-    let mut cbad: Vec<&str> = common.to_vec();
+    let mut cbad: Vec<&str> = COMMON_BAD.to_vec();
     cbad.extend(["101", "1000"]);
     ctx.soft(bad_writes(
         "cap",

@@ -217,6 +217,7 @@ struct vgpu_sched {
 	u64 busy_ns;
 	u64 idle_ns;
 	u64 switches;
+	atomic64_t macs;		/* GEMM multiply-adds, all instances */
 	wait_queue_head_t drain_wq;	/* detach waits for the engine to let go */
 	unsigned int nr_workers;
 	struct vgpu_worker workers[VGPU_MAX_ENGINES];
@@ -261,6 +262,25 @@ struct vgpu_eng_op {
 };
 
 /*
+ * Submission latency (docs/scheduler.md): a doorbell that adds commands
+ * is timed until as many more commands have completed. Histogram of
+ * those times in ns, log-linear: exact below 16 ns, then 16 buckets per
+ * power of two (each at most 1/16 of its lower bound wide), up to 2^36 ns
+ * (68.7 s); the last bucket also holds anything longer.
+ */
+#define VGPU_LAT_SUB_SHIFT	4
+#define VGPU_LAT_SUB		(1U << VGPU_LAT_SUB_SHIFT)
+#define VGPU_LAT_MAX_SHIFT	35
+#define VGPU_LAT_BUCKETS	((VGPU_LAT_MAX_SHIFT - VGPU_LAT_SUB_SHIFT + 2) * \
+				 VGPU_LAT_SUB)
+#define VGPU_LAT_INFLIGHT	16	/* doorbells timed at once */
+
+struct vgpu_lat_sub {
+	u64 target;			/* value of jobs when it is complete */
+	u64 t_ns;			/* doorbell time */
+};
+
+/*
  * Engine state of one instance (vgpu_engine.c). The registers are under
  * @lock (a spinlock: register accesses never wait for a chunk of work);
  * the command in flight, its progress, @acc and @wd_ns belong to the
@@ -283,6 +303,12 @@ struct vgpu_engine {
 	struct vgpu_eng_op op;
 	u64 wd_ns;			/* engine time since the last FENCE */
 	u64 jobs, cmds_failed;		/* host counters, never reset */
+	u64 macs;			/* GEMM multiply-adds done (vg->lock) */
+	/* doorbells being timed, oldest first at @lat_first (eng.lock) */
+	struct vgpu_lat_sub lat_sub[VGPU_LAT_INFLIGHT];
+	unsigned int lat_first, lat_n;
+	u64 lat_last;			/* target of the newest one */
+	u32 lat_hist[VGPU_LAT_BUCKETS];
 	u32 acc[VGPU_GEMM_BLOCK];	/* GEMM partial sums of one C block */
 };
 
@@ -450,7 +476,8 @@ extern struct device_attribute vgpu_attr_policy, vgpu_attr_slice_us,
 	vgpu_attr_parent_idle_ns, vgpu_attr_parent_switches;
 extern struct device_attribute vgpu_attr_busy_ns, vgpu_attr_jobs,
 	vgpu_attr_cmds_failed, vgpu_attr_slices, vgpu_attr_throttled_ns,
-	vgpu_attr_queue_depth;
+	vgpu_attr_queue_depth, vgpu_attr_parent_macs;
+extern struct device_attribute vgpu_attr_macs, vgpu_attr_latency_hist;
 int vgpu_sched_init(struct vgpu_parent *parent);
 void vgpu_sched_fini(struct vgpu_parent *parent);
 void vgpu_sched_attach(struct vgpu_device *vg);

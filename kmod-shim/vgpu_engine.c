@@ -23,6 +23,7 @@
  * looked up again for each span, so a page allocated by a write in this
  * chunk is seen by the reads that follow.
  */
+#include <linux/bitops.h>
 #include <linux/highmem.h>
 #include <linux/kernel.h>
 #include <linux/ktime.h>
@@ -30,6 +31,7 @@
 #include <linux/math64.h>
 #include <linux/overflow.h>
 #include <linux/string.h>
+#include <linux/sysfs.h>
 
 #include "vgpu.h"
 
@@ -200,6 +202,78 @@ void vgpu_engine_counters(struct vgpu_device *vg, u64 *jobs, u64 *failed,
 	spin_unlock(&e->lock);
 }
 
+/* ---- submission latency (eng.lock held) ---- */
+
+static unsigned int eng_lat_bucket(u64 ns)
+{
+	unsigned int msb;
+
+	if (ns < VGPU_LAT_SUB)
+		return ns;
+	msb = fls64(ns) - 1;
+	if (msb > VGPU_LAT_MAX_SHIFT)
+		return VGPU_LAT_BUCKETS - 1;
+	return (msb - VGPU_LAT_SUB_SHIFT + 1) * VGPU_LAT_SUB +
+	       ((ns >> (msb - VGPU_LAT_SUB_SHIFT)) & (VGPU_LAT_SUB - 1));
+}
+
+/* The largest latency in ns that bucket @b holds. */
+static u64 eng_lat_upper(unsigned int b)
+{
+	unsigned int o = b / VGPU_LAT_SUB, sub = b % VGPU_LAT_SUB;
+
+	if (!o)
+		return sub;
+	return ((u64)(VGPU_LAT_SUB + sub + 1) << (o - 1)) - 1;
+}
+
+/* Forget the doorbells being timed: their commands will not complete. */
+static void eng_lat_flush(struct vgpu_engine *e)
+{
+	e->lat_n = 0;
+	e->lat_last = 0;
+}
+
+/*
+ * A doorbell: time it until the commands pending now have completed
+ * (counted in jobs; a JUMP makes the count approximate). A doorbell that
+ * adds nothing, or finds all slots busy, is not timed.
+ */
+static void eng_lat_submit(struct vgpu_engine *e)
+{
+	unsigned int slot;
+	u64 target;
+
+	if (!eng_runnable(e))
+		return;
+	target = e->jobs + ((e->tail - e->head) & (e->size - 1)) /
+		 VGPU_CMD_SIZE + e->inflight;
+	if (target <= e->lat_last || e->lat_n == VGPU_LAT_INFLIGHT)
+		return;
+	slot = (e->lat_first + e->lat_n) % VGPU_LAT_INFLIGHT;
+	e->lat_sub[slot].target = target;
+	e->lat_sub[slot].t_ns = ktime_get_ns();
+	e->lat_n++;
+	e->lat_last = target;
+}
+
+/* Record the timed doorbells whose commands have completed by @now. */
+static void eng_lat_retire(struct vgpu_engine *e, u64 now)
+{
+	while (e->lat_n) {
+		struct vgpu_lat_sub *ls = &e->lat_sub[e->lat_first];
+		unsigned int b;
+
+		if (ls->target > e->jobs)
+			break;
+		b = eng_lat_bucket(now > ls->t_ns ? now - ls->t_ns : 0);
+		if (e->lat_hist[b] != U32_MAX)
+			e->lat_hist[b]++;
+		e->lat_first = (e->lat_first + 1) % VGPU_LAT_INFLIGHT;
+		e->lat_n--;
+	}
+}
+
 /* Signal the interrupt if IRQ_STATUS & IRQ_MASK gained a bit over @old. */
 static void eng_irq_check(struct vgpu_device *vg, u32 old)
 {
@@ -239,6 +313,7 @@ static void eng_fail(struct vgpu_device *vg, u32 code, u32 at)
 	e->error_head = at;
 	e->inflight = false;
 	e->cmds_failed++;
+	eng_lat_flush(e);
 	if (code == VGPU_ERR_WATCHDOG) {
 		e->hung = true;
 		eng_irq(vg, VGPU_IRQ_WATCHDOG);
@@ -277,6 +352,7 @@ void vgpu_engine_reset(struct vgpu_device *vg, bool full)
 	e->tail = 0;
 	e->inflight = false;
 	e->wd_ns = 0;
+	eng_lat_flush(e);
 	if (full) {
 		e->base_lo = 0;
 		e->base_hi = 0;
@@ -314,10 +390,12 @@ static void eng_write_ctl(struct vgpu_device *vg, bool enable)
 			e->tail = 0;
 			e->inflight = false;
 			e->wd_ns = 0;
+			eng_lat_flush(e);
 		}
 	} else if (!enable && e->enabled) {
 		e->enabled = false;
 		e->inflight = false;
+		eng_lat_flush(e);
 	}
 	vgpu_sched_update(vg);
 }
@@ -436,6 +514,7 @@ void vgpu_engine_write(struct vgpu_device *vg, unsigned int off,
 	spin_lock(&e->lock);
 	switch (reg) {
 	case VGPU_ENG_DOORBELL:
+		eng_lat_submit(e);
 		vgpu_sched_update(vg);
 		break;
 	case VGPU_ENG_RING_BASE_LO:
@@ -763,7 +842,7 @@ static int eng_checksum(struct vgpu_device *vg, struct vgpu_eng_op *op,
  * along its rows), then stored. Progress: row i, block start j, index p.
  */
 static int eng_gemm(struct vgpu_device *vg, struct vgpu_engine *e,
-		    s64 *units)
+		    s64 *units, u64 *macs)
 {
 	s64 budget = *units;
 	struct vgpu_eng_op *op = &e->op;
@@ -791,6 +870,7 @@ static int eng_gemm(struct vgpu_device *vg, struct vgpu_engine *e,
 				kunmap_local(bp);
 			}
 			op->p++;
+			*macs += jb;
 			budget -= jb + VGPU_GEMM_ROW_COST;
 		}
 
@@ -821,7 +901,7 @@ static int eng_gemm(struct vgpu_device *vg, struct vgpu_engine *e,
  * C at a time in row-major order, each stored before the next is computed.
  */
 static int eng_gemm_serial(struct vgpu_device *vg, struct vgpu_eng_op *op,
-			   s64 *units)
+			   s64 *units, u64 *macs)
 {
 	s64 budget = *units;
 	u64 A = op->arg[0], B = op->arg[1], C = op->arg[2];
@@ -834,6 +914,7 @@ static int eng_gemm_serial(struct vgpu_device *vg, struct vgpu_eng_op *op,
 			op->sacc += eng_read32(vg, A + ((u64)op->i * k + op->p) * 4) *
 				    eng_read32(vg, B + ((u64)op->p * n + op->j) * 4);
 			op->p++;
+			(*macs)++;
 		}
 		if (!eng_write32(vg, C + ((u64)op->i * n + op->j) * 4, op->sacc))
 			return eng_left(units, budget, VGPU_STEP_NOMEM);
@@ -924,6 +1005,7 @@ static int eng_step(struct vgpu_device *vg, struct vgpu_worker *w,
 	struct vgpu_engine *e = &vg->eng;
 	struct vgpu_eng_op *op = &e->op;
 	s64 start, units;
+	u64 macs = 0;
 	int c, ret;
 
 	switch (op->opcode) {
@@ -965,18 +1047,22 @@ static int eng_step(struct vgpu_device *vg, struct vgpu_worker *w,
 		break;
 	case VGPU_OP_GEMM:
 		if (op->serial) {
-			ret = eng_gemm_serial(vg, op, &units);
+			ret = eng_gemm_serial(vg, op, &units, &macs);
 			break;
 		}
 		if (!op->done) {	/* first step: clear the sums */
 			memset(e->acc, 0, sizeof(e->acc));
 			op->done = 1;
 		}
-		ret = eng_gemm(vg, e, &units);
+		ret = eng_gemm(vg, e, &units, &macs);
 		break;
 	default:
 		ret = eng_blit(vg, op, &units);
 		break;
+	}
+	if (macs) {
+		WRITE_ONCE(e->macs, e->macs + macs);
+		atomic64_add(macs, &vg->parent->sched.macs);
 	}
 	/* a step that stopped for its budget used the whole rest */
 	eng_charge(w, ch, c, ret == VGPU_STEP_MORE ? S64_MAX / VGPU_CHUNK_FULL :
@@ -1054,6 +1140,7 @@ bool vgpu_engine_chunk(struct vgpu_device *vg, struct vgpu_worker *w, u64 t0,
 		vgpu_chunk_adapt(w, eng_chunk_class(&ch), ns);
 
 	spin_lock(&e->lock);
+	eng_lat_retire(e, *t1);
 	/*
 	 * The watchdog counts engine time since the last completed FENCE;
 	 * at chunk granularity (a chunk that completed one counts as 0).
@@ -1069,3 +1156,70 @@ bool vgpu_engine_chunk(struct vgpu_device *vg, struct vgpu_worker *w, u64 t0,
 	spin_unlock(&e->lock);
 	return more && !nomem;
 }
+
+/* ---- instance sysfs: /sys/bus/mdev/devices/<uuid>/vgpu/ ---- */
+
+static ssize_t macs_show(struct device *dev, struct device_attribute *attr,
+			 char *buf)
+{
+	struct vgpu_device *vg = dev_get_drvdata(dev);
+
+	return sysfs_emit(buf, "%llu\n", READ_ONCE(vg->eng.macs));
+}
+
+/*
+ * "<upper bound ns> <count>" per non-empty bucket, ascending. Should the
+ * lines not fit in a page, the last one is "more <samples not listed>".
+ */
+static ssize_t latency_hist_show(struct device *dev,
+				 struct device_attribute *attr, char *buf)
+{
+	struct vgpu_device *vg = dev_get_drvdata(dev);
+	struct vgpu_engine *e = &vg->eng;
+	unsigned int b;
+	u64 more = 0;
+	int len = 0;
+
+	spin_lock(&e->lock);
+	for (b = 0; b < VGPU_LAT_BUCKETS; b++) {
+		char line[40];
+		int n;
+
+		if (!e->lat_hist[b])
+			continue;
+		n = scnprintf(line, sizeof(line), "%llu %u\n",
+			      eng_lat_upper(b), e->lat_hist[b]);
+		if (more || len + n > PAGE_SIZE - (int)sizeof(line)) {
+			more += e->lat_hist[b];
+			continue;
+		}
+		memcpy(buf + len, line, n);
+		len += n;
+	}
+	spin_unlock(&e->lock);
+	if (more)
+		len += sysfs_emit_at(buf, len, "more %llu\n", more);
+	return len;
+}
+
+/* Writing 0 clears the histogram. */
+static ssize_t latency_hist_store(struct device *dev,
+				  struct device_attribute *attr,
+				  const char *buf, size_t count)
+{
+	struct vgpu_device *vg = dev_get_drvdata(dev);
+	struct vgpu_engine *e = &vg->eng;
+	unsigned int val;
+	int ret;
+
+	ret = vgpu_parse_uint(buf, count, 0, 0, &val);
+	if (ret)
+		return ret;
+	spin_lock(&e->lock);
+	memset(e->lat_hist, 0, sizeof(e->lat_hist));
+	spin_unlock(&e->lock);
+	return count;
+}
+
+struct device_attribute vgpu_attr_macs = __ATTR_RO(macs);
+struct device_attribute vgpu_attr_latency_hist = __ATTR_RW(latency_hist);

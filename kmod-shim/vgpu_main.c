@@ -185,6 +185,7 @@ static struct attribute *vgpu_parent_attrs[] = {
 	&vgpu_attr_parent_busy_ns.attr,
 	&vgpu_attr_parent_idle_ns.attr,
 	&vgpu_attr_parent_switches.attr,
+	&vgpu_attr_parent_macs.attr,
 	NULL,
 };
 
@@ -294,6 +295,9 @@ static struct attribute *vgpu_mdev_attrs[] = {
 	&vgpu_attr_slices.attr,
 	&vgpu_attr_throttled_ns.attr,
 	&vgpu_attr_queue_depth.attr,
+	/* engine counters (vgpu_engine.c) */
+	&vgpu_attr_macs.attr,
+	&vgpu_attr_latency_hist.attr,
 	NULL,
 };
 

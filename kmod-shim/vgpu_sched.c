@@ -403,6 +403,7 @@ int vgpu_sched_init(struct vgpu_parent *parent)
 	s->slice_us = VGPU_SLICE_US_DEFAULT;
 	s->watchdog_ms = VGPU_WATCHDOG_MS_DEFAULT;
 	s->nr_workers = 0;
+	atomic64_set(&s->macs, 0);
 
 	for (i = 0; i < vgpu_nr_engines; i++) {
 		struct vgpu_worker *w = &s->workers[i];
@@ -659,7 +660,7 @@ static ssize_t engines_show(struct device *dev, struct device_attribute *attr,
 }
 
 /* Which parent counter to show. */
-enum { VGPU_PSTAT_BUSY, VGPU_PSTAT_IDLE, VGPU_PSTAT_SWITCHES };
+enum { VGPU_PSTAT_BUSY, VGPU_PSTAT_IDLE, VGPU_PSTAT_SWITCHES, VGPU_PSTAT_MACS };
 
 static ssize_t vgpu_parent_stat_show(struct device *dev, char *buf, int which)
 {
@@ -679,6 +680,9 @@ static ssize_t vgpu_parent_stat_show(struct device *dev, char *buf, int which)
 		for (i = 0; i < s->nr_workers; i++)
 			if (s->workers[i].sleeping)
 				val += now - s->workers[i].idle_since;
+		break;
+	case VGPU_PSTAT_MACS:
+		val = atomic64_read(&s->macs);
 		break;
 	default:
 		val = s->switches;
@@ -706,6 +710,12 @@ static ssize_t parent_switches_show(struct device *dev,
 	return vgpu_parent_stat_show(dev, buf, VGPU_PSTAT_SWITCHES);
 }
 
+static ssize_t parent_macs_show(struct device *dev,
+				struct device_attribute *attr, char *buf)
+{
+	return vgpu_parent_stat_show(dev, buf, VGPU_PSTAT_MACS);
+}
+
 struct device_attribute vgpu_attr_policy = __ATTR_RW(policy);
 struct device_attribute vgpu_attr_slice_us = __ATTR_RW(slice_us);
 struct device_attribute vgpu_attr_watchdog_ms = __ATTR_RW(watchdog_ms);
@@ -716,6 +726,8 @@ struct device_attribute vgpu_attr_parent_idle_ns =
 	__ATTR(idle_ns, 0444, parent_idle_ns_show, NULL);
 struct device_attribute vgpu_attr_parent_switches =
 	__ATTR(switches, 0444, parent_switches_show, NULL);
+struct device_attribute vgpu_attr_parent_macs =
+	__ATTR(macs, 0444, parent_macs_show, NULL);
 
 /* ---- instance sysfs: /sys/bus/mdev/devices/<uuid>/vgpu/ ---- */
 

@@ -295,6 +295,8 @@ pub struct InstanceStats {
     pub throttled_ns: u64,
     /// `queue_depth`.
     pub queue_depth: u64,
+    /// `macs`.
+    pub macs: u64,
 }
 
 /// A parent's scheduler counters (`vgpu_shim<N>/vgpu/`).
@@ -306,6 +308,8 @@ pub struct ParentStats {
     pub idle_ns: u64,
     /// `switches`.
     pub switches: u64,
+    /// `macs`.
+    pub macs: u64,
 }
 
 /// An mdev parent device (`/sys/class/mdev_bus/<name>`).
@@ -448,12 +452,18 @@ impl Parent {
         read_u64(self.vgpu_attr("switches"))
     }
 
+    /// `vgpu/macs`: GEMM multiply-adds done by all its instances.
+    pub fn macs(&self) -> Result<u64> {
+        read_u64(self.vgpu_attr("macs"))
+    }
+
     /// The parent's scheduler counters, read one after the other.
     pub fn sched_stats(&self) -> Result<ParentStats> {
         Ok(ParentStats {
             busy_ns: self.busy_ns()?,
             idle_ns: self.idle_ns()?,
             switches: self.switches()?,
+            macs: self.macs()?,
         })
     }
 
@@ -674,6 +684,21 @@ impl Instance {
         read_u64(self.vgpu_attr("queue_depth"))
     }
 
+    /// `vgpu/macs`: GEMM multiply-adds its engine has done.
+    pub fn macs(&self) -> Result<u64> {
+        read_u64(self.vgpu_attr("macs"))
+    }
+
+    /// `vgpu/latency_hist`: doorbell-to-completion times.
+    pub fn latency_hist(&self) -> Result<LatencyHist> {
+        read_attr(self.vgpu_attr("latency_hist"))?.parse()
+    }
+
+    /// Clear `vgpu/latency_hist` (write `0`).
+    pub fn clear_latency_hist(&self) -> Result<()> {
+        write_attr(self.vgpu_attr("latency_hist"), "0")
+    }
+
     /// All scheduler counters, read one after the other.
     pub fn sched_stats(&self) -> Result<InstanceStats> {
         Ok(InstanceStats {
@@ -683,6 +708,7 @@ impl Instance {
             slices: self.slices()?,
             throttled_ns: self.throttled_ns()?,
             queue_depth: self.queue_depth()?,
+            macs: self.macs()?,
         })
     }
 
@@ -713,6 +739,93 @@ impl Instance {
     /// Open the instance's VFIO device in a container of its own.
     pub fn open(&self) -> Result<Device> {
         Device::open(&self.path)
+    }
+}
+
+/// An instance's `vgpu/latency_hist`: for each non-empty bucket, the largest latency
+/// it holds (ns) and its count, ascending; `more` counts samples the kernel could not
+/// list in one page (all larger than the last bucket listed).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LatencyHist {
+    /// (upper bound in ns, samples), ascending by bound.
+    pub buckets: Vec<(u64, u64)>,
+    /// Samples beyond the listed buckets.
+    pub more: u64,
+}
+
+impl LatencyHist {
+    /// Samples in all.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.1).sum::<u64>() + self.more
+    }
+
+    /// The upper bound (ns) of the bucket holding the `p`-quantile (0 < p <= 1): the
+    /// smallest bound with at least `ceil(p * count)` samples at or below it. `None`
+    /// when empty or when that sample is among the unlisted ones.
+    pub fn quantile_ns(&self, p: f64) -> Option<u64> {
+        let n = self.count();
+        if n == 0 {
+            return None;
+        }
+        let rank = ((p.clamp(0.0, 1.0) * n as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for &(ub, c) in &self.buckets {
+            seen += c;
+            if seen >= rank {
+                return Some(ub);
+            }
+        }
+        None
+    }
+
+    /// The samples added since `earlier` (a previous reading of the same histogram).
+    pub fn since(&self, earlier: &LatencyHist) -> LatencyHist {
+        let buckets = self
+            .buckets
+            .iter()
+            .filter_map(|&(ub, c)| {
+                let old = earlier
+                    .buckets
+                    .iter()
+                    .find(|b| b.0 == ub)
+                    .map_or(0, |b| b.1);
+                (c > old).then_some((ub, c - old))
+            })
+            .collect();
+        LatencyHist {
+            buckets,
+            more: self.more.saturating_sub(earlier.more),
+        }
+    }
+}
+
+impl FromStr for LatencyHist {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let bad = || Error::Parse {
+            what: "latency_hist",
+            text: text.to_string(),
+        };
+        let mut h = LatencyHist::default();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            let mut f = line.split(' ');
+            let (a, b) = (f.next().ok_or_else(bad)?, f.next().ok_or_else(bad)?);
+            if f.next().is_some() || h.more != 0 {
+                return Err(bad());
+            }
+            let c = parse_digits(b).ok_or_else(bad)?;
+            if a == "more" {
+                h.more = c;
+                continue;
+            }
+            let ub = parse_digits(a).ok_or_else(bad)?;
+            if h.buckets.last().is_some_and(|l| l.0 >= ub) {
+                return Err(bad());
+            }
+            h.buckets.push((ub, c));
+        }
+        Ok(h)
     }
 }
 
@@ -830,5 +943,36 @@ mod tests {
             Parent::vgpu(1).mdev_type("vgpu_shim-1G").path(),
             Path::new("/sys/class/mdev_bus/vgpu_shim1/mdev_supported_types/vgpu_shim-1G")
         );
+    }
+
+    #[test]
+    fn latency_hist() {
+        let h: LatencyHist = "1000 2\n1063 5\n2000000 3\n".parse().expect("ok");
+        assert_eq!(h.buckets, vec![(1000, 2), (1063, 5), (2000000, 3)]);
+        assert_eq!(h.count(), 10);
+        assert_eq!(h.quantile_ns(0.1), Some(1000));
+        assert_eq!(h.quantile_ns(0.2), Some(1000));
+        assert_eq!(h.quantile_ns(0.21), Some(1063));
+        assert_eq!(h.quantile_ns(0.5), Some(1063));
+        assert_eq!(h.quantile_ns(0.71), Some(2000000));
+        assert_eq!(h.quantile_ns(1.0), Some(2000000));
+        let empty: LatencyHist = "".parse().expect("empty");
+        assert_eq!(empty.count(), 0);
+        assert_eq!(empty.quantile_ns(0.5), None);
+        let m: LatencyHist = "5 1\nmore 3\n".parse().expect("more");
+        assert_eq!((m.count(), m.quantile_ns(0.25), m.quantile_ns(0.5)), (4, Some(5), None));
+        let later: LatencyHist = "1000 2\n1063 9\n4000 1\n2000000 3\n".parse().expect("ok");
+        assert_eq!(later.since(&h).buckets, vec![(1063, 4), (4000, 1)]);
+        for bad in [
+            "1000",
+            "1000 2 3",
+            "x 2",
+            "1000 -2",
+            "1000 2\n999 1",
+            "1000 2\n1000 1",
+            "more 1\n5 1",
+        ] {
+            assert!(bad.parse::<LatencyHist>().is_err(), "{bad:?}");
+        }
     }
 }

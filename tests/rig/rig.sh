@@ -13,6 +13,8 @@
 #   --no-build          reuse the module and guest binaries already built
 #   --module-only       build only the module; reuse the guest binaries already built
 #   --append ARGS       extra kernel command line
+#   --icount OPTS       QEMU -icount OPTS (e.g. shift=2,sleep=off): the guest clock
+#                       counts executed instructions (deterministic; needs --smp 1)
 #   --hostfs            share the host's / read-only over 9p; the guest mounts it on
 #                       /host with /dev, /sys, /proc bound inside (to chroot into it)
 #                       and a tmpfs on /host/run for scratch files
@@ -28,7 +30,7 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 . "$top/scripts/lib.sh"
 
-flavour=6.1 mem=1024 smp=1 timeout_s=900 name=rig build=1 append= hostfs=0
+flavour=6.1 mem=1024 smp=1 timeout_s=900 name=rig build=1 append= hostfs=0 icount=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--kernel) flavour=$2; shift 2 ;;
@@ -40,6 +42,7 @@ while [ $# -gt 0 ]; do
 	--module-only) build=module; shift ;;
 	--append) append=$2; shift 2 ;;
 	--hostfs) hostfs=1; shift ;;
+	--icount) icount=$2; shift 2 ;;
 	--) shift; break ;;
 	*) die "unknown option '$1' (see the header of $0)" ;;
 	esac
@@ -123,6 +126,7 @@ trap 'rm -rf "$stage" "$stage.cpio.gz"' EXIT
 
 # ---- boot ----------------------------------------------------------------
 qemu_extra=()
+[ -n "$icount" ] && qemu_extra+=(-icount "$icount")
 [ "$hostfs" = 1 ] && qemu_extra+=(-virtfs local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap)
 mkdir -p "$RIG_DIR/logs"
 logf=$RIG_DIR/logs/$name-$kver.log

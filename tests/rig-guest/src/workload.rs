@@ -378,16 +378,14 @@ pub struct Snap {
 
 /// Read the counters.
 pub fn snap(parent: &Parent, insts: &[Instance]) -> Result<Snap, Fail> {
+    // The parent first, right after the clock: throughput figures use its macs.
     let t = Instant::now();
+    let parent = parent.sched_stats().ctx("parent stats")?;
     let mut v = Vec::with_capacity(insts.len());
     for i in insts {
         v.push(i.sched_stats().ctx(format!("stats of {}", i.uuid()))?);
     }
-    Ok(Snap {
-        t,
-        inst: v,
-        parent: parent.sched_stats().ctx("parent stats")?,
-    })
+    Ok(Snap { t, inst: v, parent })
 }
 
 /// Counter increments between two snaps.
@@ -397,8 +395,6 @@ pub struct Window {
     pub wall_ns: f64,
     /// busy_ns increments.
     pub busy: Vec<f64>,
-    /// jobs increments.
-    pub jobs: Vec<u64>,
     /// slices increments.
     pub slices: Vec<u64>,
     /// throttled_ns increments.
@@ -411,6 +407,8 @@ pub struct Window {
     pub parent_idle: f64,
     /// Parent switches increment.
     pub switches: u64,
+    /// Parent macs increment.
+    pub parent_macs: u64,
 }
 
 /// Increments from `a` to `b`.
@@ -425,7 +423,6 @@ pub fn window(a: &Snap, b: &Snap) -> Window {
     Window {
         wall_ns: b.t.duration_since(a.t).as_nanos() as f64,
         busy: d(|s| s.busy_ns).into_iter().map(|x| x as f64).collect(),
-        jobs: d(|s| s.jobs),
         slices: d(|s| s.slices),
         throttled: d(|s| s.throttled_ns)
             .into_iter()
@@ -435,6 +432,7 @@ pub fn window(a: &Snap, b: &Snap) -> Window {
         parent_busy: b.parent.busy_ns.saturating_sub(a.parent.busy_ns) as f64,
         parent_idle: b.parent.idle_ns.saturating_sub(a.parent.idle_ns) as f64,
         switches: b.parent.switches.saturating_sub(a.parent.switches),
+        parent_macs: b.parent.macs.saturating_sub(a.parent.macs),
     }
 }
 

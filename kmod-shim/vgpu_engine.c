@@ -257,7 +257,7 @@ static void eng_lat_submit(struct vgpu_engine *e)
 	e->lat_last = target;
 }
 
-/* Record the timed doorbells whose commands have completed by @now. */
+/* Record the timed doorbells whose commands have completed, at @now. */
 static void eng_lat_retire(struct vgpu_engine *e, u64 now)
 {
 	while (e->lat_n) {
@@ -1086,6 +1086,9 @@ static void eng_complete(struct vgpu_device *vg)
 	e->inflight = false;
 	e->cmds_done++;
 	e->jobs++;
+	/* a timed doorbell's last command: read the clock now */
+	if (e->lat_n && e->lat_sub[e->lat_first].target <= e->jobs)
+		eng_lat_retire(e, ktime_get_ns());
 }
 
 /*
@@ -1140,7 +1143,6 @@ bool vgpu_engine_chunk(struct vgpu_device *vg, struct vgpu_worker *w, u64 t0,
 		vgpu_chunk_adapt(w, eng_chunk_class(&ch), ns);
 
 	spin_lock(&e->lock);
-	eng_lat_retire(e, *t1);
 	/*
 	 * The watchdog counts engine time since the last completed FENCE;
 	 * at chunk granularity (a chunk that completed one counts as 0).

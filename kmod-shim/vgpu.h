@@ -17,6 +17,7 @@
 #include <linux/sizes.h>
 #include <linux/spinlock.h>
 #include <linux/types.h>
+#include <linux/wait_bit.h>
 #include <linux/version.h>
 #include <linux/vfio.h>
 #include <linux/wait.h>
@@ -360,6 +361,9 @@ struct vgpu_device {
 	 * lock. Nests outside eng.lock and the parent's sched.lock.
 	 */
 	struct mutex lock;
+	/* vgpu_lock() calls that asked for @lock, and that got it */
+	atomic_long_t lock_asked;
+	atomic_long_t lock_got;
 	u8 config[VGPU_CONFIG_SIZE];
 	int irq_route;			/* vgpu_cfg_irq_index(), read locklessly */
 	u64 bar0_mask;
@@ -454,6 +458,26 @@ int vgpu_cfg_irq_index(struct vgpu_device *vg);
 u64 vgpu_display_size(u64 vram_size);
 bool vgpu_display_mode(struct vgpu_device *vg, struct vgpu_mode *mode);
 int vgpu_ioctl_query_gfx_plane(struct vgpu_device *vg, void __user *arg);
+
+/*
+ * vg->lock for everyone but the engines. Counted: an engine going from
+ * one chunk to the next first lets in those already waiting (see
+ * vgpu_run()); otherwise it would win the lock back at once, and a
+ * register access, fault or reset could wait for many chunks.
+ */
+static inline void vgpu_lock(struct vgpu_device *vg)
+{
+	atomic_long_inc(&vg->lock_asked);
+	mutex_lock(&vg->lock);
+	atomic_long_inc(&vg->lock_got);
+	smp_mb__after_atomic();		/* pairs with wait_var_event() */
+	wake_up_var(&vg->lock_got);
+}
+
+static inline void vgpu_unlock(struct vgpu_device *vg)
+{
+	mutex_unlock(&vg->lock);
+}
 
 /* ---- vgpu_engine.c: the command engine (vg->lock held unless noted) ---- */
 void vgpu_engine_init(struct vgpu_device *vg);

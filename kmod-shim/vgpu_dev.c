@@ -37,6 +37,8 @@ static int vgpu_init_dev(struct vfio_device *vdev)
 	vg->weight = type->weight;
 	vg->cap = 0;
 	mutex_init(&vg->lock);
+	atomic_long_set(&vg->lock_asked, 0);
+	atomic_long_set(&vg->lock_got, 0);
 	spin_lock_init(&vg->irq_lock);
 
 	ret = vgpu_pages_init(&vg->vram, vg->vram_size, true);
@@ -96,9 +98,9 @@ static void vgpu_close_device(struct vfio_device *vdev)
 	 * Like vfio-pci: a closed device keeps no eventfds, and its engine
 	 * stops (a ring left running would go on using engine time).
 	 */
-	mutex_lock(&vg->lock);
+	vgpu_lock(vg);
 	vgpu_engine_reset(vg, true);
-	mutex_unlock(&vg->lock);
+	vgpu_unlock(vg);
 	vgpu_irq_release_all(vg);
 }
 
@@ -109,11 +111,11 @@ static void vgpu_close_device(struct vfio_device *vdev)
  */
 void vgpu_device_reset(struct vgpu_device *vg)
 {
-	mutex_lock(&vg->lock);
+	vgpu_lock(vg);
 	vgpu_engine_reset(vg, true);
 	vgpu_cfg_reset(vg);
 	vgpu_dispi_reset(vg);
-	mutex_unlock(&vg->lock);
+	vgpu_unlock(vg);
 }
 
 /* ---- region read/write ---- */
@@ -150,12 +152,12 @@ static u32 vgpu_reg_read(struct vgpu_device *vg, unsigned int index,
 
 	if (vgpu_is_engine_reg(index, off))
 		return vgpu_engine_read(vg, off, size);
-	mutex_lock(&vg->lock);
+	vgpu_lock(vg);
 	if (index == VFIO_PCI_CONFIG_REGION_INDEX)
 		val = vgpu_cfg_read(vg, off, size);
 	else
 		val = vgpu_mmio_read(vg, off, size);
-	mutex_unlock(&vg->lock);
+	vgpu_unlock(vg);
 	return val;
 }
 
@@ -166,12 +168,12 @@ static void vgpu_reg_write(struct vgpu_device *vg, unsigned int index,
 		vgpu_engine_write(vg, off, size, val);
 		return;
 	}
-	mutex_lock(&vg->lock);
+	vgpu_lock(vg);
 	if (index == VFIO_PCI_CONFIG_REGION_INDEX)
 		vgpu_cfg_write(vg, off, size, val);
 	else
 		vgpu_mmio_write(vg, off, size, val);
-	mutex_unlock(&vg->lock);
+	vgpu_unlock(vg);
 }
 
 static ssize_t vgpu_reg_rw(struct vgpu_device *vg, unsigned int index,

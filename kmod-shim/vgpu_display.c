@@ -139,7 +139,7 @@ static int vgpu_query_plane(struct vgpu_device *vg,
 	if (plane->drm_plane_type == DRM_PLANE_TYPE_CURSOR)
 		return 0;
 
-	mutex_lock(&vg->lock);
+	vgpu_lock(vg);
 	if (vgpu_display_mode(vg, &mode)) {
 		ret = vgpu_display_copy(vg, mode.offset, mode.size);
 		if (!ret) {
@@ -151,7 +151,7 @@ static int vgpu_query_plane(struct vgpu_device *vg,
 			plane->region_index = VGPU_DISPLAY_REGION;
 		}
 	}
-	mutex_unlock(&vg->lock);
+	vgpu_unlock(vg);
 	return ret;
 }
 

@@ -496,17 +496,17 @@ void vgpu_engine_write(struct vgpu_device *vg, unsigned int off,
 
 	switch (reg) {
 	case VGPU_ENG_RING_CTL:
-		mutex_lock(&vg->lock);
+		vgpu_lock(vg);
 		spin_lock(&e->lock);
 		eng_write_ctl(vg, val & VGPU_CTL_ENABLE);
 		spin_unlock(&e->lock);
-		mutex_unlock(&vg->lock);
+		vgpu_unlock(vg);
 		return;
 	case VGPU_ENG_RESET:
 		if (val & 1) {
-			mutex_lock(&vg->lock);
+			vgpu_lock(vg);
 			vgpu_engine_reset(vg, false);
-			mutex_unlock(&vg->lock);
+			vgpu_unlock(vg);
 		}
 		return;
 	}

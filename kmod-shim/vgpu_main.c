@@ -216,9 +216,9 @@ static ssize_t vram_used_kb_show(struct device *dev,
 	struct vgpu_device *vg = dev_get_drvdata(dev);
 	unsigned long used;
 
-	mutex_lock(&vg->lock);
+	vgpu_lock(vg);
 	used = vg->vram.used;
-	mutex_unlock(&vg->lock);
+	vgpu_unlock(vg);
 	return sysfs_emit(buf, "%lu\n", used * (PAGE_SIZE / 1024));
 }
 static DEVICE_ATTR_RO(vram_used_kb);
@@ -229,9 +229,9 @@ static ssize_t weight_show(struct device *dev, struct device_attribute *attr,
 	struct vgpu_device *vg = dev_get_drvdata(dev);
 	unsigned int val;
 
-	mutex_lock(&vg->lock);
+	vgpu_lock(vg);
 	val = vg->weight;
-	mutex_unlock(&vg->lock);
+	vgpu_unlock(vg);
 	return sysfs_emit(buf, "%u\n", val);
 }
 
@@ -245,10 +245,10 @@ static ssize_t weight_store(struct device *dev, struct device_attribute *attr,
 	ret = vgpu_parse_uint(buf, count, 1, 100, &val);
 	if (ret)
 		return ret;
-	mutex_lock(&vg->lock);
+	vgpu_lock(vg);
 	vg->weight = val;
 	vgpu_sched_set_params(vg);
-	mutex_unlock(&vg->lock);
+	vgpu_unlock(vg);
 	return count;
 }
 static DEVICE_ATTR_RW(weight);
@@ -259,9 +259,9 @@ static ssize_t cap_show(struct device *dev, struct device_attribute *attr,
 	struct vgpu_device *vg = dev_get_drvdata(dev);
 	unsigned int val;
 
-	mutex_lock(&vg->lock);
+	vgpu_lock(vg);
 	val = vg->cap;
-	mutex_unlock(&vg->lock);
+	vgpu_unlock(vg);
 	return sysfs_emit(buf, "%u\n", val);
 }
 
@@ -275,10 +275,10 @@ static ssize_t cap_store(struct device *dev, struct device_attribute *attr,
 	ret = vgpu_parse_uint(buf, count, 0, 100, &val);
 	if (ret)
 		return ret;
-	mutex_lock(&vg->lock);
+	vgpu_lock(vg);
 	vg->cap = val;
 	vgpu_sched_set_params(vg);
-	mutex_unlock(&vg->lock);
+	vgpu_unlock(vg);
 	return count;
 }
 static DEVICE_ATTR_RW(cap);

@@ -272,6 +272,23 @@ static void vgpu_sched_claim(struct vgpu_sched *s, struct vgpu_worker *w,
 }
 
 /*
+ * With vg->lock released: if vgpu_lock() callers are waiting, wait until
+ * as many as had asked by now have had the lock (each holds it briefly).
+ * Only those: new requests cannot keep the engine waiting. Returns
+ * whether it waited.
+ */
+static bool vgpu_let_waiters_in(struct vgpu_device *vg)
+{
+	long asked = atomic_long_read(&vg->lock_asked);
+
+	if (atomic_long_read(&vg->lock_got) - asked >= 0)
+		return false;
+	wait_var_event(&vg->lock_got,
+		       atomic_long_read(&vg->lock_got) - asked >= 0);
+	return true;
+}
+
+/*
  * Run @se on @w from time *@now for *@limit ns of engine time, slice after
  * slice while it keeps winning the pick; returns the next instance, already
  * claimed for @w with its limit in *@limit, or NULL. *@now is the time at
@@ -290,8 +307,10 @@ static struct vgpu_sched_ent *vgpu_run(struct vgpu_worker *w,
 	struct vgpu_sched *s = &w->parent->sched;
 	struct vgpu_sched_ent *next = NULL;
 	u64 used = 0, t = *now, end, wake_at;
-	bool more, detached;
+	bool more, detached, waited;
 
+	if (vgpu_let_waiters_in(vg))
+		t = ktime_get_ns();
 	mutex_lock(&vg->lock);
 	for (;;) {
 		more = vgpu_engine_chunk(vg, w, t, &end);
@@ -319,7 +338,8 @@ static struct vgpu_sched_ent *vgpu_run(struct vgpu_worker *w,
 		}
 		/* let register accesses and faults in between chunks */
 		mutex_unlock(&vg->lock);
-		if (cond_resched() || !mutex_trylock(&vg->lock)) {
+		waited = vgpu_let_waiters_in(vg);
+		if (cond_resched() || waited || !mutex_trylock(&vg->lock)) {
 			mutex_lock(&vg->lock);
 			t = ktime_get_ns();
 		}

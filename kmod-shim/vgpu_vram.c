@@ -81,11 +81,11 @@ static struct page *vgpu_page_get(struct vgpu_device *vg,
 {
 	struct page *page;
 
-	mutex_lock(&vg->lock);
+	vgpu_lock(vg);
 	page = vgpu_page_lookup(vg, set, idx, true);
 	if (page)
 		get_page(page);
-	mutex_unlock(&vg->lock);
+	vgpu_unlock(vg);
 	return page;
 }
 

@@ -960,7 +960,10 @@ mod tests {
         assert_eq!(empty.count(), 0);
         assert_eq!(empty.quantile_ns(0.5), None);
         let m: LatencyHist = "5 1\nmore 3\n".parse().expect("more");
-        assert_eq!((m.count(), m.quantile_ns(0.25), m.quantile_ns(0.5)), (4, Some(5), None));
+        assert_eq!(
+            (m.count(), m.quantile_ns(0.25), m.quantile_ns(0.5)),
+            (4, Some(5), None)
+        );
         let later: LatencyHist = "1000 2\n1063 9\n4000 1\n2000000 3\n".parse().expect("ok");
         assert_eq!(later.since(&h).buckets, vec![(1063, 4), (4000, 1)]);
         for bad in [

@@ -1758,6 +1758,31 @@ fn check_all_alive(sats: &[Saturator]) -> TestResult {
     Ok(())
 }
 
+/// Keep `gpus` saturated with GEMMs while `f` runs on their instances, then stop the
+/// saturators and hand the GPUs back. Fails if `f` fails or a saturator stopped early.
+fn with_saturated<T>(
+    gpus: Vec<Gpu>,
+    ns: f64,
+    f: impl FnOnce(&[Instance]) -> Result<T, Fail>,
+) -> Result<(T, Vec<Gpu>), Fail> {
+    let insts = insts_of(&gpus);
+    let sats = saturate_fleet(gpus, ns);
+    let r = f(&insts);
+    let alive = check_all_alive(&sats);
+    let gpus = stop_all(sats)?;
+    alive?;
+    Ok((r?, gpus))
+}
+
+/// The counters of `gpus` over 3 s of saturation (after 0.5 s to settle).
+fn saturated_window(p: &Parent, gpus: Vec<Gpu>, ns: f64) -> Result<Window, Fail> {
+    let settle = Duration::from_millis(500);
+    with_saturated(gpus, ns, |is| {
+        measure(p, is, settle, Duration::from_secs(3))
+    })
+    .map(|(w, _)| w)
+}
+
 fn expect_shares(ctx: &mut Ctx, got: &[f64], want: &[f64], tol: f64, what: &str) -> TestResult {
     ctx.note(format!(
         "{what}: measured {} want {}",
@@ -1797,18 +1822,7 @@ fn run_shares(
     let p = ctx.parent(0)?;
     p.set_policy(policy.as_str()).ctx("policy")?;
     let (gpus, ns) = fleet(ctx, &p, weights)?;
-    let insts = insts_of(&gpus);
-    let sats = saturate_fleet(gpus, ns);
-    let w = measure(
-        &p,
-        &insts,
-        Duration::from_millis(500),
-        Duration::from_secs(3),
-    );
-    let alive = check_all_alive(&sats);
-    stop_all(sats)?;
-    alive?;
-    let w = w?;
+    let w = saturated_window(&p, gpus, ns)?;
     ensure!(
         w.failed.iter().all(|f| *f == 0),
         "{policy}: commands failed while saturating: {:?}",
@@ -1872,18 +1886,7 @@ fn share_fixed_share(ctx: &mut Ctx) -> TestResult {
     p.set_policy("fixed_share").ctx("policy")?;
     let (mut gpus, ns) = fleet(ctx, &p, &[1, 3])?;
     let idle = gpus.pop().ok_or_else(|| Fail("fleet".into()))?;
-    let insts = insts_of(&gpus);
-    let sats = saturate_fleet(gpus, ns);
-    let w = measure(
-        &p,
-        &insts,
-        Duration::from_millis(500),
-        Duration::from_secs(3),
-    );
-    let alive = check_all_alive(&sats);
-    stop_all(sats)?;
-    alive?;
-    let w = w?;
+    let w = saturated_window(&p, gpus, ns)?;
     let u = w.utils()[0];
     let idle_pct = 100.0 * w.parent_idle / w.wall_ns;
     let thr = 100.0 * w.throttled[0] / w.wall_ns;
@@ -1920,18 +1923,7 @@ fn cap_alone(ctx: &mut Ctx) -> TestResult {
         p.set_policy(policy.as_str()).ctx("policy")?;
         let (gpus, ns) = fleet(ctx, &p, &[1])?;
         gpus[0].inst.set_cap("30").ctx("cap")?;
-        let insts = insts_of(&gpus);
-        let sats = saturate_fleet(gpus, ns);
-        let w = measure(
-            &p,
-            &insts,
-            Duration::from_millis(500),
-            Duration::from_secs(3),
-        );
-        let alive = check_all_alive(&sats);
-        stop_all(sats)?;
-        alive?;
-        let w = w?;
+        let w = saturated_window(&p, gpus, ns)?;
         let u = w.utils()[0];
         let thr = 100.0 * w.throttled[0] / w.wall_ns;
         let per_s = w.slices[0] as f64 / (w.wall_ns / 1e9);
@@ -1957,18 +1949,8 @@ fn cap_with_neighbour(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
     let (gpus, ns) = fleet(ctx, &p, &[1, 1])?;
     gpus[0].inst.set_cap("20").ctx("cap")?;
-    let insts = insts_of(&gpus);
-    let sats = saturate_fleet(gpus, ns);
-    let w = measure(
-        &p,
-        &insts,
-        Duration::from_millis(500),
-        Duration::from_secs(3),
-    );
-    let alive = check_all_alive(&sats);
-    stop_all(sats)?;
-    alive?;
-    check_cap_and_rest(ctx, &w?, 20.0, "cap 20 next to an uncapped neighbour")
+    let w = saturated_window(&p, gpus, ns)?;
+    check_cap_and_rest(ctx, &w, 20.0, "cap 20 next to an uncapped neighbour")
 }
 
 /// Instance 0 capped at `cap` % gets that much of wall time; the engine gives the
@@ -2000,12 +1982,10 @@ fn cap_lift_fairness(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
     let (gpus, ns) = fleet(ctx, &p, &[1, 1])?;
     gpus[0].inst.set_cap("10").ctx("cap")?;
-    let insts = insts_of(&gpus);
-    let sats = saturate_fleet(gpus, ns);
-    let r = (|| -> TestResult {
+    with_saturated(gpus, ns, |insts| {
         let w = measure(
             &p,
-            &insts,
+            insts,
             Duration::from_millis(300),
             Duration::from_secs(2),
         )?;
@@ -2013,7 +1993,7 @@ fn cap_lift_fairness(ctx: &mut Ctx) -> TestResult {
         insts[0].set_cap("0").ctx("cap")?;
         let w = measure(
             &p,
-            &insts,
+            insts,
             Duration::from_millis(100),
             Duration::from_secs(1),
         )?;
@@ -2024,11 +2004,8 @@ fn cap_lift_fairness(ctx: &mut Ctx) -> TestResult {
             SHARE_TOL,
             "first second after the cap is lifted",
         )
-    })();
-    let alive = check_all_alive(&sats);
-    stop_all(sats)?;
-    r?;
-    alive
+    })
+    .map(|_| ())
 }
 
 fn phase(
@@ -2050,18 +2027,16 @@ fn phase(
 fn live_changes(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
     let (gpus, ns) = fleet(ctx, &p, &[1, 1])?;
-    let insts = insts_of(&gpus);
-    let a = insts[0].clone();
-    let sats = saturate_fleet(gpus, ns);
-    let r = (|| -> TestResult {
-        let w = phase(ctx, &p, &insts, "weights 1:1", &[50.0, 50.0], false)?;
+    with_saturated(gpus, ns, |insts| {
+        let a = &insts[0];
+        let w = phase(ctx, &p, insts, "weights 1:1", &[50.0, 50.0], false)?;
         let s1 = w.mean_slice_ns(0) / 1e3;
         a.set_weight("3").ctx("weight")?;
-        phase(ctx, &p, &insts, "weight 1 -> 3", &[75.0, 25.0], false)?;
+        phase(ctx, &p, insts, "weight 1 -> 3", &[75.0, 25.0], false)?;
         a.set_cap("20").ctx("cap")?;
         let w = measure(
             &p,
-            &insts,
+            insts,
             Duration::from_millis(400),
             Duration::from_secs(2),
         )?;
@@ -2069,9 +2044,9 @@ fn live_changes(ctx: &mut Ctx) -> TestResult {
         ctx.soft(r);
         a.set_cap("0").ctx("cap")?;
         p.set_policy("equal_share").ctx("policy")?;
-        phase(ctx, &p, &insts, "equal_share", &[50.0, 50.0], false)?;
+        phase(ctx, &p, insts, "equal_share", &[50.0, 50.0], false)?;
         p.set_policy("fixed_share").ctx("policy")?;
-        let w = phase(ctx, &p, &insts, "fixed_share 3:1", &[75.0, 25.0], false)?;
+        let w = phase(ctx, &p, insts, "fixed_share 3:1", &[75.0, 25.0], false)?;
         let u = w.utils();
         ensure!(
             u[0] <= 77.0 && u[1] <= 27.0,
@@ -2081,7 +2056,7 @@ fn live_changes(ctx: &mut Ctx) -> TestResult {
         p.set_policy("best_effort").ctx("policy")?;
         a.set_weight("1").ctx("weight")?;
         p.set_slice_us("5000").ctx("slice_us")?;
-        let w = phase(ctx, &p, &insts, "slice_us 5000", &[50.0, 50.0], false)?;
+        let w = phase(ctx, &p, insts, "slice_us 5000", &[50.0, 50.0], false)?;
         let s5 = w.mean_slice_ns(0) / 1e3;
         ctx.note(format!(
             "mean slice: {s1:.0} us at slice_us 1000, {s5:.0} us at 5000"
@@ -2092,26 +2067,21 @@ fn live_changes(ctx: &mut Ctx) -> TestResult {
             "mean slice {s1:.0} us with slice_us 1000, {s5:.0} us with 5000"
         );
         Ok(())
-    })();
-    let alive = check_all_alive(&sats);
-    stop_all(sats)?;
-    r?;
-    alive
+    })
+    .map(|_| ())
 }
 
 /// slice_us changed while the engine is busy: slices follow (one slice plus a chunk).
 fn slice_us_live(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
     let (gpus, ns) = fleet(ctx, &p, &[1, 1])?;
-    let insts = insts_of(&gpus);
-    let sats = saturate_fleet(gpus, ns);
-    let r = (|| -> TestResult {
+    with_saturated(gpus, ns, |insts| {
         let mut bad = Vec::new();
         for us in [1000u64, 5000, 300, 2000] {
             p.set_slice_us(&us.to_string()).ctx("slice_us")?;
             let w = measure(
                 &p,
-                &insts,
+                insts,
                 Duration::from_millis(300),
                 Duration::from_millis(1500),
             )?;
@@ -2127,11 +2097,8 @@ fn slice_us_live(ctx: &mut Ctx) -> TestResult {
         }
         ensure!(bad.is_empty(), "{}", bad.join("; "));
         Ok(())
-    })();
-    let alive = check_all_alive(&sats);
-    stop_all(sats)?;
-    r?;
-    alive
+    })
+    .map(|_| ())
 }
 
 // ---- sysfs --------------------------------------------------------------------------
@@ -3069,18 +3036,9 @@ fn two_engines(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
     ensure_attr(p.engines(), 2, "engines")?;
     let (gpus, ns) = fleet(ctx, &p, &[1, 1])?;
-    let insts = insts_of(&gpus);
-    let sats = saturate_fleet(gpus, ns);
-    let w = measure(
-        &p,
-        &insts,
-        Duration::from_millis(500),
-        Duration::from_secs(3),
-    );
-    let alive = check_all_alive(&sats);
-    let mut gpus = stop_all(sats)?;
-    alive?;
-    let w = w?;
+    let (w, mut gpus) = with_saturated(gpus, ns, |is| {
+        measure(&p, is, Duration::from_millis(500), Duration::from_secs(3))
+    })?;
     let u = w.utils();
     let cap1 = u.iter().copied().fold(f64::MAX, f64::min);
     ctx.note(format!(
@@ -3118,18 +3076,7 @@ fn two_engines(ctx: &mut Ctx) -> TestResult {
     gpus.push(b);
     gpus[0].inst.set_weight("1")?;
     gpus[1].inst.set_weight("3")?;
-    let insts = insts_of(&gpus);
-    let sats = saturate_fleet(gpus, ns);
-    let w = measure(
-        &p,
-        &insts,
-        Duration::from_millis(500),
-        Duration::from_secs(3),
-    );
-    let alive = check_all_alive(&sats);
-    stop_all(sats)?;
-    alive?;
-    let u = w?.utils();
+    let u = saturated_window(&p, gpus, ns)?.utils();
     ctx.note(format!("fixed_share, 2 engines, weights 1:3: {}", pcts(&u)));
     // A: 2·1/4 = 50% of an engine; B: min(1, 2·3/4) = a whole engine, i.e. what one
     // saturating instance got above (`cap1`: less than 100% under TCG).

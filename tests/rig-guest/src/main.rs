@@ -16,6 +16,7 @@ mod bench;
 mod engine;
 mod foundation;
 mod fuzz;
+mod hardening;
 mod harness;
 mod rng;
 mod sys;
@@ -26,7 +27,11 @@ mod workload;
 use harness::Suite;
 
 fn suites() -> Vec<Suite> {
-    vec![foundation::suite(), engine::suite()]
+    vec![
+        foundation::suite(),
+        engine::suite(),
+        hardening::suite(),
+    ]
 }
 
 fn usage(suites: &[Suite]) -> ! {

@@ -20,6 +20,7 @@ mod hardening;
 mod harness;
 mod rng;
 mod sys;
+mod sysfuzz;
 mod tools;
 mod util;
 mod workload;
@@ -27,11 +28,7 @@ mod workload;
 use harness::Suite;
 
 fn suites() -> Vec<Suite> {
-    vec![
-        foundation::suite(),
-        engine::suite(),
-        hardening::suite(),
-    ]
+    vec![foundation::suite(), engine::suite(), hardening::suite()]
 }
 
 fn usage(suites: &[Suite]) -> ! {
@@ -56,6 +53,7 @@ fn main() {
     let rest = &args[1..];
     let tool = match name.as_str() {
         "fuzz" => Some(fuzz::main(rest)),
+        "sysfuzz" => Some(sysfuzz::main(rest)),
         "bench" => Some(bench::main(rest)),
         "touch" => Some(tools::touch(rest)),
         "load" => Some(tools::load(rest)),

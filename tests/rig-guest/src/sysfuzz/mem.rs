@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use vgpu_vfio::REGION_OFFSET_SHIFT;
 
-use super::dev::judge_rw;
 use super::model::{self, Access};
 use super::ops::*;
 use super::probe::{self, Touch};
+use super::region::judge_rw;
 use super::world::{Map, SlotState, Zones, MIB, PAGE};
 
 /// Mappings a slot keeps at most.

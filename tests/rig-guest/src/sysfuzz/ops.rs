@@ -1,8 +1,8 @@
 //! The operation kinds, a fuzzer thread's context and what the operations share: target
 //! selection, raw syscalls, the fault-injection window, statistics and oracle failures.
-//! The operations themselves are in `dev.rs` (ioctls and region access), `mem.rs`
-//! (mmap and touching mappings), `life.rs` (create/remove/open/close, groups,
-//! containers, rmmod) and `knobs.rs` (sysfs).
+//! The operations themselves are in `ioctl.rs`, `region.rs` and `engine.rs` (the device
+//! fd), `mem.rs` (mmap and touching mappings), `life.rs` (create/remove/open/close,
+//! groups, containers, rmmod) and `knobs.rs` (sysfs).
 
 use std::collections::BTreeMap;
 use std::os::fd::RawFd;
@@ -14,7 +14,7 @@ use vgpu_vfio::{EventFd, EFD_NONBLOCK};
 
 use super::faults::FailNth;
 use super::world::{Handle, Live, Map, OpNote, Scratch, SlotState, World, Zones, HISTORY};
-use super::{dev, knobs, life, mem};
+use super::{engine, ioctl, knobs, life, mem, region};
 use crate::rng::Rng;
 
 /// An operation's outcome: 0 success, > 0 an errno, < 0 one of these.
@@ -261,22 +261,22 @@ impl<'w> Th<'w> {
 
     fn one(&mut self, kind: Kind) -> i32 {
         match kind {
-            Kind::GetInfo => dev::get_info(self),
-            Kind::RegionInfo => dev::region_info(self),
-            Kind::IrqInfo => dev::irq_info(self),
-            Kind::SetIrqs => dev::set_irqs(self),
-            Kind::Reset => dev::reset(self),
-            Kind::GfxPlane => dev::gfx_plane(self),
-            Kind::GfxDmabuf => dev::gfx_dmabuf(self),
-            Kind::BadIoctl => dev::bad_ioctl(self),
-            Kind::Pread => dev::region_rw(self, false),
-            Kind::Pwrite => dev::region_rw(self, true),
-            Kind::CfgWrite => dev::cfg_write(self),
-            Kind::CfgRead => dev::cfg_read(self),
-            Kind::MmioWrite => dev::mmio_write(self),
-            Kind::MmioRead => dev::mmio_read(self),
-            Kind::EngineReg => dev::engine_reg(self),
-            Kind::EngineSubmit => dev::engine_submit(self),
+            Kind::GetInfo => ioctl::get_info(self),
+            Kind::RegionInfo => ioctl::region_info(self),
+            Kind::IrqInfo => ioctl::irq_info(self),
+            Kind::SetIrqs => ioctl::set_irqs(self),
+            Kind::Reset => ioctl::reset(self),
+            Kind::GfxPlane => ioctl::gfx_plane(self),
+            Kind::GfxDmabuf => ioctl::gfx_dmabuf(self),
+            Kind::BadIoctl => ioctl::bad_ioctl(self),
+            Kind::Pread => region::region_rw(self, false),
+            Kind::Pwrite => region::region_rw(self, true),
+            Kind::CfgWrite => region::cfg_write(self),
+            Kind::CfgRead => region::cfg_read(self),
+            Kind::MmioWrite => region::mmio_write(self),
+            Kind::MmioRead => region::mmio_read(self),
+            Kind::EngineReg => engine::engine_reg(self),
+            Kind::EngineSubmit => engine::engine_submit(self),
             Kind::RwViaMmap => mem::rw_via_mmap(self),
             Kind::Mmap => mem::mmap(self),
             Kind::Munmap => mem::munmap(self),
@@ -480,4 +480,38 @@ pub fn code_name(c: i32) -> String {
         libc::EOVERFLOW => "EOVERFLOW".into(),
         e => crate::util::errno_name(e),
     }
+}
+
+pub fn u32_at(b: &[u8], o: usize) -> u32 {
+    b.get(o..o + 4)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+        .unwrap_or(0)
+}
+
+pub fn u64_at(b: &[u8], o: usize) -> u64 {
+    u64::from(u32_at(b, o)) | u64::from(u32_at(b, o + 4)) << 32
+}
+
+/// A header of `bufsz` bytes (at the end of scratch) starting with the u32 `words`.
+pub fn put_words(th: &Th, words: &[u32], bufsz: usize) -> *mut u8 {
+    let mut b = vec![0u8; bufsz];
+    for (i, w) in words.iter().enumerate() {
+        if let Some(s) = b.get_mut(4 * i..4 * i + 4) {
+            s.copy_from_slice(&w.to_le_bytes());
+        }
+    }
+    th.scratch.put(&b)
+}
+
+/// The outcome is `want`, or (with an injected allocation failure) ENOMEM.
+pub fn expect(th: &Th, what: &str, got: i32, want: i32) -> bool {
+    if got == want || (th.injected && got == libc::ENOMEM) {
+        return true;
+    }
+    th.mismatch(format!(
+        "{what}: {}, want {}",
+        code_name(got),
+        code_name(want)
+    ));
+    false
 }

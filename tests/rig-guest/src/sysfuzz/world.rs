@@ -176,6 +176,51 @@ pub struct ThreadRec {
 
 pub const HISTORY: usize = 8;
 
+/// The problems found. The first few of each kind are printed and kept (a kind is the
+/// message with its numbers blanked out); the rest are only counted.
+#[derive(Default)]
+pub struct Reports {
+    pub kept: Vec<String>,
+    pub kinds: std::collections::HashMap<String, u64>,
+    pub total: u64,
+}
+
+/// Reports of one kind printed in full.
+const KEEP_PER_KIND: u64 = 3;
+
+impl Reports {
+    pub fn add(&mut self, msg: String) {
+        self.total += 1;
+        let kind = signature(&msg);
+        let n = self.kinds.entry(kind).or_default();
+        *n += 1;
+        if *n <= KEEP_PER_KIND {
+            println!("sysfuzz: REPORT: {msg}");
+            self.kept.push(msg);
+        }
+    }
+}
+
+/// A message with every number (decimal or hex) replaced by `#`.
+pub fn signature(msg: &str) -> String {
+    let first = msg.lines().next().unwrap_or("");
+    let mut out = String::new();
+    let mut in_num = false;
+    for c in first.chars() {
+        let digit = c.is_ascii_digit() || (in_num && (c.is_ascii_hexdigit() || c == 'x'));
+        if digit {
+            if !in_num {
+                out.push('#');
+            }
+            in_num = true;
+        } else {
+            in_num = false;
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A remover thread (writing `remove` blocks while the device is open).
 pub struct Remover {
     /// The first writer of `remove` for this instance (a later one may find it gone).
@@ -207,7 +252,7 @@ pub struct World {
     pub canaries: Vec<Canary>,
     pub threads: Vec<Mutex<ThreadRec>>,
     pub removers: Mutex<Vec<Remover>>,
-    pub reports: Mutex<Vec<String>>,
+    pub reports: Mutex<Reports>,
     pub stop: AtomicBool,
     pub pause: AtomicBool,
     pub parked: Mutex<usize>,
@@ -225,15 +270,14 @@ pub struct World {
 impl World {
     /// Record a problem (a kernel report, an oracle mismatch, a hang).
     pub fn report(&self, msg: String) {
-        let mut r = self.reports.lock().unwrap_or_else(|p| p.into_inner());
-        if r.len() < 200 {
-            println!("sysfuzz: REPORT: {msg}");
-            r.push(msg);
-        }
+        self.reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(msg);
     }
 
-    pub fn report_count(&self) -> usize {
-        self.reports.lock().map(|r| r.len()).unwrap_or(0)
+    pub fn report_count(&self) -> u64 {
+        self.reports.lock().map(|r| r.total).unwrap_or(0)
     }
 
     pub fn thread(&self, id: usize) -> MutexGuard<'_, ThreadRec> {
@@ -483,6 +527,20 @@ mod tests {
             assert!(pages * PAGE < 8 * MIB, "{size:#x}: {pages} pages");
             assert!(!z.contains(size));
         }
+    }
+
+    #[test]
+    fn report_kinds() {
+        assert_eq!(
+            signature("thread 3: pread(slot 2, 0x7, 0x1f): EINVAL"),
+            "thread #: pread(slot #, #, #): EINVAL"
+        );
+        let mut r = Reports::default();
+        for i in 0..10 {
+            r.add(format!("thread {i}: bad at {:#x}", i * 4096));
+        }
+        r.add("other".into());
+        assert_eq!((r.total, r.kept.len(), r.kinds.len()), (11, 4, 2));
     }
 
     #[test]

@@ -57,7 +57,8 @@ pub struct Monitor<'a> {
     pub fault_oom: u64,
     pub remove_res: BTreeMap<(bool, i32), u64>,
     pub remove_wait_max: Duration,
-    pub remove_ok: HashMap<(usize, u64), bool>,
+    /// Per instance being removed: (a write of remove succeeded, writers finished).
+    pub remove_ok: HashMap<(usize, u64), (bool, u32)>,
     pub released: HashMap<(usize, u64), Instant>,
     pub last_progress: Instant,
 }
@@ -154,7 +155,9 @@ impl Monitor<'_> {
             *self.remove_res.entry((r.first, res)).or_default() += 1;
             self.remove_wait_max = self.remove_wait_max.max(r.started.elapsed());
             let key = (r.slot, r.gen);
-            *self.remove_ok.entry(key).or_default() |= res == 0;
+            let e = self.remove_ok.entry(key).or_default();
+            e.0 |= res == 0;
+            e.1 += 1;
             if res != 0 && !matches!(res, libc::ENOENT | libc::ENODEV) {
                 self.w.report(format!(
                     "remove of slot {} (gen {}) after {:.1} s: {}",
@@ -169,24 +172,23 @@ impl Monitor<'_> {
             }
         }
         for key in keys {
-            let running = self
-                .w
-                .removers
-                .lock()
-                .map(|rs| rs.iter().any(|o| (o.slot, o.gen) == key))
-                .unwrap_or(false);
-            if running {
-                continue;
-            }
-            let ok = self.remove_ok.remove(&key).unwrap_or(false);
-            self.released.remove(&key);
+            // Every writer counted in the slot must have finished (one may still be
+            // about to start: counted, not yet spawned).
             let mut st = self.w.slots[key.0].lock();
             let SlotState::Live(l) = &mut *st else {
+                self.remove_ok.remove(&key);
                 continue;
             };
             if l.gen != key.1 {
+                self.remove_ok.remove(&key);
                 continue;
             }
+            let (ok, finished) = self.remove_ok.get(&key).copied().unwrap_or((false, 0));
+            if finished < l.removers {
+                continue;
+            }
+            self.remove_ok.remove(&key);
+            self.released.remove(&key);
             if !ok || l.inst.exists() {
                 self.w.report(format!(
                     "{}: every write of remove returned and it {}",

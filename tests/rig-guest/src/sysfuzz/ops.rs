@@ -365,9 +365,12 @@ impl<'w> Th<'w> {
         self.injected
     }
 
-    /// A random slot index.
+    /// A random slot index; half the time one of the first two, so threads often work
+    /// on the same instance at the same time.
     pub fn any_slot(&mut self) -> usize {
-        self.rng.below(self.w.slots.len() as u64) as usize
+        let n = self.w.slots.len() as u64;
+        let hot = if self.rng.chance(1, 2) { n.min(2) } else { n };
+        self.rng.below(hot) as usize
     }
 
     /// A device fd of a live instance (a few slots are tried). On a slot being removed,

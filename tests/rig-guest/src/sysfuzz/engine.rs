@@ -95,10 +95,17 @@ fn gen_cmd(rng: &mut Rng, i: u64, n: u64) -> Cmd {
         }
         5 => {
             let (m, nn, k) = (rng.range(1, 16), rng.range(1, 16), rng.range(1, 16));
+            let a = low(rng, 4, 4096);
+            // Now and then C overlaps A (the engine's serial path).
+            let c = if rng.chance(1, 3) {
+                a + 4 * rng.below(8)
+            } else {
+                low(rng, 4, 4096)
+            };
             Cmd::Gemm {
-                a: low(rng, 4, 4096),
+                a,
                 b: low(rng, 4, 4096),
-                c: low(rng, 4, 4096),
+                c,
                 m,
                 n: nn,
                 k,
@@ -147,9 +154,10 @@ pub fn engine_submit(th: &mut Th) -> i32 {
     ];
     if th.rng.chance(1, 4) {
         // A small displayable mode, for BLIT.
+        let bpp = *th.rng.pick(&[16u16, 24, 32]);
         for (i, v) in [
             (dispi::ENABLE, 0u16),
-            (dispi::BPP, 32),
+            (dispi::BPP, bpp),
             (dispi::XRES, 64),
             (dispi::YRES, 16),
             (dispi::VIRT_WIDTH, 0),

@@ -292,7 +292,17 @@ pub fn touch(th: &mut Th) -> i32 {
     // SAFETY: off < m.len, so the address is inside the mapping, which `m` keeps mapped;
     // faults are recovered by the probe and no Rust reference to the memory exists.
     let p = unsafe { m.ptr().add(off as usize) };
-    th.inject_begin();
+    let readable = m.prot != libc::PROT_NONE;
+    let allowed = if write {
+        m.prot & libc::PROT_WRITE != 0
+    } else {
+        readable
+    };
+    // Allocation failures only where the access should work (a SIGSEGV is the kernel's
+    // answer to the protection, whatever the allocator does).
+    if allowed {
+        th.inject_begin();
+    }
     // SAFETY: as above.
     let r = unsafe {
         if write {
@@ -302,12 +312,6 @@ pub fn touch(th: &mut Th) -> i32 {
         }
     };
     th.inject_end();
-    let readable = m.prot != libc::PROT_NONE;
-    let allowed = if write {
-        m.prot & libc::PROT_WRITE != 0
-    } else {
-        readable
-    };
     let got = match r {
         Touch::Ok(_) => 0,
         Touch::Bus => SIGBUS,

@@ -79,6 +79,11 @@ kinds! {
     Rmmod "rmmod" 3 false,
 }
 
+/// fail-nth is drawn in 1..=N, N starting here and growing while failures at its top
+/// are injected (the path has that many allocations), up to the limit.
+const NMAX_START: u32 = 8;
+const NMAX_LIMIT: u32 = 512;
+
 /// A thread's counts.
 #[derive(Default)]
 pub struct Stats {
@@ -193,6 +198,10 @@ impl<'w> Th<'w> {
         // SAFETY: gettid has no arguments and cannot fail.
         let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
         self.w.thread(self.id).tid = tid;
+        if let Err(e) = super::probe::thread_init() {
+            self.w
+                .report(format!("thread {}: signal stack: {e}", self.id));
+        }
         if self.w.fail_inject {
             match FailNth::this_thread() {
                 Ok(f) => self.nth = Some(f),
@@ -333,7 +342,7 @@ impl<'w> Th<'w> {
         if !self.kind.injectable() || !self.rng.chance(1, 3) {
             return;
         }
-        let max = *self.nmax.entry(self.kind).or_insert(4);
+        let max = *self.nmax.entry(self.kind).or_insert(NMAX_START);
         let n = self.rng.range(1, u64::from(max)) as u32;
         if self.nth.is_none() {
             return;
@@ -358,9 +367,11 @@ impl<'w> Th<'w> {
         self.injected = matches!(hit, Ok(true));
         if self.injected {
             self.stats.inj.entry(self.kind).or_default().1 += 1;
-            // The path has at least n injection points: explore one deeper next time.
-            let m = self.nmax.entry(self.kind).or_insert(4);
-            *m = (*m).max(self.last_n + 1).min(64);
+            // The path has at least n injection points: explore deeper from now on.
+            let m = self.nmax.entry(self.kind).or_insert(NMAX_START);
+            if self.last_n + 4 > *m {
+                *m = (self.last_n + 4).min(NMAX_LIMIT);
+            }
         }
         self.injected
     }

@@ -102,12 +102,58 @@ pub fn install() {
             unsafe {
                 let mut sa: libc::sigaction = std::mem::zeroed();
                 sa.sa_sigaction = on_fault as *const () as usize;
-                sa.sa_flags = libc::SA_SIGINFO;
+                sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
                 libc::sigemptyset(&mut sa.sa_mask);
                 libc::sigaction(sig, &sa, std::ptr::null_mut());
             }
         }
     });
+}
+
+/// Size of a fuzzer thread's signal stack.
+const ALT_STACK: usize = 64 * 1024;
+
+/// Give the calling thread a signal stack whose pages are all present, and pre-fault
+/// some of its normal stack. Delivering a signal writes a frame on the stack; if that
+/// needed a page while an allocation failure is armed (fail-nth), the kernel could not
+/// deliver the signal and would kill the fuzzer instead.
+pub fn thread_init() -> std::io::Result<()> {
+    // SAFETY: a fresh anonymous mapping, populated now.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            ALT_STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    let ss = libc::stack_t {
+        ss_sp: p,
+        ss_flags: 0,
+        ss_size: ALT_STACK,
+    };
+    // SAFETY: `ss` describes the mapping above, which stays mapped for the rest of the
+    // process (it is never unmapped: the thread may take signals until it exits).
+    if unsafe { libc::sigaltstack(&ss, std::ptr::null_mut()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    prefault_stack();
+    Ok(())
+}
+
+#[inline(never)]
+fn prefault_stack() {
+    let mut buf = [0u8; 128 * 1024];
+    for i in (0..buf.len()).step_by(4096) {
+        // SAFETY: in bounds of a live local array.
+        unsafe { std::ptr::write_volatile(buf.as_mut_ptr().add(i), 1) };
+    }
+    std::hint::black_box(&buf);
 }
 
 /// Faults recovered so far (all threads).

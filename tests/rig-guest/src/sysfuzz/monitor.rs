@@ -104,7 +104,8 @@ impl Monitor<'_> {
         }
         if let Some(i) = bad_at {
             self.kernel_reports += 1;
-            let excerpt: Vec<&str> = lines[i..].iter().take(60).map(|s| s.as_str()).collect();
+            let from = i.saturating_sub(5);
+            let excerpt: Vec<&str> = lines[from..].iter().take(70).map(|s| s.as_str()).collect();
             self.w.report(format!(
                 "KERNEL: {}\n{}\nlast operations:{}",
                 lines[i],

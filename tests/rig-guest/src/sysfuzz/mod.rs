@@ -67,6 +67,8 @@ struct Args {
     engines: u32,
     check_every: u64,
     op_timeout: Duration,
+    /// Only reproduce the VFIO core bug that bounds create injection (faults.rs).
+    repro_vfio: bool,
 }
 
 fn parse(args: &[String]) -> Result<Args, ToolError> {
@@ -79,6 +81,7 @@ fn parse(args: &[String]) -> Result<Args, ToolError> {
         engines: 2,
         check_every: 0,
         op_timeout: Duration::from_secs(120),
+        repro_vfio: false,
     };
     let mut i = 0;
     while i < args.len() {
@@ -93,6 +96,11 @@ fn parse(args: &[String]) -> Result<Args, ToolError> {
             "--op-timeout" => a.op_timeout = Duration::from_secs(num("--op-timeout", v)?),
             "--fail-inject" => {
                 a.fail_inject = true;
+                i += 1;
+                continue;
+            }
+            "--repro-vfio-group-warn" => {
+                a.repro_vfio = true;
                 i += 1;
                 continue;
             }
@@ -137,11 +145,42 @@ fn run(a: &Args) -> Result<(), ToolError> {
     } else {
         None
     };
-    let r = fuzz(a, fi.is_some());
+    let r = if a.repro_vfio {
+        repro_vfio(a)
+    } else {
+        fuzz(a, fi.is_some())
+    };
     if let Some(f) = fi {
         f.restore();
     }
     r
+}
+
+/// `--fail-inject --repro-vfio-group-warn`: show the VFIO core bug (faults.rs).
+fn repro_vfio(a: &Args) -> Result<(), ToolError> {
+    if !a.fail_inject {
+        return Err(ToolError::Usage(
+            "--repro-vfio-group-warn needs --fail-inject".into(),
+        ));
+    }
+    let mut rng = Rng::new(a.seed);
+    let p = Parent::vgpu(0);
+    match faults::repro_vfio_group_warn(&p, || life::uuid(&mut rng).to_string(), 200) {
+        Ok(Some((n, lines))) => {
+            println!("sysfuzz: VFIO core bug reproduced with injection point {n} of a create:");
+            for l in lines {
+                println!("sysfuzz:   {l}");
+            }
+            Err(ToolError::Failed(
+                "vfio_group_release WARN_ON reproduced".into(),
+            ))
+        }
+        Ok(None) => {
+            println!("sysfuzz: not reproduced");
+            Ok(())
+        }
+        Err(e) => Err(ToolError::Failed(e)),
+    }
 }
 
 fn fuzz(a: &Args, fail_inject: bool) -> Result<(), ToolError> {
@@ -152,6 +191,18 @@ fn fuzz(a: &Args, fail_inject: bool) -> Result<(), ToolError> {
     for (i, p) in parents.iter().enumerate() {
         canaries.push(check::make_canary(p, i as u32, a.seed, &mut rng).map_err(failed)?);
     }
+    let create_inject_max = if fail_inject {
+        let u = life::uuid(&mut rng).to_string();
+        match faults::calibrate_create(&parents[0], &u) {
+            Ok(n) => n,
+            Err(e) => {
+                println!("sysfuzz: creates get no injected failures: {e}");
+                0
+            }
+        }
+    } else {
+        0
+    };
     let kmsg = Kmsg::open_at_end().map_err(|e| failed(format!("/dev/kmsg: {e}")))?;
     let w = World {
         parents,
@@ -175,6 +226,7 @@ fn fuzz(a: &Args, fail_inject: bool) -> Result<(), ToolError> {
         ops_target: a.ops,
         next_gen: AtomicU64::new(1),
         fail_inject,
+        create_inject_max,
         start: Instant::now(),
         finished: AtomicU64::new(0),
     };
@@ -195,7 +247,10 @@ fn fuzz(a: &Args, fail_inject: bool) -> Result<(), ToolError> {
         a.engines,
         a.check_every,
         if fail_inject {
-            format!(", fault injection on ({} engine kthreads)", engines.len())
+            format!(
+                ", fault injection on ({} engine kthreads; creates up to point {create_inject_max})",
+                engines.len()
+            )
         } else {
             String::new()
         }

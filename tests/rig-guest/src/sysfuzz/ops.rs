@@ -337,12 +337,17 @@ impl<'w> Th<'w> {
     /// Before the operation's syscall: decide whether to inject, and arm fail-nth.
     /// Nothing may allocate between this and [`Th::inject_end`].
     pub fn inject_begin(&mut self) {
+        self.inject_begin_upto(u32::MAX);
+    }
+
+    /// As [`Th::inject_begin`], failing at most the `limit`-th injection point.
+    pub fn inject_begin_upto(&mut self, limit: u32) {
         self.armed = false;
         self.injected = false;
-        if !self.kind.injectable() || !self.rng.chance(1, 3) {
+        if !self.kind.injectable() || limit == 0 || !self.rng.chance(1, 3) {
             return;
         }
-        let max = *self.nmax.entry(self.kind).or_insert(NMAX_START);
+        let max = (*self.nmax.entry(self.kind).or_insert(NMAX_START)).min(limit);
         let n = self.rng.range(1, u64::from(max)) as u32;
         if self.nth.is_none() {
             return;

@@ -262,6 +262,8 @@ pub struct World {
     pub ops_target: u64,
     pub next_gen: AtomicU64,
     pub fail_inject: bool,
+    /// Injection points of a create up to the module's page arrays (0: none).
+    pub create_inject_max: u32,
     pub start: Instant,
     /// Fuzzer threads that ended.
     pub finished: AtomicU64,

@@ -93,6 +93,9 @@ pub fn create(th: &mut Th) -> i32 {
     };
     let c = code(&r);
     let inst = Instance::new(u);
+    // Checked while the slot is still ours alone: once published, another thread may
+    // remove the instance at any time.
+    let exists = inst.exists();
     let mut st = th.w.slots[slot].lock();
     if c == 0 {
         *st = SlotState::Live(Live {
@@ -111,7 +114,7 @@ pub fn create(th: &mut Th) -> i32 {
             removers: 0,
         });
         drop(st);
-        if !inst.exists() {
+        if !exists {
             th.mismatch(format!(
                 "created {u} but {} is missing",
                 inst.path().display()
@@ -121,7 +124,7 @@ pub fn create(th: &mut Th) -> i32 {
         *st = SlotState::Empty;
         drop(st);
         // A failed create leaves nothing behind (checked again at every quiescent point).
-        if inst.exists() {
+        if exists {
             th.mismatch(format!(
                 "create of {u} failed ({}) but the device exists",
                 code_name(c)

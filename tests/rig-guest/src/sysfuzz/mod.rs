@@ -1,6 +1,8 @@
 //! `vgpu-rig-tests sysfuzz [--ops N] [--threads T] [--seed S] [--fail-inject] [--slots K]
 //! [--engines E] [--check-every N] [--op-timeout S]`: a syscall-level, concurrent fuzzer
-//! of vgpu_shim (in the spirit of syzkaller), run in the rig.
+//! of vgpu_shim (in the spirit of syzkaller), run in the rig (docs/reliability.md).
+//! `sysfuzz --fail-inject --repro-vfio-group-warn` only reproduces the VFIO core bug that
+//! bounds fault injection into creates (faults.rs).
 //!
 //! T threads (default 4) race on K slots (default 6) of fuzzed instances spread over two
 //! parents: VFIO ioctls with random flags, indexes, argsz and eventfds; pread/pwrite at

@@ -27,11 +27,7 @@ mod workload;
 use harness::Suite;
 
 fn suites() -> Vec<Suite> {
-    vec![
-        foundation::suite(),
-        engine::suite(),
-        hardening::suite(),
-    ]
+    vec![foundation::suite(), engine::suite(), hardening::suite()]
 }
 
 fn usage(suites: &[Suite]) -> ! {

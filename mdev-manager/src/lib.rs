@@ -25,14 +25,27 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod counters;
+pub mod definition;
 pub mod env;
 pub mod error;
 pub mod fake;
+pub mod lifecycle;
+pub mod lock;
 pub mod manager;
 pub mod model;
+pub mod placement;
 pub mod render;
+pub mod stats;
+mod store;
+pub mod sysfs;
+pub mod units;
 
+pub use definition::{Definition, StartMode};
 pub use env::{Environment, RootedEnvironment, SystemEnvironment};
 pub use error::{Error, Result};
+pub use lifecycle::{DefinitionUpdate, Done, Outcome, Spec};
+pub use lock::Lock;
 pub use manager::{InstanceUpdate, Manager};
 pub use model::{DescriptionError, Instance, Parent, PoolInfo, TypeDescription, VgpuType};
+pub use placement::Placement;

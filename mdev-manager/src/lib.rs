@@ -40,6 +40,7 @@ pub mod stats;
 mod store;
 pub mod sysfs;
 pub mod units;
+pub mod xml;
 
 pub use definition::{Definition, StartMode};
 pub use env::{Environment, RootedEnvironment, SystemEnvironment};

@@ -31,6 +31,9 @@ pub struct Spec {
     pub cap: Option<u64>,
     /// How to choose a parent when none is given.
     pub placement: Placement,
+    /// Further attributes to write after creation, in order (from a libvirt document);
+    /// `vgpu/weight` and `vgpu/cap` go in `weight` and `cap`.
+    pub attrs: Vec<(String, String)>,
 }
 
 /// What a verb did.
@@ -154,6 +157,10 @@ impl<E: Environment> Manager<E> {
                 }
                 if let Some(c) = spec.cap {
                     d.set_attr(ATTR_CAP, c.to_string());
+                }
+                for (k, v) in &spec.attrs {
+                    check_attr(k, v).map_err(Error::Invalid)?;
+                    d.set_attr(k, v.clone());
                 }
                 d
             }
@@ -324,6 +331,10 @@ impl<E: Environment> Manager<E> {
         }
         if let Some(c) = spec.cap {
             attrs.push((ATTR_CAP.to_string(), c.to_string()));
+        }
+        for (k, v) in &spec.attrs {
+            check_attr(k, v).map_err(Error::Invalid)?;
+            attrs.push((k.clone(), v.clone()));
         }
         self.bring_up(p, t, uuid, &attrs)?;
         Ok(Outcome {

@@ -86,6 +86,22 @@ pub enum Command {
     Start(StartArgs),
     /// Stop (remove) a running instance; its definition stays.
     Stop(UuidArg),
+    /// Print libvirt XML: the node device of an instance or definition, or (--hostdev)
+    /// the domain <hostdev> that attaches it to a VM.
+    Xml {
+        #[command(flatten)]
+        uuid: UuidArg,
+        /// Describe the definition, even if the instance runs.
+        #[arg(short, long)]
+        defined: bool,
+        /// Print the domain <hostdev> element instead (for `virsh attach-device` or a
+        /// domain's <devices>).
+        #[arg(long)]
+        hostdev: bool,
+        /// The parent whose definition is meant (when several parents define the UUID).
+        #[arg(short, long, value_name = "PARENT")]
+        parent: Option<String>,
+    },
     /// Start every `auto` definition of a parent (run by udev when it registers).
     StartParent {
         /// The parent, e.g. vgpu_shim0.
@@ -149,6 +165,7 @@ impl SpecArgs {
             weight: self.weight,
             cap: self.cap,
             placement: self.placement,
+            attrs: Vec::new(),
         }
     }
 }
@@ -185,6 +202,10 @@ pub struct DefineArgs {
     /// Start it only by hand (the default).
     #[arg(short, long)]
     pub manual: bool,
+    /// Read parent, type, UUID and attributes from a libvirt node-device document
+    /// (`vgpuctl xml`, `virsh nodedev-dumpxml`); -u and -p override it.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["type_spec", "weight", "cap"])]
+    pub from_xml: Option<PathBuf>,
 }
 
 impl DefineArgs {

@@ -10,9 +10,10 @@ use std::process::ExitCode;
 
 use cli::{Cli, Command};
 use vgpu_mdev_manager::render::{self, DefinedRow};
+use vgpu_mdev_manager::xml;
 use vgpu_mdev_manager::{
     DefinitionUpdate, Done, Environment, InstanceUpdate, Lock, Manager, Outcome, RootedEnvironment,
-    StartMode, SystemEnvironment,
+    Spec, StartMode, SystemEnvironment,
 };
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -199,11 +200,24 @@ fn run<E: Environment>(cli: &Cli, mgr: Manager<E>) -> Res<Out> {
             .into()
         }
         Command::Define(args) => {
-            let (def, done) = mgr.define(
-                args.uuid.or(args.uuid_pos),
-                &args.spec.spec(),
-                args.start_mode(),
-            )?;
+            let mut spec = args.spec.spec();
+            let mut uuid = args.uuid.or(args.uuid_pos);
+            if let Some(file) = &args.from_xml {
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+                let doc = xml::parse_node_device(&text)
+                    .map_err(|e| format!("{}: {e}", file.display()))?;
+                let from = doc
+                    .to_spec()
+                    .map_err(|e| format!("{}: {e}", file.display()))?;
+                spec = Spec {
+                    parent: spec.parent.or(from.parent),
+                    placement: spec.placement,
+                    ..from
+                };
+                uuid = uuid.or(doc.uuid);
+            }
+            let (def, done) = mgr.define(uuid, &spec, args.start_mode())?;
             let o = Outcome {
                 uuid: def.uuid,
                 parent: def.parent.clone(),
@@ -246,6 +260,26 @@ fn run<E: Environment>(cli: &Cli, mgr: Manager<E>) -> Res<Out> {
                 String::new()
             }
             .into()
+        }
+        Command::Xml {
+            uuid,
+            defined,
+            hostdev,
+            parent,
+        } => {
+            let uuid = uuid.get();
+            let running = !defined && mgr.running(uuid)?.is_some();
+            if *hostdev {
+                if !running {
+                    mgr.definition(uuid, parent.as_deref())?;
+                }
+                xml::hostdev(uuid, true).into()
+            } else if running {
+                xml::node_device(&mgr.instance_xml(uuid)?).into()
+            } else {
+                let d = mgr.definition(uuid, parent.as_deref())?;
+                xml::node_device(&xml::MdevXml::from(&d)).into()
+            }
         }
         Command::StartParent { parent } => {
             let results = mgr.start_parent(parent)?;

@@ -33,12 +33,14 @@ pub mod fake;
 pub mod lifecycle;
 pub mod lock;
 pub mod manager;
+pub mod metrics;
 pub mod model;
 pub mod placement;
 pub mod render;
 pub mod stats;
 mod store;
 pub mod sysfs;
+pub mod top;
 pub mod units;
 pub mod xml;
 

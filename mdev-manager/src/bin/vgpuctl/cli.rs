@@ -102,11 +102,38 @@ pub enum Command {
         #[arg(short, long, value_name = "PARENT")]
         parent: Option<String>,
     },
+    /// Print the counters in the Prometheus text format, or serve them over HTTP.
+    Metrics {
+        /// Serve them at http://ADDR/metrics instead (loopback addresses only, e.g.
+        /// 127.0.0.1:9400); runs until stopped.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// A live per-vGPU table: engine share, throttling, jobs/s, GEMM throughput,
+    /// latency p50/p99, VRAM.
+    Top {
+        /// Print one table (over one interval) and exit.
+        #[arg(long)]
+        once: bool,
+        /// Seconds between refreshes (the window the rates are measured over).
+        #[arg(short, long, value_name = "SECONDS", default_value_t = 1.0,
+              value_parser = parse_interval)]
+        interval: f64,
+    },
     /// Start every `auto` definition of a parent (run by udev when it registers).
     StartParent {
         /// The parent, e.g. vgpu_shim0.
         parent: String,
     },
+}
+
+fn parse_interval(s: &str) -> Result<f64, String> {
+    match s.trim().trim_end_matches('s').parse::<f64>() {
+        Ok(v) if (0.0..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not an interval in seconds (0-3600, e.g. 1 or 0.5)"
+        )),
+    }
 }
 
 /// A UUID, positional or as `-u/--uuid`.

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use cli::{Cli, Command};
 use vgpu_mdev_manager::render::{self, DefinedRow};
-use vgpu_mdev_manager::xml;
+use vgpu_mdev_manager::{metrics, top, xml};
 use vgpu_mdev_manager::{
     DefinitionUpdate, Done, Environment, InstanceUpdate, Lock, Manager, Outcome, RootedEnvironment,
     Spec, StartMode, SystemEnvironment,
@@ -75,7 +75,12 @@ fn run<E: Environment>(cli: &Cli, mgr: Manager<E>) -> Res<Out> {
     let json = cli.json;
     let changes = !matches!(
         cli.command,
-        Command::Parents | Command::Types { .. } | Command::List { .. }
+        Command::Parents
+            | Command::Types { .. }
+            | Command::List { .. }
+            | Command::Xml { .. }
+            | Command::Metrics { .. }
+            | Command::Top { .. }
     ) && !matches!(cli.command, Command::Pool { set_mb: None, .. });
     let _lock = if changes {
         Some(Lock::acquire(mgr.env())?)
@@ -279,6 +284,54 @@ fn run<E: Environment>(cli: &Cli, mgr: Manager<E>) -> Res<Out> {
             } else {
                 let d = mgr.definition(uuid, parent.as_deref())?;
                 xml::node_device(&xml::MdevXml::from(&d)).into()
+            }
+        }
+        Command::Metrics { listen: None } => metrics::render(&mgr.snapshot()?).into(),
+        Command::Metrics { listen: Some(addr) } => {
+            let addr = metrics::loopback_addr(addr)?;
+            let listener = std::net::TcpListener::bind(addr)
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            note(&format!(
+                "serving metrics on http://{}/metrics",
+                listener.local_addr()?
+            ));
+            metrics::serve(listener, || {
+                mgr.snapshot()
+                    .map(|s| metrics::render(&s))
+                    .map_err(|e| e.to_string())
+            })?;
+            String::new().into()
+        }
+        Command::Top { once, interval } => {
+            let wait = std::time::Duration::from_secs_f64(*interval);
+            let mut before = mgr.snapshot()?;
+            let mut t0 = std::time::Instant::now();
+            loop {
+                std::thread::sleep(wait);
+                let now = mgr.snapshot()?;
+                let elapsed = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                t0 = std::time::Instant::now();
+                let rows = top::rows(Some(&before), &now, elapsed);
+                let text = if json {
+                    render::json(&rows)
+                } else {
+                    top::render(&rows)
+                };
+                if *once {
+                    break text.into();
+                }
+                let screen = if json {
+                    text
+                } else {
+                    format!(
+                        "\x1b[H\x1b[2Jvgpuctl top: {} vGPUs on {} parents, every {interval} s \
+                         (ENGINE% of one engine; GMAC/S = 10^9 multiply-adds/s)\n\n{text}",
+                        rows.len(),
+                        now.parents.len()
+                    )
+                };
+                print(&screen)?;
+                before = now;
             }
         }
         Command::StartParent { parent } => {

@@ -290,7 +290,21 @@ impl<E: Environment> Manager<E> {
             weight: d.weight().unwrap_or(t.description.weight),
         };
         admit_on(&loads, &p.name, need, &format!("{} ({})", d.uuid, t.id))?;
-        self.bring_up(p, t, d.uuid, &d.attrs)?;
+        match self.bring_up(p, t, d.uuid, &d.attrs) {
+            // Another tool (mdevctl's own udev rule, say) started it just now.
+            Err(Error::UuidInUse(_))
+                if self
+                    .running(d.uuid)?
+                    .is_some_and(|i| i.parent == d.parent && i.type_id == d.mdev_type) =>
+            {
+                return Ok(Outcome {
+                    uuid: d.uuid,
+                    parent: d.parent.clone(),
+                    done: Done::AlreadyRunning,
+                })
+            }
+            r => r?,
+        }
         Ok(Outcome {
             uuid: d.uuid,
             parent: p.name.clone(),

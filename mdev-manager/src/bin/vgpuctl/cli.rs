@@ -78,7 +78,7 @@ pub enum Command {
         #[arg(long, value_name = "SIZE", value_parser = parse_size_mb)]
         set_mb: Option<u64>,
     },
-    /// Define a persistent instance (mdevctl format, /etc/mdevctl.d/<parent>/<uuid>).
+    /// Define a persistent instance (mdevctl format, /etc/mdevctl.d/PARENT/UUID).
     Define(DefineArgs),
     /// Remove a definition (a running instance keeps running).
     Undefine(UuidParentArgs),
@@ -87,15 +87,15 @@ pub enum Command {
     /// Stop (remove) a running instance; its definition stays.
     Stop(UuidArg),
     /// Print libvirt XML: the node device of an instance or definition, or (--hostdev)
-    /// the domain <hostdev> that attaches it to a VM.
+    /// the domain hostdev element that attaches it to a VM.
     Xml {
         #[command(flatten)]
         uuid: UuidArg,
         /// Describe the definition, even if the instance runs.
         #[arg(short, long)]
         defined: bool,
-        /// Print the domain <hostdev> element instead (for `virsh attach-device` or a
-        /// domain's <devices>).
+        /// Print the domain hostdev element instead (for `virsh attach-device` or a
+        /// domain's devices).
         #[arg(long)]
         hostdev: bool,
         /// The parent whose definition is meant (when several parents define the UUID).

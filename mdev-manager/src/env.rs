@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 /// Roots every filesystem path the manager uses.
 ///
 /// Only [`Environment::root`] must be provided; the other paths default to the standard
-/// Linux locations below that root. Later features (persistent definitions, mdevctl
-/// compatible config) hang their directories off [`Environment::config_base`].
+/// Linux locations below that root.
 pub trait Environment {
     /// The directory that stands for `/`.
     fn root(&self) -> &Path;
@@ -24,9 +23,21 @@ pub trait Environment {
 
     /// Where vgpu keeps its own configuration: `<root>/etc/vgpu`.
     ///
-    /// Unused by this version; reserved for persistent instance definitions.
+    /// Unused by this version: definitions live in [`Environment::definitions_base`].
     fn config_base(&self) -> PathBuf {
         self.root().join("etc/vgpu")
+    }
+
+    /// Persistent definitions, in mdevctl's layout (`<parent>/<uuid>` JSON files):
+    /// `<root>/etc/mdevctl.d`.
+    fn definitions_base(&self) -> PathBuf {
+        self.root().join("etc/mdevctl.d")
+    }
+
+    /// The lock that serialises changing `vgpuctl` processes:
+    /// `<root>/run/lock/vgpuctl.lock`.
+    fn lock_path(&self) -> PathBuf {
+        self.root().join("run/lock/vgpuctl.lock")
     }
 }
 
@@ -42,6 +53,12 @@ impl<E: Environment + ?Sized> Environment for &E {
     }
     fn config_base(&self) -> PathBuf {
         (**self).config_base()
+    }
+    fn definitions_base(&self) -> PathBuf {
+        (**self).definitions_base()
+    }
+    fn lock_path(&self) -> PathBuf {
+        (**self).lock_path()
     }
 }
 
@@ -110,6 +127,8 @@ mod tests {
         assert_eq!(env.parent_base(), Path::new("/tmp/x/sys/class/mdev_bus"));
         assert_eq!(env.mdev_base(), Path::new("/tmp/x/sys/bus/mdev/devices"));
         assert_eq!(env.config_base(), Path::new("/tmp/x/etc/vgpu"));
+        assert_eq!(env.definitions_base(), Path::new("/tmp/x/etc/mdevctl.d"));
+        assert_eq!(env.lock_path(), Path::new("/tmp/x/run/lock/vgpuctl.lock"));
         let sys = SystemEnvironment;
         assert_eq!(sys.mdev_base(), Path::new("/sys/bus/mdev/devices"));
         fn base(e: impl Environment) -> PathBuf {

@@ -1,7 +1,15 @@
 //! vgpu mdev manager: lists vgpu_shim parents, types and instances, creates and removes
 //! instances, and tunes their scheduling and the parents' VRAM pools, all through the
-//! sysfs ABI of `docs/device-abi.md`. The `vgpuctl` binary is a thin CLI over
-//! [`Manager`].
+//! sysfs ABI of `docs/device-abi.md`; keeps persistent definitions in mdevctl's format
+//! and layout (`/etc/mdevctl.d/<parent>/<uuid>`), places and admits instances, writes
+//! libvirt XML, and exposes the counters (Prometheus text, `top`). The `vgpuctl`
+//! binary is a thin CLI over [`Manager`].
+//!
+//! Modules: the sysfs model ([`model`], [`counters`], [`sysfs`], [`stats`]; free of
+//! CLI formatting, so other crates can share it), live operations ([`manager`]),
+//! definitions ([`definition`], the store, [`lock`]), [`lifecycle`] verbs with
+//! placement and admission ([`placement`]), operator spellings ([`units`]), and the
+//! outputs ([`render`], [`xml`], [`metrics`], [`top`]).
 //!
 //! Every path is rooted by an [`Environment`]: [`SystemEnvironment`] is the real `/`,
 //! [`RootedEnvironment`] any directory (tests, `vgpuctl --root`). [`fake::FakeSysfs`]
@@ -20,19 +28,44 @@
 //! - `uuid` (v4): RFC 4122 parsing/formatting and random instance UUIDs.
 //! - `log`: the logging facade (the binary installs a tiny stderr logger for `-v`).
 //! - `libc`: errno constants to map kernel write failures; already in the workspace.
+//! - `roxmltree`: a small, well-kept read-only XML parser (no unsafe, no C) for
+//!   `define --from-xml`; documents are written with plain escaping, so no XML writer.
 //! - `tempfile` (dev only): self-cleaning temporary roots for tests.
+//!
+//! Not dependencies, on purpose: `flock` is `std::fs::File::lock` (Rust 1.89), the HTTP
+//! endpoint of `metrics --listen` is a few lines over `std::net` (one GET, loopback
+//! only), and the Prometheus output is checked in tests by the Prometheus project's own
+//! Python parser (`python3-prometheus-client` from Debian: the reference implementation,
+//! stricter than the Rust crates, and installed by `scripts/setup`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod admission;
+pub mod counters;
+pub mod definition;
 pub mod env;
 pub mod error;
 pub mod fake;
+pub mod lifecycle;
+pub mod lock;
 pub mod manager;
+pub mod metrics;
 pub mod model;
+pub mod placement;
 pub mod render;
+pub mod stats;
+mod store;
+pub mod sysfs;
+pub mod top;
+pub mod units;
+pub mod xml;
 
+pub use definition::{Definition, StartMode};
 pub use env::{Environment, RootedEnvironment, SystemEnvironment};
 pub use error::{Error, Result};
+pub use lifecycle::{DefinitionUpdate, Done, Outcome, Spec};
+pub use lock::Lock;
 pub use manager::{InstanceUpdate, Manager};
 pub use model::{DescriptionError, Instance, Parent, PoolInfo, TypeDescription, VgpuType};
+pub use placement::Placement;

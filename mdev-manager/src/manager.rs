@@ -1,17 +1,19 @@
 //! Reading and changing vgpu parents and instances through sysfs.
 
-use log::{debug, warn};
+use log::debug;
 use std::fs;
-use std::io::{self, Write};
-use std::path::{Component, Path, PathBuf};
+use std::io;
+use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 use crate::env::Environment;
 use crate::error::{Error, Result};
 use crate::model::{
-    natural_key, parse_decimal, Instance, Parent, PoolInfo, TypeDescription, VgpuType, CAP_RANGE,
-    POOL_MB_RANGE, TYPE_PREFIX, WEIGHT_RANGE,
+    natural_key, Instance, Parent, PoolInfo, TypeDescription, VgpuType, CAP_RANGE, POOL_MB_RANGE,
+    TYPE_PREFIX, WEIGHT_RANGE,
 };
+use crate::sysfs::{list_dir, parent_and_type, read_attr, read_u64, write_attr, write_error};
+use crate::units;
 
 /// The vgpu mdev manager: every operation of `vgpuctl`, against one [`Environment`].
 ///
@@ -115,22 +117,40 @@ impl<E: Environment> Manager<E> {
 
     /// Creates an instance of `type_id` on `parent` and returns its UUID.
     ///
-    /// `type_id` is the full id (`vgpu_shim-256M`) or its short form (`256M`). Without
-    /// `uuid` a random (v4) one is generated. Fails before writing anything if the UUID
-    /// is taken or the type has no available instance.
+    /// `type_id` is any unambiguous spelling of a type ([`units::resolve_type`]:
+    /// `vgpu_shim-256M`, `256M`, `256m`, `vgpu 256M`). Without `uuid` a random (v4) one is
+    /// generated. Fails before writing anything if the UUID is taken or the type has no
+    /// available instance.
     pub fn create(&self, parent: &str, type_id: &str, uuid: Option<Uuid>) -> Result<Uuid> {
         let p = self.parent(parent)?;
-        let type_id = full_type_id(type_id);
-        let t = p
+        let t = self.resolve_type(&p, type_id)?;
+        let uuid = uuid.unwrap_or_else(Uuid::new_v4);
+        self.create_on(&p, t, uuid)?;
+        Ok(uuid)
+    }
+
+    /// The type of `parent` that `spelling` names, or an error saying what is known.
+    pub fn resolve_type<'p>(&self, parent: &'p Parent, spelling: &str) -> Result<&'p VgpuType> {
+        let id =
+            units::resolve_type(spelling, &parent.types).map_err(|reason| Error::TypeNotFound {
+                parent: parent.name.clone(),
+                type_id: spelling.to_string(),
+                known: reason,
+            })?;
+        parent
             .types
             .iter()
-            .find(|t| t.id == type_id)
+            .find(|t| t.id == id)
             .ok_or_else(|| Error::TypeNotFound {
-                parent: p.name.clone(),
-                type_id: type_id.clone(),
-                known: join_or_none(p.types.iter().map(|t| t.id.as_str())),
-            })?;
-        let uuid = uuid.unwrap_or_else(Uuid::new_v4);
+                parent: parent.name.clone(),
+                type_id: spelling.to_string(),
+                known: join_or_none(parent.types.iter().map(|t| t.id.as_str())),
+            })
+    }
+
+    /// Writes `uuid` to the type's `create`, after checking that the UUID is free and
+    /// the type has an available instance.
+    pub(crate) fn create_on(&self, p: &Parent, t: &VgpuType, uuid: Uuid) -> Result<()> {
         if fs::symlink_metadata(self.instance_dir(uuid)).is_ok() {
             return Err(Error::UuidInUse(uuid));
         }
@@ -154,8 +174,7 @@ impl<E: Environment> Manager<E> {
             },
             Some(libc::EEXIST) => Error::UuidInUse(uuid),
             _ => write_error(path.clone(), e, format!("creating {} on {}", t.id, p.name)),
-        })?;
-        Ok(uuid)
+        })
     }
 
     /// Removes an instance.
@@ -245,11 +264,11 @@ impl<E: Environment> Manager<E> {
         self.pool(&p.name)
     }
 
-    fn pool_dir(&self, parent: &str) -> PathBuf {
+    pub(crate) fn pool_dir(&self, parent: &str) -> PathBuf {
         self.env.parent_base().join(parent).join("vgpu")
     }
 
-    fn type_dir(&self, parent: &str, type_id: &str) -> PathBuf {
+    pub(crate) fn type_dir(&self, parent: &str, type_id: &str) -> PathBuf {
         self.env
             .parent_base()
             .join(parent)
@@ -257,7 +276,7 @@ impl<E: Environment> Manager<E> {
             .join(type_id)
     }
 
-    fn instance_dir(&self, uuid: Uuid) -> PathBuf {
+    pub(crate) fn instance_dir(&self, uuid: Uuid) -> PathBuf {
         self.env.mdev_base().join(uuid.to_string())
     }
 
@@ -346,32 +365,6 @@ fn read_type(parent: &str, id: &str, dir: &Path) -> Result<VgpuType> {
     })
 }
 
-/// `…/<parent>/mdev_supported_types/<type>` → (parent, type).
-fn parent_and_type(link: &Path) -> Option<(String, String)> {
-    let names: Vec<&str> = link
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(s) => s.to_str(),
-            _ => None,
-        })
-        .collect();
-    match names.as_slice() {
-        [.., parent, "mdev_supported_types", type_id] => {
-            Some((parent.to_string(), type_id.to_string()))
-        }
-        _ => None,
-    }
-}
-
-/// `256M` → `vgpu_shim-256M`; full ids are kept.
-fn full_type_id(type_id: &str) -> String {
-    if type_id.starts_with(TYPE_PREFIX) {
-        type_id.to_string()
-    } else {
-        format!("{TYPE_PREFIX}{type_id}")
-    }
-}
-
 fn check_range(attr: &'static str, value: u64, (min, max): (u64, u64)) -> Result<()> {
     if (min..=max).contains(&value) {
         Ok(())
@@ -391,75 +384,6 @@ fn join_or_none<'a>(names: impl Iterator<Item = &'a str>) -> String {
         "none".to_string()
     } else {
         v.join(", ")
-    }
-}
-
-/// Directory entries as (UTF-8 name, path), sorted by name; a missing directory is
-/// empty (e.g. no mdev parent registered at all).
-fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(Error::Read {
-                path: dir.to_path_buf(),
-                source,
-            })
-        }
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| Error::Read {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        match entry.file_name().into_string() {
-            Ok(name) => out.push((name, entry.path())),
-            Err(name) => warn!("ignoring {}: name is not UTF-8", dir.join(name).display()),
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// An attribute's text without the trailing newline sysfs adds.
-fn read_attr(path: &Path) -> Result<String> {
-    let mut s = fs::read_to_string(path).map_err(|source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if s.ends_with('\n') {
-        s.pop();
-    }
-    Ok(s)
-}
-
-/// A decimal attribute.
-fn read_u64(path: &Path) -> Result<u64> {
-    let s = read_attr(path)?;
-    parse_decimal(&s).ok_or_else(|| Error::Malformed {
-        path: path.to_path_buf(),
-        reason: format!("`{}` is not a decimal number", s.escape_debug()),
-    })
-}
-
-/// Writes an attribute in one `write(2)`. Never creates the file: a missing attribute
-/// is an error, not something to invent.
-fn write_attr(path: &Path, value: &str) -> io::Result<()> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(path)?;
-    f.write_all(value.as_bytes())
-}
-
-/// Maps a failed attribute write to an operator-facing error.
-fn write_error(path: PathBuf, e: io::Error, what: String) -> Error {
-    match e.raw_os_error() {
-        Some(libc::EACCES) | Some(libc::EPERM) => Error::PermissionDenied { path },
-        Some(libc::ENOENT) => Error::Write { path, source: e },
-        Some(_) => Error::Refused { what, source: e },
-        None => Error::Write { path, source: e },
     }
 }
 

@@ -5,18 +5,19 @@
 
 use serde::Serialize;
 
+use crate::definition::Definition;
 use crate::model::{Instance, Parent, PoolInfo, VgpuType};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Align {
+pub(crate) enum Align {
     Left,
     Right,
 }
-use Align::{Left, Right};
+pub(crate) use Align::{Left, Right};
 
 /// Formats rows under headers, columns separated by two spaces, without trailing
 /// blanks. Only the header is printed when there are no rows.
-fn table(headers: &[(&str, Align)], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(headers: &[(&str, Align)], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|(h, _)| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -160,6 +161,55 @@ pub fn pool_text(pool: &PoolInfo) -> String {
             pool.reserved_mb.to_string(),
             pool.vram_pages.to_string(),
         ]],
+    )
+}
+
+/// A definition with whether it runs now (`vgpuctl list --defined`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DefinedRow<'a> {
+    /// The definition.
+    #[serde(flatten)]
+    pub definition: &'a Definition,
+    /// Its weight (`null` = the type's default).
+    pub weight: Option<u64>,
+    /// Its cap (`null` = none).
+    pub cap: Option<u64>,
+    /// Whether an instance with its UUID runs now.
+    pub running: bool,
+}
+
+/// `vgpuctl list --defined`: a weight or cap the definition leaves to the type's
+/// default shows as `-`.
+pub fn definitions_table(rows: &[DefinedRow<'_>]) -> String {
+    let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.definition.uuid.to_string(),
+                r.definition.parent.clone(),
+                r.definition.mdev_type.clone(),
+                r.definition.start.to_string(),
+                opt(r.weight),
+                match r.cap {
+                    Some(0) => "none".to_string(),
+                    c => opt(c),
+                },
+                if r.running { "running" } else { "stopped" }.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            ("UUID", Left),
+            ("PARENT", Left),
+            ("TYPE", Left),
+            ("START", Left),
+            ("WEIGHT", Right),
+            ("CAP", Right),
+            ("STATE", Left),
+        ],
+        &rows,
     )
 }
 

@@ -12,6 +12,7 @@
 #include <linux/device.h>
 #include <linux/list.h>
 #include <linux/mdev.h>
+#include <linux/memcontrol.h>
 #include <linux/mm.h>
 #include <linux/mutex.h>
 #include <linux/sizes.h>
@@ -331,6 +332,7 @@ struct vgpu_parent {
 	unsigned int reserved_mb;
 
 	atomic_long_t vram_pages;	/* VRAM pages of all its instances */
+	atomic_long_t disp_pages;	/* display pages of all its instances */
 
 	struct vgpu_type types[VGPU_NUM_TYPES];
 	struct mdev_type *type_ptrs[VGPU_NUM_TYPES];
@@ -338,12 +340,17 @@ struct vgpu_parent {
 	struct vgpu_sched sched;
 };
 
-/* A lazily populated set of pages (VRAM, or the display region). */
+/*
+ * A lazily populated set of pages (VRAM, or the display region). Pages are
+ * allocated on first touch, charged to a memory cgroup (__GFP_ACCOUNT: the
+ * caller's, or the device opener's for the engine), and all freed at the
+ * last close of the device.
+ */
 struct vgpu_pages {
 	struct page **pages;
 	unsigned long npages;
 	unsigned long used;		/* allocated pages, under vgpu->lock */
-	bool is_vram;			/* counted in the parent's vram_pages */
+	bool is_vram;			/* parent's vram_pages, else disp_pages */
 };
 
 /* One instance: an emulated PCI vGPU behind a VFIO device. */
@@ -370,6 +377,8 @@ struct vgpu_device {
 	u16 dispi[VBE_DISPI_INDEX_COUNT];
 	struct vgpu_pages vram;
 	struct vgpu_pages disp;
+	/* memory cgroup of the opener: charged for the engine's first touches */
+	struct mem_cgroup *memcg;
 	unsigned int weight;		/* 1..100, scheduler share */
 	unsigned int cap;		/* 0..100 % of one engine, 0 = none */
 	struct vgpu_engine eng;
@@ -436,7 +445,9 @@ void vgpu_mmio_write(struct vgpu_device *vg, unsigned int off,
 		     unsigned int size, u32 val);
 
 /* ---- vgpu_vram.c: VRAM and display pages ---- */
+extern struct device_attribute vgpu_attr_display_pages;	/* parent's */
 int vgpu_pages_init(struct vgpu_pages *set, u64 size, bool is_vram);
+void vgpu_pages_free(struct vgpu_device *vg, struct vgpu_pages *set);
 void vgpu_pages_fini(struct vgpu_device *vg, struct vgpu_pages *set);
 struct page *vgpu_page_lookup(struct vgpu_device *vg, struct vgpu_pages *set,
 			      unsigned long idx, bool alloc);

@@ -16,8 +16,10 @@
  * command in flight and its progress live in vg->eng, so a command resumes
  * where it stopped the next time the instance gets an engine.
  *
- * VRAM pages never move or go away while the instance exists. Pages the
- * engine writes are allocated (zeroed) on first touch, like a guest access;
+ * VRAM pages never move or go away while the device is open (they are
+ * freed at the last close, after the engine was reset). Pages the engine
+ * writes are allocated (zeroed) on first touch, like a guest access, and
+ * charged to the memory cgroup of the process that opened the device;
  * pages it only reads are read as zero while absent and stay unallocated.
  * Every page is mapped with kmap_local_page() for the span used, and
  * looked up again for each span, so a page allocated by a write in this
@@ -30,6 +32,7 @@
 #include <linux/log2.h>
 #include <linux/math64.h>
 #include <linux/overflow.h>
+#include <linux/sched/mm.h>
 #include <linux/string.h>
 #include <linux/sysfs.h>
 
@@ -1106,9 +1109,12 @@ bool vgpu_engine_chunk(struct vgpu_device *vg, struct vgpu_worker *w, u64 t0,
 	struct vgpu_engine *e = &vg->eng;
 	struct vgpu_chunk ch = { .left = VGPU_CHUNK_FULL };
 	bool nomem = false, fenced = false, more;
+	struct mem_cgroup *old_memcg;
 	u64 ns;
 
 	lockdep_assert_held(&vg->lock);
+	/* first touches by the engine are charged to the opener's cgroup */
+	old_memcg = set_active_memcg(vg->memcg);
 	spin_lock(&e->lock);
 	while (eng_runnable(e) && ch.left) {
 		int ret;
@@ -1136,6 +1142,7 @@ bool vgpu_engine_chunk(struct vgpu_device *vg, struct vgpu_worker *w, u64 t0,
 		eng_complete(vg);
 	}
 	spin_unlock(&e->lock);
+	set_active_memcg(old_memcg);
 
 	*t1 = ktime_get_ns();
 	ns = *t1 - t0;

@@ -177,6 +177,7 @@ static struct attribute *vgpu_parent_attrs[] = {
 	&dev_attr_pool_mb.attr,
 	&dev_attr_pool_free_mb.attr,
 	&dev_attr_vram_pages.attr,
+	&vgpu_attr_display_pages.attr,		/* vgpu_vram.c */
 	/* the scheduler's knobs and counters (vgpu_sched.c) */
 	&vgpu_attr_policy.attr,
 	&vgpu_attr_slice_us.attr,

@@ -131,15 +131,32 @@ static bool eng_write32(struct vgpu_device *vg, u64 off, u32 v)
 	return true;
 }
 
-static bool eng_write64(struct vgpu_device *vg, u64 off, u64 v)
+/* Allocate the page of VRAM byte @off if needed; false: no memory. */
+static bool eng_prefault(struct vgpu_device *vg, u64 off)
 {
-	__le64 *p = eng_map_w(vg, off);		/* 8-aligned: one page */
+	void *p = eng_map_w(vg, off);
 
 	if (!p)
 		return false;
-	*p = cpu_to_le64(v);
 	kunmap_local(p);
 	return true;
+}
+
+/*
+ * Store the u64 @v at VRAM @off (8-aligned) whose page eng_prefault()
+ * allocated: eng.lock may be held, nothing is allocated here.
+ */
+static void eng_store64(struct vgpu_device *vg, u64 off, u64 v)
+{
+	struct page *page = vgpu_page_lookup(vg, &vg->vram, off >> PAGE_SHIFT,
+					     false);
+	__le64 *p;
+
+	if (WARN_ON_ONCE(!page))
+		return;
+	p = kmap_local_page(page) + offset_in_page(off);
+	*p = cpu_to_le64(v);
+	kunmap_local(p);
 }
 
 /*
@@ -834,7 +851,8 @@ static int eng_checksum(struct vgpu_device *vg, struct vgpu_eng_op *op,
 		budget -= n;
 	}
 	op->hash = h;
-	return eng_left(units, budget, eng_write64(vg, op->arg[2], h) ?
+	/* the result is stored as the command completes (eng_complete()) */
+	return eng_left(units, budget, eng_prefault(vg, op->arg[2]) ?
 					VGPU_STEP_DONE : VGPU_STEP_NOMEM);
 }
 
@@ -1028,8 +1046,9 @@ static int eng_step(struct vgpu_device *vg, struct vgpu_worker *w,
 		c = VGPU_CC_BLIT;
 		break;
 	case VGPU_OP_FENCE:
+		/* the seqno is stored as the command completes */
 		if ((op->flags & VGPU_FENCE_WRITE) &&
-		    !eng_write64(vg, op->arg[1], op->arg[0]))
+		    !eng_prefault(vg, op->arg[1]))
 			return VGPU_STEP_NOMEM;
 		return VGPU_STEP_DONE;
 	default:
@@ -1073,18 +1092,30 @@ static int eng_step(struct vgpu_device *vg, struct vgpu_worker *w,
 	return ret;
 }
 
-/* The command in flight is done (both locks held). */
+/*
+ * The command in flight is done (both locks held). The results that are
+ * not data moved by its steps take effect here, all at once: a FENCE's
+ * WRITE, FENCE register and IRQ, a CHECKSUM's result, a JUMP's HEAD.
+ */
 static void eng_complete(struct vgpu_device *vg)
 {
 	struct vgpu_engine *e = &vg->eng;
 	struct vgpu_eng_op *op = &e->op;
 
-	if (op->opcode == VGPU_OP_FENCE) {
+	switch (op->opcode) {
+	case VGPU_OP_FENCE:
+		if (op->flags & VGPU_FENCE_WRITE)
+			eng_store64(vg, op->arg[1], op->arg[0]);
 		e->fence = op->arg[0];
 		if (op->flags & VGPU_FENCE_IRQ)
 			eng_irq(vg, VGPU_IRQ_FENCE);
-	} else if (op->opcode == VGPU_OP_JUMP) {
+		break;
+	case VGPU_OP_CHECKSUM:
+		eng_store64(vg, op->arg[2], op->hash);
+		break;
+	case VGPU_OP_JUMP:
 		e->head = op->arg[0];
+		break;
 	}
 	e->inflight = false;
 	e->cmds_done++;
@@ -1131,6 +1162,14 @@ bool vgpu_engine_chunk(struct vgpu_device *vg, struct vgpu_worker *w, u64 t0,
 		spin_unlock(&e->lock);
 		ret = eng_step(vg, w, &ch);
 		spin_lock(&e->lock);
+		/*
+		 * A bad TAIL (the one write that stops the ring without
+		 * vg->lock) may have stopped it during the step: the command
+		 * was dropped then (eng_fail()) and must not complete now,
+		 * after the ERROR.
+		 */
+		if (!e->inflight)
+			break;
 		if (ret == VGPU_STEP_MORE)
 			break;
 		if (ret == VGPU_STEP_NOMEM) {

@@ -162,15 +162,21 @@ enum vgpu_eng_error {
 	VGPU_ERR_WATCHDOG,
 };
 
-/* Chunk budget classes: each adapts its own amount of work per chunk. */
+/*
+ * Chunk budget classes: each adapts its own amount of work per chunk, and
+ * work is charged in every class whose cost it has (vgpu_engine.c, and
+ * "Chunks" in docs/engine-abi.md).
+ */
 enum vgpu_chunk_class {
 	VGPU_CC_CMD,		/* commands fetched */
-	VGPU_CC_FILL,		/* bytes */
+	VGPU_CC_FILL,		/* bytes (FILL, a FENCE's WRITE) */
 	VGPU_CC_COPY,		/* bytes */
 	VGPU_CC_SUM,		/* bytes */
-	VGPU_CC_GEMM,		/* multiply-adds */
+	VGPU_CC_GEMM,		/* multiply-adds (and stores of C) */
 	VGPU_CC_GEMM_SERIAL,	/* multiply-adds, C overlapping A or B */
 	VGPU_CC_BLIT,		/* bytes */
+	VGPU_CC_SPAN,		/* spans: pieces within a page, BLIT rows */
+	VGPU_CC_PAGE,		/* VRAM pages allocated by the engine */
 	VGPU_NUM_CC,
 };
 
@@ -304,6 +310,7 @@ struct vgpu_engine {
 	bool inflight;
 	struct vgpu_eng_op op;
 	u64 wd_ns;			/* engine time since the last FENCE */
+	u32 allocs;			/* pages allocated by a step (vg->lock) */
 	u64 jobs, cmds_failed;		/* host counters, never reset */
 	u64 macs;			/* GEMM multiply-adds done (vg->lock) */
 	/* doorbells being timed, oldest first at @lat_first (eng.lock) */

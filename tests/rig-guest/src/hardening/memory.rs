@@ -106,6 +106,10 @@ fn scrub_on_close(ctx: &mut Ctx) -> TestResult {
     let size = 128 * MIB;
     let disp = abi::DISPLAY_REGION_MAX;
     let seed = 0x5C2B;
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if !cmdline.split_whitespace().any(|a| a == "init_on_alloc=0") {
+        ctx.note("booted without init_on_alloc=0: the kernel zeroes new pages itself");
+    }
     {
         let mut g = Gpu::open(&inst)?;
         // Tenant 1: VRAM through the mapping and through pwrite.

@@ -26,9 +26,11 @@ if grep -qiE 'warning:' "$blog"; then
 	grep -iE -A3 'warning:' "$blog" >&2
 	die "module build for $kver has warnings"
 fi
-ko=$(find "$out/src" -name vgpu_shim.ko | head -n1)
-[ -n "$ko" ] || die "no vgpu_shim.ko after building for $kver"
-cp "$ko" "$out/vgpu_shim.ko"
+[ -f "$out/src/vgpu_shim.ko" ] || die "no vgpu_shim.ko after building for $kver"
+# Every module the build makes (vgpu_shim, and e.g. a KUnit test module on a
+# kernel with CONFIG_KUNIT) goes to the rig's /lib/vgpu/.
+rm -f "$out"/*.ko
+cp "$out"/src/*.ko "$out/"
 log "built vgpu_shim.ko for $kver"
 [ "${2:-}" = --module-only ] && exit 0
 (cd "$top" && cargo build -q --release --target x86_64-unknown-linux-musl \

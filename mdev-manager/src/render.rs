@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use crate::apply::Applied;
 use crate::definition::Definition;
 use crate::model::{Instance, Parent, PoolInfo, VgpuType};
 
@@ -211,6 +212,40 @@ pub fn definitions_table(rows: &[DefinedRow<'_>]) -> String {
         ],
         &rows,
     )
+}
+
+/// `vgpuctl apply`: what happened to each vGPU (the words are the JSON values).
+pub fn applied_table(rows: &[Applied]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|a| {
+            vec![
+                a.uuid.to_string(),
+                a.parent.clone(),
+                a.type_id.clone(),
+                word(&a.definition),
+                word(&a.instance),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            ("UUID", Left),
+            ("PARENT", Left),
+            ("TYPE", Left),
+            ("DEFINITION", Left),
+            ("INSTANCE", Left),
+        ],
+        &rows,
+    )
+}
+
+/// The snake_case word serde gives a unit variant.
+fn word<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// Pretty JSON with a final newline.

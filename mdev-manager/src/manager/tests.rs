@@ -2,6 +2,7 @@ use super::*;
 use crate::env::test_env::TempEnvironment;
 use crate::fake::{FakeSysfs, SAMPLE_UUIDS};
 use crate::render;
+use crate::sysfs::write_attr;
 
 fn sample() -> (Manager<TempEnvironment>, FakeSysfs) {
     let env = TempEnvironment::new();

@@ -120,6 +120,16 @@ pub enum Command {
               value_parser = parse_interval)]
         interval: f64,
     },
+    /// Bring about a manifest of vGPU definitions (JSON; see the operator guide):
+    /// define, start and change what differs, all admitted before anything is written.
+    Apply {
+        /// The manifest (`-` reads standard input).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Only plan and check: print what would be done, write nothing.
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+    },
     /// Start every `auto` definition of a parent (run by udev when it registers).
     StartParent {
         /// The parent, e.g. vgpu_shim0.
@@ -205,7 +215,8 @@ pub struct CreateArgs {
     /// UUID to give it (default: a random one; not with --count).
     #[arg(short, long, conflicts_with = "count")]
     pub uuid: Option<Uuid>,
-    /// Create N instances (each placed in turn).
+    /// Create N instances, placed in turn and all admitted before the first is
+    /// created; if one fails the others are removed again.
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub count: u32,

@@ -1,9 +1,7 @@
 //! Reading and changing vgpu parents and instances through sysfs.
 
 use log::debug;
-use std::collections::BTreeSet;
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
@@ -13,7 +11,7 @@ use crate::model::{
     natural_key, Instance, Parent, PoolInfo, TypeDescription, VgpuType, CAP_RANGE, POOL_MB_RANGE,
     TYPE_PREFIX, WEIGHT_RANGE,
 };
-use crate::sysfs::{list_dir, parent_and_type, read_attr, read_u64, resolve_link, write_error};
+use crate::sysfs::{list_dir, read_attr, read_u64, write_error};
 use crate::units;
 
 /// The vgpu mdev manager: every operation of `vgpuctl`, against one [`Environment`].
@@ -103,53 +101,6 @@ impl<E: Environment> Manager<E> {
             Some(name) => self.parent(name)?.types,
             None => self.parents()?.into_iter().flat_map(|p| p.types).collect(),
         })
-    }
-
-    /// All managed instances, by parent then UUID.
-    pub fn instances(&self) -> Result<Vec<Instance>> {
-        self.instances_except(&BTreeSet::new())
-    }
-
-    /// The UUIDs of every mdev device (of any driver), without reading them.
-    pub fn device_uuids(&self) -> Result<BTreeSet<Uuid>> {
-        Ok(list_dir(&self.env.mdev_base())?
-            .into_iter()
-            .filter_map(|(name, _)| Uuid::parse_str(&name).ok())
-            .collect())
-    }
-
-    /// All managed instances but those in `skip` (which are not read at all).
-    pub(crate) fn instances_except(&self, skip: &BTreeSet<Uuid>) -> Result<Vec<Instance>> {
-        let mut instances = Vec::new();
-        for (name, dir) in list_dir(&self.env.mdev_base())? {
-            let Ok(uuid) = Uuid::parse_str(&name) else {
-                debug!("ignoring {}: not a UUID", dir.display());
-                continue;
-            };
-            if skip.contains(&uuid) {
-                continue;
-            }
-            match self.read_instance(uuid, &dir) {
-                Ok(Some(i)) => instances.push(i),
-                Ok(None) => {}
-                // Removed while we were reading it.
-                Err(_) if fs::symlink_metadata(&dir).is_err() => {}
-                Err(e) => return Err(e),
-            }
-        }
-        instances.sort_by(|a, b| {
-            natural_key(&a.parent)
-                .cmp(&natural_key(&b.parent))
-                .then(a.uuid.cmp(&b.uuid))
-        });
-        Ok(instances)
-    }
-
-    /// One managed instance by UUID.
-    pub fn instance(&self, uuid: Uuid) -> Result<Instance> {
-        // A missing instance is a missing link (`read_instance` gives `None`).
-        self.read_instance(uuid, &self.instance_dir(uuid))?
-            .ok_or(Error::InstanceNotFound(uuid))
     }
 
     /// Creates an instance of `type_id` on `parent` and returns its UUID.
@@ -355,50 +306,6 @@ impl<E: Environment> Manager<E> {
             types,
         }))
     }
-
-    /// Reads an instance; `None` if it is not of a vgpu_shim type. `dir` is its bus
-    /// link, `/sys/bus/mdev/devices/<uuid>`.
-    fn read_instance(&self, uuid: Uuid, dir: &Path) -> Result<Option<Instance>> {
-        // Both links are relative (`../../../devices/…/<parent>/<uuid>`, then
-        // `../mdev_supported_types/<type>`): two readlinks give parent and type.
-        let link_path = dir.join("mdev_type");
-        let link = match resolve_link(dir).and_then(|dev| resolve_link(&dev.join("mdev_type"))) {
-            Ok(link) => link,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                debug!("ignoring {}: no mdev_type link", dir.display());
-                return Ok(None);
-            }
-            Err(source) => {
-                return Err(Error::Read {
-                    path: link_path,
-                    source,
-                })
-            }
-        };
-        let Some((parent, type_id)) = parent_and_type(&link) else {
-            return Err(Error::Malformed {
-                path: link_path,
-                reason: format!(
-                    "link target {} does not end in <parent>/mdev_supported_types/<type>",
-                    link.display()
-                ),
-            });
-        };
-        if !type_id.starts_with(TYPE_PREFIX) {
-            debug!("ignoring {uuid}: type {type_id} is not a vgpu type");
-            return Ok(None);
-        }
-        let vgpu = dir.join("vgpu");
-        Ok(Some(Instance {
-            uuid,
-            parent,
-            type_id,
-            vram_mb: read_u64(&vgpu.join("vram_mb"))?,
-            vram_used_kb: read_u64(&vgpu.join("vram_used_kb"))?,
-            weight: read_u64(&vgpu.join("weight"))?,
-            cap: read_u64(&vgpu.join("cap"))?,
-        }))
-    }
 }
 
 fn read_type(parent: &str, id: &str, dir: &Path) -> Result<VgpuType> {
@@ -442,5 +349,6 @@ fn join_or_none<'a>(names: impl Iterator<Item = &'a str>) -> String {
     }
 }
 
+mod instances;
 #[cfg(test)]
 mod tests;

@@ -73,14 +73,17 @@ pub(crate) fn read_attr(path: &Path) -> Result<String> {
 /// sysfs produces an attribute whole (at most a page) on the first `read(2)`, and a
 /// regular file returns all it has up to the buffer's size, so a read shorter than the
 /// buffer is the end: no `fstat` for a size hint (sysfs sizes are fake) and no second
-/// `read` to see 0. Larger files are read on to their end. `vgpuctl list` reads four
-/// attributes per instance, and under emulation (the rig) every system call counts.
+/// `read` to see 0. Larger files are read on to their end. The file is opened with
+/// `O_CLOEXEC` by a raw `openat` (rustix): musl's `open` adds an `fcntl` to set it
+/// again. `vgpuctl list` reads four attributes per instance, and under emulation (the
+/// rig) every system call counts.
 pub(crate) fn read_small(path: &Path) -> io::Result<String> {
-    let mut f = File::open(path)?;
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
     let mut buf = [0u8; 4096];
     let mut len = 0;
     while len < buf.len() {
-        match f.read(&mut buf[len..]) {
+        match rustix::io::read(&fd, &mut buf[len..]) {
             Ok(0) => break,
             Ok(n) => {
                 len += n;
@@ -88,13 +91,13 @@ pub(crate) fn read_small(path: &Path) -> io::Result<String> {
                     break;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     let mut bytes = buf[..len].to_vec();
     if len == buf.len() {
-        f.read_to_end(&mut bytes)?;
+        File::from(fd).read_to_end(&mut bytes)?;
     }
     String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
@@ -135,13 +138,15 @@ pub(crate) fn read_u64(path: &Path) -> Result<u64> {
 }
 
 /// Writes an attribute in one `write(2)`. Never creates the file: a missing attribute
-/// is an error, not something to invent.
+/// is an error, not something to invent. (Opened as [`read_small`] opens.)
 pub(crate) fn write_attr(path: &Path, value: &str) -> io::Result<()> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(path)?;
-    f.write_all(value.as_bytes())
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        path,
+        OFlags::WRONLY | OFlags::TRUNC | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    File::from(fd).write_all(value.as_bytes())
 }
 
 /// Maps a failed attribute write to an operator-facing error.

@@ -18,6 +18,12 @@ use vgpu_mdev_manager::{
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
+/// musl's allocator maps and unmaps pages for the short bursts of allocations a call
+/// makes (some 60 mmap/munmap pairs for `vgpuctl create`, each unmap a TLB flush);
+/// dlmalloc keeps what it maps for the life of the process.
+#[global_allocator]
+static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     log::set_logger(&StderrLogger).ok();

@@ -128,13 +128,66 @@ pub(crate) fn resolve_link(link: &Path) -> io::Result<PathBuf> {
     Ok(out)
 }
 
-/// A decimal attribute.
+/// A decimal attribute. Read into a small buffer on the stack (a number and a newline
+/// fit); anything longer is read whole, for the error message.
 pub(crate) fn read_u64(path: &Path) -> Result<u64> {
-    let s = read_attr(path)?;
-    parse_decimal(&s).ok_or_else(|| Error::Malformed {
+    use rustix::fs::{Mode, OFlags};
+    let read = |source| Error::Read {
         path: path.to_path_buf(),
-        reason: format!("`{}` is not a decimal number", s.escape_debug()),
+        source,
+    };
+    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| read(e.into()))?;
+    let mut buf = [0u8; 32];
+    let n = loop {
+        match rustix::io::read(&fd, &mut buf) {
+            Err(rustix::io::Errno::INTR) => {}
+            r => break r.map_err(|e| read(e.into()))?,
+        }
+    };
+    let text = match std::str::from_utf8(&buf[..n]) {
+        Ok(t) if n < buf.len() => t,
+        _ => {
+            drop(fd);
+            let s = read_attr(path)?;
+            return Err(Error::Malformed {
+                path: path.to_path_buf(),
+                reason: format!("`{}` is not a decimal number", s.escape_debug()),
+            });
+        }
+    };
+    let value = text.strip_suffix('\n').unwrap_or(text);
+    parse_decimal(value).ok_or_else(|| Error::Malformed {
+        path: path.to_path_buf(),
+        reason: format!("`{}` is not a decimal number", value.escape_debug()),
     })
+}
+
+/// The names in a directory (UTF-8 ones; others are skipped with a warning), unsorted:
+/// for listings whose order does not matter, without building a path per entry.
+pub(crate) fn list_names(dir: &Path) -> Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(Error::Read {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| Error::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        match entry.file_name().into_string() {
+            Ok(name) => out.push(name),
+            Err(name) => warn!("ignoring {}: name is not UTF-8", dir.join(name).display()),
+        }
+    }
+    Ok(out)
 }
 
 /// Writes an attribute in one `write(2)`. Never creates the file: a missing attribute
@@ -179,6 +232,27 @@ mod tests {
         fs::write(&p, "42\n").unwrap();
         assert_eq!(read_attr(&p).unwrap(), "42");
         assert_eq!(read_u64(&p).unwrap(), 42);
+        for (text, want) in [
+            ("0\n", Ok(0)),
+            ("18446744073709551615", Ok(u64::MAX)),
+            (
+                "18446744073709551616\n",
+                Err("`18446744073709551616` is not"),
+            ),
+            ("12 \n", Err("`12 ` is not")),
+            ("", Err("`` is not")),
+            (
+                &"9".repeat(40),
+                Err("`9999999999999999999999999999999999999999` is not"),
+            ),
+        ] {
+            fs::write(&p, text).unwrap();
+            match (read_u64(&p), want) {
+                (Ok(v), Ok(w)) => assert_eq!(v, w, "{text:?}"),
+                (Err(e), Err(w)) => assert!(e.to_string().contains(w), "{text:?}: {e}"),
+                (r, w) => panic!("{text:?}: {r:?}, want {w:?}"),
+            }
+        }
         fs::write(&p, [0xff, 0xfe]).unwrap();
         assert!(read_small(&p).is_err());
         assert!(matches!(

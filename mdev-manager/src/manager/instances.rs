@@ -9,8 +9,10 @@
 
 use log::debug;
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use uuid::Uuid;
 
@@ -18,7 +20,7 @@ use super::Manager;
 use crate::env::Environment;
 use crate::error::{Error, Result};
 use crate::model::{natural_key, Instance, TypeDescription, TYPE_PREFIX};
-use crate::sysfs::{list_dir, parent_and_type, read_attr, read_u64, resolve_link};
+use crate::sysfs::{list_dir, list_names, parent_and_type, read_attr, read_u64, resolve_link};
 
 impl<E: Environment> Manager<E> {
     /// All managed instances, by parent then UUID.
@@ -37,7 +39,12 @@ impl<E: Environment> Manager<E> {
     /// All managed instances but those in `skip` (which are not read at all).
     pub(crate) fn instances_except(&self, skip: &BTreeSet<Uuid>) -> Result<Vec<Instance>> {
         let mut instances = Vec::new();
-        for (parent, link) in list_dir(&self.env().parent_base())? {
+        // Parents in natural order, each one's instances by UUID: sorted as a whole
+        // without comparing names per pair.
+        let mut parents = list_dir(&self.env().parent_base())?;
+        parents.sort_by(|a, b| natural_key(&a.0).cmp(&natural_key(&b.0)));
+        for (parent, link) in parents {
+            let first = instances.len();
             // The parent's own directory: its instances are subdirectories of it.
             let dir = resolve_link(&link).map_err(|source| Error::Read {
                 path: link.clone(),
@@ -47,9 +54,9 @@ impl<E: Environment> Manager<E> {
                 if !type_id.starts_with(TYPE_PREFIX) {
                     continue;
                 }
-                let uuids: Vec<Uuid> = list_dir(&tdir.join("devices"))?
+                let uuids: Vec<Uuid> = list_names(&tdir.join("devices"))?
                     .into_iter()
-                    .filter_map(|(name, _)| Uuid::parse_str(&name).ok())
+                    .filter_map(|name| Uuid::parse_str(&name).ok())
                     .filter(|u| !skip.contains(u))
                     .collect();
                 if uuids.is_empty() {
@@ -63,33 +70,49 @@ impl<E: Environment> Manager<E> {
                             path: desc_path,
                             source,
                         })?;
+                // One path buffer for every attribute of every instance of the type
+                // (bytes: `PathBuf::pop` parses components, a truncate does not).
+                let mut path = dir.as_os_str().as_bytes().to_vec();
                 for uuid in uuids {
-                    let vgpu = dir.join(uuid.to_string()).join("vgpu");
-                    let read = || -> Result<Instance> {
+                    path.push(b'/');
+                    path.extend_from_slice(
+                        uuid.hyphenated()
+                            .encode_lower(&mut Uuid::encode_buffer())
+                            .as_bytes(),
+                    );
+                    path.extend_from_slice(b"/vgpu/");
+                    let base = path.len();
+                    let mut attr = |name: &str| {
+                        path.truncate(base);
+                        path.extend_from_slice(name.as_bytes());
+                        read_u64(Path::new(OsStr::from_bytes(&path)))
+                    };
+                    let mut read = || -> Result<Instance> {
                         Ok(Instance {
                             uuid,
                             parent: parent.clone(),
                             type_id: type_id.clone(),
                             vram_mb: desc.vram_mb,
-                            vram_used_kb: read_u64(&vgpu.join("vram_used_kb"))?,
-                            weight: read_u64(&vgpu.join("weight"))?,
-                            cap: read_u64(&vgpu.join("cap"))?,
+                            vram_used_kb: attr("vram_used_kb")?,
+                            weight: attr("weight")?,
+                            cap: attr("cap")?,
                         })
                     };
-                    match read() {
+                    let result = read();
+                    path.truncate(base);
+                    let gone =
+                        result.is_err() && fs::symlink_metadata(OsStr::from_bytes(&path)).is_err();
+                    path.truncate(dir.as_os_str().len());
+                    match result {
                         Ok(i) => instances.push(i),
                         // Removed while we were reading it.
-                        Err(_) if fs::symlink_metadata(&vgpu).is_err() => {}
+                        Err(_) if gone => {}
                         Err(e) => return Err(e),
                     }
                 }
             }
+            instances[first..].sort_unstable_by_key(|i| i.uuid);
         }
-        instances.sort_by(|a, b| {
-            natural_key(&a.parent)
-                .cmp(&natural_key(&b.parent))
-                .then(a.uuid.cmp(&b.uuid))
-        });
         Ok(instances)
     }
 

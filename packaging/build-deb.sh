@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build the Debian package `vgpu`: vgpuctl (static), the vgpu_shim module source for
-# DKMS, the udev rule and systemd unit that start auto definitions, and the docs.
+# DKMS, the udev rule and systemd unit that start auto definitions, the docs, and the
+# man pages and bash/zsh/fish completions generated from vgpuctl's command line
+# (mdev-manager/examples/vgpuctl-docs.rs).
 #
 #   packaging/build-deb.sh [--out DIR] [--no-build]
 #
@@ -26,8 +28,11 @@ musl=$top/target/x86_64-unknown-linux-musl/release
 if [ "$build" = 1 ]; then
 	log "cargo build --release (musl) vgpuctl"
 	cargo build -q --release --target x86_64-unknown-linux-musl -p vgpu-mdev-manager --bin vgpuctl
+	cargo build -q --release -p vgpu-mdev-manager --example vgpuctl-docs
 fi
 [ -x "$musl/vgpuctl" ] || die "$musl/vgpuctl missing (build it, or drop --no-build)"
+docgen=$top/target/release/examples/vgpuctl-docs
+[ -x "$docgen" ] || die "$docgen missing (build it, or drop --no-build)"
 
 stage=$(mktemp -d "${TMPDIR:-/tmp}/vgpu-deb.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
@@ -44,6 +49,15 @@ doc=$pkg/usr/share/doc/vgpu
 install -D -m 0644 "$top/README.md" "$doc/README.md"
 for f in operator-guide device-abi engine-abi scheduler architecture benchmarks; do
 	install -m 0644 "$top/docs/$f.md" "$doc/$f.md"
+done
+gen=$stage/gen
+"$docgen" "$gen"
+install -D -m 0644 "$gen/completions/vgpuctl.bash" "$pkg/usr/share/bash-completion/completions/vgpuctl"
+install -D -m 0644 "$gen/completions/_vgpuctl" "$pkg/usr/share/zsh/vendor-completions/_vgpuctl"
+install -D -m 0644 "$gen/completions/vgpuctl.fish" "$pkg/usr/share/fish/vendor_completions.d/vgpuctl.fish"
+mkdir -p "$pkg/usr/share/man/man8"
+for page in "$gen"/man/*.8; do
+	gzip -9n <"$page" >"$pkg/usr/share/man/man8/$(basename "$page").gz"
 done
 install -D -m 0644 "$top/udev/modules-load.d-vgpu_shim.conf" "$doc/examples/modules-load.d/vgpu_shim.conf"
 install -D -m 0644 "$top/udev/modprobe.d-vgpu_shim.conf" "$doc/examples/modprobe.d/vgpu_shim.conf"

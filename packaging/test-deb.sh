@@ -39,6 +39,16 @@ for f in usr/bin/vgpuctl lib/udev/rules.d/90-vgpu.rules "lib/systemd/system/vgpu
 	usr/share/doc/vgpu/examples/modprobe.d/vgpu_shim.conf usr/share/doc/vgpu/examples/modules-load.d/vgpu_shim.conf; do
 	check "installed /$f" test -s "$root/$f"
 done
+for f in usr/share/man/man8/vgpuctl.8.gz usr/share/man/man8/vgpuctl-apply.8.gz \
+	usr/share/bash-completion/completions/vgpuctl usr/share/zsh/vendor-completions/_vgpuctl \
+	usr/share/fish/vendor_completions.d/vgpuctl.fish; do
+	check "installed /$f" test -s "$root/$f"
+done
+check "the man page renders and names every verb" sh -c "man -l '$root/usr/share/man/man8/vgpuctl.8.gz' 2>&1 | grep -q 'vgpuctl-apply(8)'"
+# One page per verb but `help`, plus vgpuctl(8): as many as `--help` lists commands.
+verbs=$("$root/usr/bin/vgpuctl" --help | sed -n '/^Commands:/,/^$/p' | grep -c '^  [a-z]')
+check "a man page per verb ($verbs)" test "$(ls "$root/usr/share/man/man8" | wc -l)" -eq "$verbs"
+check "bash completes vgpuctl's verbs" bash -c ". '$root/usr/share/bash-completion/completions/vgpuctl' && COMP_WORDS=(vgpuctl ap) COMP_CWORD=1 && _vgpuctl vgpuctl ap vgpuctl && [ \"\${COMPREPLY[*]}\" = apply ]"
 check "dpkg -L lists vgpuctl" sh -c "dpkg --root='$root' -L vgpu | grep -qx /usr/bin/vgpuctl"
 check "vgpuctl is static and runs" sh -c "'$root/usr/bin/vgpuctl' --version | grep -q '^vgpuctl '"
 check "dkms.conf names the directory's version" grep -q "PACKAGE_VERSION=\"$dkms_version\"" "$root/usr/src/vgpu_shim-$dkms_version/dkms.conf"

@@ -9,7 +9,7 @@ use crate::env::Environment;
 use crate::error::{Error, Result};
 use crate::lifecycle::Spec;
 use crate::manager::Manager;
-use crate::model::{Parent, VgpuType, TYPE_PREFIX};
+use crate::model::{Instance, Parent, VgpuType, TYPE_PREFIX};
 use crate::placement::{choose, Need, ParentLoad};
 
 impl<E: Environment> Manager<E> {
@@ -62,39 +62,60 @@ impl<E: Environment> Manager<E> {
         Ok((parent, t))
     }
 
-    /// Loads of running instances (what the kernel has reserved now).
+    /// Loads of running instances (what the kernel has reserved now). Instances are
+    /// read only when a parent's policy is `fixed_share` (their weights count there).
     pub(crate) fn live_loads(&self, parents: &[Parent]) -> Result<Vec<ParentLoad>> {
-        let instances = self.instances()?;
-        parents
-            .iter()
-            .map(|p| {
-                let (engines, fixed_share) = self.sched_of(&p.name)?;
-                Ok(ParentLoad {
-                    parent: p.name.clone(),
-                    pool_mb: p.pool_mb,
-                    used_mb: p.reserved_mb(),
-                    engines,
-                    fixed_share,
-                    weight_sum: instances
-                        .iter()
-                        .filter(|i| i.parent == p.name)
-                        .map(|i| i.weight)
-                        .sum(),
-                })
-            })
-            .collect()
+        let mut instances: Option<Vec<Instance>> = None;
+        let mut loads = Vec::with_capacity(parents.len());
+        for p in parents {
+            let (engines, fixed_share) = self.sched_of(&p.name)?;
+            let weight_sum = if fixed_share {
+                if instances.is_none() {
+                    instances = Some(self.instances()?);
+                }
+                instances
+                    .iter()
+                    .flatten()
+                    .filter(|i| i.parent == p.name)
+                    .map(|i| i.weight)
+                    .sum()
+            } else {
+                0
+            };
+            loads.push(ParentLoad {
+                parent: p.name.clone(),
+                pool_mb: p.pool_mb,
+                used_mb: p.reserved_mb(),
+                engines,
+                fixed_share,
+                weight_sum,
+            });
+        }
+        Ok(loads)
     }
 
     /// Loads committed by definitions, plus running instances without one, leaving out
-    /// `except` (the instance being defined).
+    /// `except` (the instance being defined). Only the running instances that have no
+    /// definition are read.
     pub(crate) fn definition_loads(
         &self,
         parents: &[Parent],
         except: Uuid,
     ) -> Result<Vec<ParentLoad>> {
-        let defs = self.definitions()?;
-        let defined: BTreeSet<Uuid> = defs.iter().map(|d| d.uuid).collect();
-        let instances = self.instances()?;
+        self.definition_loads_with(parents, &self.definitions()?, &BTreeSet::from([except]))
+    }
+
+    /// [`Self::definition_loads`] from definitions already read, leaving out every
+    /// UUID in `except`.
+    pub(crate) fn definition_loads_with(
+        &self,
+        parents: &[Parent],
+        defs: &[Definition],
+        except: &BTreeSet<Uuid>,
+    ) -> Result<Vec<ParentLoad>> {
+        let mut skip: BTreeSet<Uuid> = defs.iter().map(|d| d.uuid).collect();
+        skip.extend(except.iter().copied());
+        let instances = self.instances_except(&skip)?;
         parents
             .iter()
             .map(|p| {
@@ -103,16 +124,14 @@ impl<E: Environment> Manager<E> {
                 let mut weight_sum = 0u64;
                 for d in defs
                     .iter()
-                    .filter(|d| d.parent == p.name && d.uuid != except)
+                    .filter(|d| d.parent == p.name && !except.contains(&d.uuid))
                 {
                     let t = p.types.iter().find(|t| t.id == d.mdev_type);
                     used_mb +=
                         t.map_or_else(|| quota_from_id(&d.mdev_type), |t| t.description.vram_mb);
                     weight_sum += d.weight().or(t.map(|t| t.description.weight)).unwrap_or(1);
                 }
-                for i in instances.iter().filter(|i| {
-                    i.parent == p.name && i.uuid != except && !defined.contains(&i.uuid)
-                }) {
+                for i in instances.iter().filter(|i| i.parent == p.name) {
                     used_mb += i.vram_mb;
                     weight_sum += i.weight;
                 }
@@ -164,11 +183,15 @@ impl<E: Environment> Manager<E> {
     }
 
     /// `(engines, policy is fixed_share)` of a parent.
+    /// (`engines` is read only under `fixed_share`, the one policy it matters to.)
     fn sched_of(&self, parent: &str) -> Result<(u64, bool)> {
         let v = self.pool_dir(parent);
-        let engines = crate::sysfs::read_u64(&v.join("engines")).unwrap_or(1);
         let policy = crate::sysfs::read_attr(&v.join("policy")).unwrap_or_default();
-        Ok((engines, policy == "fixed_share"))
+        if policy != "fixed_share" {
+            return Ok((1, false));
+        }
+        let engines = crate::sysfs::read_u64(&v.join("engines")).unwrap_or(1);
+        Ok((engines, true))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Where the manager finds the system: every path it touches is derived from one
 //! [`Environment`], so tests (and `vgpuctl --root`) can point it at a fake tree.
 
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// Roots every filesystem path the manager uses.
@@ -39,6 +40,13 @@ pub trait Environment {
     fn lock_path(&self) -> PathBuf {
         self.root().join("run/lock/vgpuctl.lock")
     }
+
+    /// Writes a sysfs attribute in one `write(2)`, never creating it. Every write the
+    /// manager makes to sysfs goes through here, so a test environment can act as the
+    /// kernel does ([`crate::fake_kernel::FakeKernel`]).
+    fn write_attr(&self, path: &Path, value: &str) -> io::Result<()> {
+        crate::sysfs::write_attr(path, value)
+    }
 }
 
 impl<E: Environment + ?Sized> Environment for &E {
@@ -59,6 +67,9 @@ impl<E: Environment + ?Sized> Environment for &E {
     }
     fn lock_path(&self) -> PathBuf {
         (**self).lock_path()
+    }
+    fn write_attr(&self, path: &Path, value: &str) -> io::Result<()> {
+        (**self).write_attr(path, value)
     }
 }
 

@@ -203,6 +203,19 @@ pub enum Error {
         /// Why the removal failed, if it did.
         remove_error: Option<Box<Error>>,
     },
+
+    /// A write of a batch (`apply`, `create --count`) failed; what the batch had done
+    /// was undone.
+    #[error("{error}; everything this run had changed was undone{}", match undo_errors.as_slice() {
+        [] => String::new(),
+        errs => format!(", except: {}", errs.join("; ")),
+    })]
+    Undone {
+        /// Why the batch failed.
+        error: Box<Error>,
+        /// What could not be undone.
+        undo_errors: Vec<String>,
+    },
 }
 
 impl Error {

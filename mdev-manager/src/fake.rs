@@ -223,6 +223,32 @@ impl FakeSysfs {
         Ok(())
     }
 
+    /// Removes an instance (its directory and links) and, for a vgpu_shim parent,
+    /// gives its quota back to the pool.
+    pub fn remove_instance(&self, parent: &str, uuid: Uuid) -> io::Result<()> {
+        let dir = self.instance_dir(parent, uuid);
+        let type_link = fs::read_link(dir.join("mdev_type"))?;
+        let type_id = type_link
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        fs::remove_file(
+            self.type_dir(parent, &type_id)
+                .join("devices")
+                .join(uuid.to_string()),
+        )?;
+        fs::remove_file(
+            self.root
+                .join("sys/bus/mdev/devices")
+                .join(uuid.to_string()),
+        )?;
+        fs::remove_dir_all(&dir)?;
+        if type_id.starts_with(TYPE_PREFIX) {
+            self.refresh(parent)?;
+        }
+        Ok(())
+    }
+
     /// Recomputes a vgpu_shim parent's counters from its pool size and instances:
     /// `pool_free_mb`, `vram_pages`, and each type's `max_instances` and
     /// `available_instances`.

@@ -42,18 +42,23 @@
 #![warn(missing_docs)]
 
 mod admission;
+pub mod apply;
 pub mod counters;
+mod define;
 pub mod definition;
 pub mod env;
 pub mod error;
 pub mod fake;
+pub mod fake_kernel;
 pub mod lifecycle;
 pub mod lock;
 pub mod manager;
+pub mod manifest;
 pub mod metrics;
 pub mod model;
 pub mod placement;
 pub mod render;
+mod start;
 pub mod stats;
 mod store;
 pub mod sysfs;
@@ -61,11 +66,13 @@ pub mod top;
 pub mod units;
 pub mod xml;
 
+pub use apply::{Applied, DefinitionChange, InstanceChange};
 pub use definition::{Definition, StartMode};
 pub use env::{Environment, RootedEnvironment, SystemEnvironment};
 pub use error::{Error, Result};
 pub use lifecycle::{DefinitionUpdate, Done, Outcome, Spec};
 pub use lock::Lock;
 pub use manager::{InstanceUpdate, Manager};
+pub use manifest::Manifest;
 pub use model::{DescriptionError, Instance, Parent, PoolInfo, TypeDescription, VgpuType};
 pub use placement::Placement;

@@ -78,6 +78,23 @@ pub struct Need {
 }
 
 impl ParentLoad {
+    /// Counts `need` as committed (a vGPU planned in a batch).
+    pub fn commit(&mut self, need: Need) {
+        self.used_mb = self.used_mb.saturating_add(need.vram_mb);
+        self.weight_sum = self.weight_sum.saturating_add(need.weight);
+    }
+
+    /// A load that admits exactly what both `self` and `other` (of the same parent)
+    /// admit: the larger of each commitment.
+    pub fn tighter(&self, other: &ParentLoad) -> ParentLoad {
+        ParentLoad {
+            used_mb: self.used_mb.max(other.used_mb),
+            weight_sum: self.weight_sum.max(other.weight_sum),
+            fixed_share: self.fixed_share || other.fixed_share,
+            ..self.clone()
+        }
+    }
+
     /// MiB left.
     pub fn free_mb(&self) -> u64 {
         self.pool_mb.saturating_sub(self.used_mb)

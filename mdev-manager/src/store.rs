@@ -85,18 +85,49 @@ impl<E: Environment> Manager<E> {
     /// Writes a definition atomically (see the module docs). The caller holds the
     /// [`Lock`](crate::lock::Lock).
     pub fn write_definition(&self, def: &Definition) -> Result<()> {
+        self.write_definitions(std::slice::from_ref(def))
+    }
+
+    /// Writes definitions, each atomically, and makes them durable together: every
+    /// file is written to a temporary, `fsync`ed and renamed in place, then each
+    /// directory touched is `fsync`ed once. The caller holds the lock. On an error
+    /// the files before the failing one are written (and durable).
+    pub fn write_definitions(&self, defs: &[Definition]) -> Result<()> {
         let base = self.env().definitions_base();
-        let dir = base.join(&def.parent);
         let created_base = !base.exists();
-        fs::create_dir_all(&dir).map_err(|e| Error::store("create", &dir, e))?;
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for d in defs {
+            let dir = base.join(&d.parent);
+            if !dirs.contains(&dir) {
+                fs::create_dir_all(&dir).map_err(|e| Error::store("create", &dir, e))?;
+                dirs.push(dir);
+            }
+        }
         if created_base {
             if let Some(up) = base.parent() {
                 sync_dir(up)?;
             }
         }
         self.clean_temp_files();
+        let mut result = Ok(());
+        for d in defs {
+            result = self.write_unsynced(&base, d);
+            if result.is_err() {
+                break;
+            }
+        }
+        for dir in &dirs {
+            sync_dir(dir)?;
+        }
+        sync_dir(&base)?;
+        result
+    }
+
+    /// One definition: temporary file, `fsync`, rename (the directories are synced by
+    /// the caller).
+    fn write_unsynced(&self, base: &Path, def: &Definition) -> Result<()> {
         let tmp = base.join(format!("{TEMP_PREFIX}{}.tmp", def.uuid));
-        let target = dir.join(def.uuid.to_string());
+        let target = base.join(&def.parent).join(def.uuid.to_string());
         debug!("writing {}", target.display());
         let write = || -> io::Result<()> {
             let mut f = OpenOptions::new()
@@ -115,8 +146,7 @@ impl<E: Environment> Manager<E> {
             let _ = fs::remove_file(&tmp);
             return Err(Error::store("write", &target, e));
         }
-        sync_dir(&dir)?;
-        sync_dir(&base)
+        Ok(())
     }
 
     /// Removes a definition file (durably). The caller holds the lock.
@@ -130,16 +160,17 @@ impl<E: Environment> Manager<E> {
         Ok(())
     }
 
-    /// `(parent, path)` of every file that may be a definition.
+    /// `(parent, path)` of every file that may be a definition. File types come from
+    /// the directory entries (no `stat` per file; links are followed).
     fn definition_files(&self) -> Result<Vec<(String, PathBuf)>> {
         let mut out = Vec::new();
-        for (parent, dir) in crate::sysfs::list_dir(&self.env().definitions_base())? {
+        for (parent, dir, is_dir) in typed_entries(&self.env().definitions_base())? {
             // scripts.d holds mdevctl's callouts; dot files are ours (temporaries).
-            if parent == "scripts.d" || parent.starts_with('.') || !dir.is_dir() {
+            if parent == "scripts.d" || parent.starts_with('.') || !is_dir {
                 continue;
             }
-            for (name, path) in crate::sysfs::list_dir(&dir)? {
-                if Uuid::parse_str(&name).is_ok() && path.is_file() {
+            for (name, path, is_dir) in typed_entries(&dir)? {
+                if !is_dir && Uuid::parse_str(&name).is_ok() {
                     out.push((parent.clone(), path));
                 } else {
                     debug!("ignoring {}: not a definition", path.display());
@@ -157,7 +188,7 @@ impl<E: Environment> Manager<E> {
         };
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let uuid = Uuid::parse_str(name).map_err(|e| bad(format!("name is not a UUID: {e}")))?;
-        let text = fs::read_to_string(path).map_err(|source| Error::Read {
+        let text = crate::sysfs::read_small(path).map_err(|source| Error::Read {
             path: path.to_path_buf(),
             source,
         })?;
@@ -189,6 +220,38 @@ impl<E: Environment> Manager<E> {
             }
         }
     }
+}
+
+/// Entries of `dir` as (UTF-8 name, path, is a directory), sorted by name; a missing
+/// directory is empty.
+fn typed_entries(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
+    let read = |source| Error::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(read(e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(read)?;
+        let Ok(name) = entry.file_name().into_string() else {
+            warn!("ignoring {}: name is not UTF-8", entry.path().display());
+            continue;
+        };
+        let path = entry.path();
+        let ft = entry.file_type().map_err(read)?;
+        let is_dir = if ft.is_symlink() {
+            path.is_dir()
+        } else {
+            ft.is_dir()
+        };
+        out.push((name, path, is_dir));
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// `fsync` of a directory, so a rename or unlink in it is durable.

@@ -85,6 +85,17 @@ pub fn parse_cap(s: &str) -> Result<u64, String> {
     parse_in_range("cap (percent of one engine, 0 = none)", t, CAP_RANGE)
 }
 
+/// The type id a spelling names directly, up to case (`vgpu_shim-1G`, `1G`, `1g` all
+/// give `vgpu_shim-1g`), if it has the form of one; [`resolve_type`] knows more
+/// spellings (the `name`, a quota in MiB).
+pub fn type_dir_name(spelling: &str) -> Option<String> {
+    let lower = spelling.trim().to_ascii_lowercase();
+    let short = lower.strip_prefix(TYPE_PREFIX).unwrap_or(&lower);
+    let unit = short.strip_suffix(['m', 'g', 't'])?;
+    (!unit.is_empty() && unit.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| format!("{TYPE_PREFIX}{short}"))
+}
+
 /// Finds the type `spelling` names among `types` (one parent's, or several parents'
 /// ladders): the exact id, the id without `vgpu_shim-`, the type's `name`
 /// (`vgpu 128M`), or any size spelling of its quota (`128m`, `1024M` = `1G`). Returns
@@ -152,6 +163,24 @@ pub fn resolve_type<'a>(spelling: &str, types: &'a [VgpuType]) -> Result<&'a str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn type_dir_names() {
+        for (s, want) in [
+            ("vgpu_shim-1G", Some("vgpu_shim-1g")),
+            ("1G", Some("vgpu_shim-1g")),
+            (" 128m ", Some("vgpu_shim-128m")),
+            ("VGPU_SHIM-4G", Some("vgpu_shim-4g")),
+            ("128", None),
+            ("vgpu 128M", None),
+            ("G", None),
+            ("1.5G", None),
+            ("vgpu_shim-", None),
+        ] {
+            assert_eq!(type_dir_name(s).as_deref(), want, "{s}");
+        }
+    }
+
     use crate::model::TypeDescription;
 
     fn ladder() -> Vec<VgpuType> {

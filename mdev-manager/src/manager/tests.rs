@@ -2,6 +2,8 @@ use super::*;
 use crate::env::test_env::TempEnvironment;
 use crate::fake::{FakeSysfs, SAMPLE_UUIDS};
 use crate::render;
+use crate::sysfs::{parent_and_type, write_attr};
+use std::io;
 
 fn sample() -> (Manager<TempEnvironment>, FakeSysfs) {
     let env = TempEnvironment::new();

@@ -36,7 +36,10 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Each verb's arguments are built only when that verb is used (`defer`): building
+/// the whole tree for every call was a quarter of `vgpuctl list`'s instructions.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// List the vgpu parents (one per engine) and their VRAM pools.
     Parents,
@@ -119,6 +122,16 @@ pub enum Command {
         #[arg(short, long, value_name = "SECONDS", default_value_t = 1.0,
               value_parser = parse_interval)]
         interval: f64,
+    },
+    /// Bring about a manifest of vGPU definitions (JSON; see the operator guide):
+    /// define, start and change what differs, all admitted before anything is written.
+    Apply {
+        /// The manifest (`-` reads standard input).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Only plan and check: print what would be done, write nothing.
+        #[arg(short = 'n', long)]
+        dry_run: bool,
     },
     /// Start every `auto` definition of a parent (run by udev when it registers).
     StartParent {
@@ -205,7 +218,8 @@ pub struct CreateArgs {
     /// UUID to give it (default: a random one; not with --count).
     #[arg(short, long, conflicts_with = "count")]
     pub uuid: Option<Uuid>,
-    /// Create N instances (each placed in turn).
+    /// Create N instances, placed in turn and all admitted before the first is
+    /// created; if one fails the others are removed again.
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub count: u32,

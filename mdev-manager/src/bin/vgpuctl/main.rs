@@ -12,11 +12,17 @@ use cli::{Cli, Command};
 use vgpu_mdev_manager::render::{self, DefinedRow};
 use vgpu_mdev_manager::{metrics, top, xml};
 use vgpu_mdev_manager::{
-    DefinitionUpdate, Done, Environment, InstanceUpdate, Lock, Manager, Outcome, RootedEnvironment,
-    Spec, StartMode, SystemEnvironment,
+    Applied, DefinitionChange, DefinitionUpdate, Done, Environment, InstanceChange, InstanceUpdate,
+    Lock, Manager, Manifest, Outcome, RootedEnvironment, Spec, StartMode, SystemEnvironment,
 };
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// musl's allocator maps and unmaps pages for the short bursts of allocations a call
+/// makes (some 60 mmap/munmap pairs for `vgpuctl create`, each unmap a TLB flush);
+/// dlmalloc keeps what it maps for the life of the process.
+#[global_allocator]
+static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -159,12 +165,13 @@ fn run<E: Environment>(cli: &Cli, mgr: Manager<E>) -> Res<Out> {
         }
         Command::Create(args) => {
             let spec = args.spec.spec();
-            let mut outcomes = Vec::new();
-            for _ in 0..args.count {
+            let outcomes = if args.count == 1 {
                 let o = mgr.start_transient(args.uuid, &spec)?;
                 note_outcome(&o);
-                outcomes.push(o);
-            }
+                vec![o]
+            } else {
+                mgr.start_transient_batch(&spec, args.count as usize)?
+            };
             if json {
                 if args.count == 1 && args.spec.weight.is_none() && args.spec.cap.is_none() {
                     render::json(&serde_json::json!({ "uuid": outcomes[0].uuid }))
@@ -334,6 +341,7 @@ fn run<E: Environment>(cli: &Cli, mgr: Manager<E>) -> Res<Out> {
                 before = now;
             }
         }
+        Command::Apply { file, dry_run } => apply(&mgr, file, *dry_run, json)?.into(),
         Command::StartParent { parent } => {
             let results = mgr.start_parent(parent)?;
             let mut failed = false;
@@ -407,6 +415,49 @@ fn modify<E: Environment>(mgr: &Manager<E>, args: &cli::ModifyArgs, json: bool) 
         render::json(&def)
     } else {
         String::new()
+    })
+}
+
+fn apply<E: Environment>(
+    mgr: &Manager<E>,
+    file: &std::path::Path,
+    dry_run: bool,
+    json: bool,
+) -> Res<String> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("cannot read stdin: {e}"))?
+    } else {
+        std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?
+    };
+    let manifest = Manifest::parse(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let applied = mgr.apply(&manifest, dry_run)?;
+    let count = |f: &dyn Fn(&Applied) -> bool| applied.iter().filter(|a| f(a)).count();
+    let defined = count(&|a| a.definition == DefinitionChange::Defined);
+    let modified = count(&|a| {
+        a.definition == DefinitionChange::Modified || a.instance == InstanceChange::Modified
+    });
+    let started = count(&|a| a.instance == InstanceChange::Started);
+    let as_is = count(&|a| {
+        a.definition == DefinitionChange::Unchanged
+            && matches!(
+                a.instance,
+                InstanceChange::AlreadyRunning | InstanceChange::NotStarted
+            )
+    });
+    note(&format!(
+        "{}{} vGPUs: {defined} defined, {started} started, {modified} changed, {as_is} as the \
+         manifest says already",
+        if dry_run {
+            "dry run, nothing written: "
+        } else {
+            ""
+        },
+        applied.len()
+    ));
+    Ok(if json {
+        render::json(&applied)
+    } else {
+        render::applied_table(&applied)
     })
 }
 

@@ -23,11 +23,13 @@
  * Times are ktime_get_ns(). A worker reads the clock once per chunk, and
  * passes that time on to the charge and the next pick.
  */
+#include <linux/delay.h>
 #include <linux/hrtimer.h>
 #include <linux/kernel.h>
 #include <linux/kthread.h>
 #include <linux/ktime.h>
 #include <linux/math64.h>
+#include <linux/moduleparam.h>
 #include <linux/sched.h>
 #include <linux/string.h>
 #include <linux/sysfs.h>
@@ -43,6 +45,46 @@
 #define VGPU_WATCHDOG_MS_MAX	60000
 #define VGPU_BUCKET_MIN_NS	(10 * NSEC_PER_MSEC)
 #define VGPU_TIMER_SLACK_NS	(5 * NSEC_PER_USEC)
+
+/*
+ * Test hooks, built only with VGPU_TEST_HOOKS (the rig's builds): a delay at
+ * the end of a slice that hands the engine to another instance (it widens
+ * the window in which a slice end races with the instance's removal), and
+ * the virtual time new instances start at (to reach the u64 wrap-around).
+ */
+#ifdef VGPU_TEST_HOOKS
+static unsigned int vgpu_test_slice_end_delay_us;
+module_param_named(test_slice_end_delay_us, vgpu_test_slice_end_delay_us,
+		   uint, 0644);
+MODULE_PARM_DESC(test_slice_end_delay_us,
+		 "test only: sleep this long at a slice end that leaves an instance");
+static unsigned long long vgpu_test_vt_start;
+module_param_named(test_vt_start, vgpu_test_vt_start, ullong, 0444);
+MODULE_PARM_DESC(test_vt_start,
+		 "test only: virtual time of the first instances (default 0)");
+
+static void vgpu_test_slice_end_delay(void)
+{
+	unsigned int us = READ_ONCE(vgpu_test_slice_end_delay_us);
+
+	if (us)
+		fsleep(us);
+}
+
+static u64 vgpu_test_vt_floor(void)
+{
+	return vgpu_test_vt_start;
+}
+#else
+static void vgpu_test_slice_end_delay(void)
+{
+}
+
+static u64 vgpu_test_vt_floor(void)
+{
+	return 0;
+}
+#endif
 
 static const char * const vgpu_policy_names[] = {
 	[VGPU_POLICY_BEST_EFFORT] = "best_effort",
@@ -344,6 +386,7 @@ static struct vgpu_sched_ent *vgpu_run(struct vgpu_worker *w,
 			t = ktime_get_ns();
 		}
 	}
+	vgpu_test_slice_end_delay();
 	mutex_unlock(&vg->lock);
 	*now = t;
 	return next;
@@ -422,6 +465,7 @@ int vgpu_sched_init(struct vgpu_parent *parent)
 	s->policy = VGPU_POLICY_BEST_EFFORT;
 	s->slice_us = VGPU_SLICE_US_DEFAULT;
 	s->watchdog_ms = VGPU_WATCHDOG_MS_DEFAULT;
+	s->vt_floor = vgpu_test_vt_floor();
 	s->nr_workers = 0;
 	atomic64_set(&s->macs, 0);
 

@@ -21,16 +21,16 @@ use crate::util::*;
 use crate::workload::*;
 use crate::{ensure, ensure_eq};
 
-const T128: &str = "vgpu_shim-128M";
-const RING: u64 = 0;
-const RING_SIZE: u64 = 4096;
-const DATA: u64 = MIB;
+pub(crate) const T128: &str = "vgpu_shim-128M";
+pub(crate) const RING: u64 = 0;
+pub(crate) const RING_SIZE: u64 = 4096;
+pub(crate) const DATA: u64 = MIB;
 /// Ring of the saturated instances in scheduler tests.
 const SAT_RING: u64 = 16 * KIB;
 /// Target engine time of one saturating GEMM.
 const SAT_GEMM: Duration = Duration::from_millis(3);
 /// Tolerance of share checks, percentage points (TCG).
-const SHARE_TOL: f64 = 5.0;
+pub(crate) const SHARE_TOL: f64 = 5.0;
 
 /// The suite.
 pub fn suite() -> Suite {
@@ -81,7 +81,7 @@ pub fn suite() -> Suite {
 
 // ---- helpers ------------------------------------------------------------------------
 
-fn new_gpu(ctx: &Ctx, p: &Parent) -> Result<Gpu, Fail> {
+pub(crate) fn new_gpu(ctx: &Ctx, p: &Parent) -> Result<Gpu, Fail> {
     let inst = ctx.create(p, T128)?;
     Gpu::open_ring(&inst, RING, RING_SIZE)
 }
@@ -1722,7 +1722,7 @@ fn watchdog_keep_alive(ctx: &mut Ctx) -> TestResult {
 // ---- scheduler: shares, caps, live changes -----------------------------------------
 
 /// Create `weights.len()` instances, open their rings, calibrate on the first.
-fn fleet(ctx: &Ctx, p: &Parent, weights: &[u64]) -> Result<(Vec<Gpu>, f64), Fail> {
+pub(crate) fn fleet(ctx: &Ctx, p: &Parent, weights: &[u64]) -> Result<(Vec<Gpu>, f64), Fail> {
     let mut gpus = Vec::new();
     for w in weights {
         let inst = ctx.create(p, T128)?;
@@ -1760,7 +1760,7 @@ fn check_all_alive(sats: &[Saturator]) -> TestResult {
 
 /// Keep `gpus` saturated with GEMMs while `f` runs on their instances, then stop the
 /// saturators and hand the GPUs back. Fails if `f` fails or a saturator stopped early.
-fn with_saturated<T>(
+pub(crate) fn with_saturated<T>(
     gpus: Vec<Gpu>,
     ns: f64,
     f: impl FnOnce(&[Instance]) -> Result<T, Fail>,
@@ -1783,7 +1783,13 @@ fn saturated_window(p: &Parent, gpus: Vec<Gpu>, ns: f64) -> Result<Window, Fail>
     .map(|(w, _)| w)
 }
 
-fn expect_shares(ctx: &mut Ctx, got: &[f64], want: &[f64], tol: f64, what: &str) -> TestResult {
+pub(crate) fn expect_shares(
+    ctx: &mut Ctx,
+    got: &[f64],
+    want: &[f64],
+    tol: f64,
+    what: &str,
+) -> TestResult {
     ctx.note(format!(
         "{what}: measured {} want {}",
         pcts(got),

@@ -1,8 +1,710 @@
-//! Hardening tests (see mod.rs).
+//! Hardening tests of the scheduler and locking findings (issue 7 §2, findings 1, 2, 6, 7).
+//!
+//! * `slice_end_remove_race` (1): remove an instance whose ring is busy: `remove` blocks and
+//!   asks for the device through REQ, the fd is closed, and the engine's slice end races
+//!   with the release that frees the instance. The test hook `test_slice_end_delay_us`
+//!   widens the window; the evidence is a KASAN report on the debug kernel (the test also
+//!   fails at once on any BUG/KASAN/WARNING line in the kernel log).
+//! * `engine_stall_attack` (2): host users of one instance's lock (world-readable sysfs
+//!   readers at SCHED_IDLE next to CPU hogs, then 8 threads copying a 16 MiB display
+//!   plane) must not stall the engine: the other instance keeps its engine time and the
+//!   engine's time stays accounted (busy + idle ≈ wall), from the kernel's counters.
+//! * `lock_wait_not_charged` (6): time an engine cannot run an instance because another
+//!   task holds its lock is not that instance's engine time: busy_ns per MAC of two
+//!   identical instances, one of them under a plane-copy attacker, and the watchdog.
+//! * `vt_wrap_fairness` (7): virtual time starting just below 2^64 (test hook
+//!   `test_vt_start`): shares stay by weight as it wraps.
+//! * `kunit_sched` (7): loads the KUnit module of the scheduler's policy code (built only
+//!   for kernels with CONFIG_KUNIT, i.e. the debug kernel) and checks its results.
+//!
+//! The test hooks exist only in the rig's build of the module (tests/rig/build.sh,
+//! docs/scheduler.md); the tests that need them fail without.
 
-use crate::harness::Test;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use vgpu_vfio::abi::drm;
+use vgpu_vfio::sysfs::Parent;
+use vgpu_vfio::{irq, Cmd, Device, EventFd, EFD_NONBLOCK};
+
+use crate::engine::{fleet, new_gpu, with_saturated, DATA, RING, RING_SIZE, SHARE_TOL, T128};
+use crate::harness::{Context, Ctx, Fail, Test, TestResult, REMOVE_TIMEOUT};
+use crate::sys::{self, Kmsg};
+use crate::util::{ensure_attr, set_mode, Mode};
+use crate::workload::{measure, pcts, snap, wait_engine_asleep, window, Gemm, Gpu, Neighbour, MIB};
+use crate::{ensure, ensure_eq};
 
 /// This file's tests.
 pub fn tests() -> Vec<Test> {
-    Vec::new()
+    let t = |name, params, run| Test { name, params, run };
+    vec![
+        t("slice_end_remove_race", Some(""), slice_end_remove_race),
+        t("engine_stall_attack", Some(""), engine_stall_attack),
+        t("lock_wait_not_charged", Some(""), lock_wait_not_charged),
+        t("vt_wrap_fairness", None, vt_wrap_fairness),
+        t("kunit_sched", None, kunit_sched),
+    ]
+}
+
+// ---- helpers ------------------------------------------------------------------------
+
+/// A test hook (module parameter) of the rig's build; fails if the module lacks it.
+fn hook(name: &str) -> Result<PathBuf, Fail> {
+    let p = Path::new("/sys/module")
+        .join(sys::MODULE)
+        .join("parameters")
+        .join(name);
+    ensure!(
+        p.exists(),
+        "module parameter {name} missing: the module was built without VGPU_TEST_HOOKS=y \
+         (tests/rig/build.sh builds the rig's module with it)"
+    );
+    Ok(p)
+}
+
+/// Kernel log lines that mean the kernel found a bug (as the rig's verdict sees them).
+fn kernel_reports(kmsg: &mut Kmsg) -> Vec<String> {
+    const BAD: [&str; 8] = [
+        "BUG",
+        "KASAN",
+        "WARNING",
+        "general protection",
+        "Oops",
+        "circular locking",
+        "suspicious RCU",
+        "Call Trace",
+    ];
+    kmsg.drain()
+        .into_iter()
+        .filter(|l| BAD.iter().any(|b| l.contains(b)))
+        .collect()
+}
+
+fn ensure_no_reports(kmsg: &mut Kmsg, what: &str) -> TestResult {
+    let r = kernel_reports(kmsg);
+    ensure!(
+        r.is_empty(),
+        "{what}: the kernel reported: {}",
+        r.iter().take(6).cloned().collect::<Vec<_>>().join(" / ")
+    );
+    Ok(())
+}
+
+/// A 32 bpp mode whose plane is exactly 16 MiB (4096 pixels per line, 1024 lines).
+const MODE_16M: Mode = Mode {
+    xres: 2560,
+    yres: 1024,
+    bpp: 32,
+    virt_width: 4096,
+    x_off: 0,
+    y_off: 0,
+};
+
+fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn cpu_set(cpus: &[usize]) -> libc::cpu_set_t {
+    // SAFETY: cpu_set_t is plain data; all-zero bytes are the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        // SAFETY: `c` is below CPU_SETSIZE (the rig has a handful of CPUs).
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    set
+}
+
+/// sched_setaffinity of thread `tid` (0: the calling thread).
+fn set_affinity(tid: libc::pid_t, set: &libc::cpu_set_t) -> std::io::Result<()> {
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    let r = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), set) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn get_affinity() -> std::io::Result<libc::cpu_set_t> {
+    let mut set = cpu_set(&[]);
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(set)
+}
+
+/// The pid of the kernel thread named `comm`.
+fn kthread_pid(comm: &str) -> Result<libc::pid_t, Fail> {
+    for e in std::fs::read_dir("/proc").ctx("read /proc")?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<libc::pid_t>() else {
+            continue;
+        };
+        if std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == comm) {
+            return Ok(pid);
+        }
+    }
+    Err(Fail(format!("no thread named {comm}")))
+}
+
+/// The engine thread `vgpu0/e0` alone on CPU 1, this thread (and every thread it starts
+/// from now on: submitters, attackers, readers, hogs) on CPU 0, so what the test measures
+/// is the module, not the guest's CPU scheduler sharing one CPU between the engine and
+/// the attack. Restores this thread's affinity on drop.
+struct Pinned {
+    old: libc::cpu_set_t,
+}
+
+impl Pinned {
+    fn engine_apart() -> Result<Pinned, Fail> {
+        ensure!(cpu_count() >= 2, "needs 2 CPUs (run the rig with --smp 2)");
+        let old = get_affinity().ctx("sched_getaffinity")?;
+        let eng = kthread_pid("vgpu0/e0")?;
+        set_affinity(eng, &cpu_set(&[1])).ctx("pin the engine thread to CPU 1")?;
+        set_affinity(0, &cpu_set(&[0])).ctx("pin the test to CPU 0")?;
+        Ok(Pinned { old })
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        let _ = set_affinity(0, &self.old);
+    }
+}
+
+/// Threads looping until stopped, each counting what it did.
+struct Loops {
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicU64>,
+    handles: Vec<JoinHandle<Result<(), Fail>>>,
+}
+
+impl Loops {
+    /// Start `n` threads running `setup` once (its result is the per-iteration step)
+    /// then the step until stopped; each step returns how much it did.
+    fn start<S, F>(n: usize, setup: S) -> Loops
+    where
+        S: Fn(usize) -> Result<F, Fail> + Send + Sync + 'static,
+        F: FnMut() -> Result<u64, Fail> + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicU64::new(0));
+        let setup = Arc::new(setup);
+        let handles = (0..n)
+            .map(|i| {
+                let (stop, count, setup) = (stop.clone(), count.clone(), setup.clone());
+                std::thread::spawn(move || {
+                    let mut step = setup(i)?;
+                    while !stop.load(Ordering::Relaxed) {
+                        count.fetch_add(step()?, Ordering::Relaxed);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        Loops {
+            stop,
+            count,
+            handles,
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Stop and join; the first thread error, if any.
+    fn finish(self) -> Result<u64, Fail> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut err = None;
+        for h in self.handles {
+            match h.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    err.get_or_insert(e);
+                }
+                Err(_) => {
+                    err.get_or_insert(Fail("a background thread panicked".into()));
+                }
+            }
+        }
+        match err {
+            Some(e) => Err(e),
+            None => Ok(self.count.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// `n` CPU hogs at nice 19: they leave a nice-0 task (the engine, the submitters) its CPU
+/// but starve a SCHED_IDLE one.
+fn hogs(n: usize) -> Loops {
+    Loops::start(n, |_| {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        // SAFETY: plain syscall; `tid` is this thread (Linux applies it to the thread).
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) } != 0 {
+            return Err(Fail(format!(
+                "setpriority 19: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(|| {
+            let mut x = 0u64;
+            for i in 0..100_000u64 {
+                x = std::hint::black_box(x.wrapping_add(i));
+            }
+            std::hint::black_box(x);
+            Ok(1)
+        })
+    })
+}
+
+/// Drop this thread (only: raw syscalls, not libc's all-threads wrappers) to uid and gid
+/// 65534 (nobody) without supplementary groups, then SCHED_IDLE.
+fn become_idle_nobody() -> Result<(), Fail> {
+    let nobody: libc::c_long = 65534;
+    // SAFETY: raw syscalls with integer arguments (a null list for setgroups); they
+    // change the calling thread's credentials and policy only.
+    unsafe {
+        if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
+            || libc::syscall(libc::SYS_setresgid, nobody, nobody, nobody) != 0
+            || libc::syscall(libc::SYS_setresuid, nobody, nobody, nobody) != 0
+        {
+            return Err(Fail(format!(
+                "drop to nobody: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+    // The kernel's struct sched_param is one int (musl's libc one is bigger).
+    let priority: libc::c_int = 0;
+    // SAFETY: `priority` outlives the call; pid 0 is the calling thread.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_sched_setscheduler,
+            0,
+            libc::SCHED_IDLE,
+            &priority as *const libc::c_int,
+        )
+    };
+    if r != 0 {
+        return Err(Fail(format!(
+            "SCHED_IDLE: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// `n` unprivileged SCHED_IDLE threads reading `files` (world-readable sysfs knobs) in a
+/// loop; counts reads.
+fn knob_readers(n: usize, files: Vec<PathBuf>) -> Loops {
+    Loops::start(n, move |i| {
+        become_idle_nobody()?;
+        let path = files[i % files.len()].clone();
+        let f = std::fs::File::open(&path).ctx(format!("open {} as nobody", path.display()))?;
+        let mut buf = [0u8; 64];
+        Ok(move || {
+            // SAFETY: `buf` is writable for its length; `f` is an open fd.
+            let r = unsafe { libc::pread(f.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if r <= 0 {
+                return Err(Fail(format!(
+                    "read {}: {}",
+                    path.display(),
+                    std::io::Error::last_os_error()
+                )));
+            }
+            Ok(1)
+        })
+    })
+}
+
+/// `n` threads querying `dev`'s primary plane in a loop (each query copies the scanout
+/// into the display region under the instance's lock), sleeping `pause` after each;
+/// counts queries.
+fn plane_attack(dev: Arc<Device>, n: usize, pause: Duration) -> Loops {
+    Loops::start(n, move |_| {
+        let dev = dev.clone();
+        Ok(move || {
+            dev.query_gfx_plane(drm::PLANE_TYPE_PRIMARY)
+                .ctx("QUERY_GFX_PLANE")?;
+            if !pause.is_zero() {
+                std::thread::sleep(pause);
+            }
+            Ok(1)
+        })
+    })
+}
+
+/// Set `g`'s 16 MiB mode and check a query copies all of it; returns how long one took.
+fn plane_16m(g: &Gpu) -> Result<Duration, Fail> {
+    set_mode(g.dev(), &MODE_16M)?;
+    g.dev().query_gfx_plane(drm::PLANE_TYPE_PRIMARY)?; // allocates the display pages
+    let t = Instant::now();
+    let pl = g.dev().query_gfx_plane(drm::PLANE_TYPE_PRIMARY)?;
+    let took = t.elapsed();
+    ensure_eq!(
+        u64::from(pl.size),
+        MODE_16M.size(),
+        "plane size of the 16 MiB mode"
+    );
+    ensure_eq!(MODE_16M.size(), 16 * MIB, "test bug: MODE_16M");
+    Ok(took)
+}
+
+/// Parent busy + idle as a percentage of wall time over `w`.
+fn accounted(w: &crate::workload::Window) -> f64 {
+    100.0 * (w.parent_busy + w.parent_idle) / w.wall_ns.max(1.0)
+}
+
+// ---- finding 1: slice end vs release -------------------------------------------------
+
+fn slice_end_remove_race(ctx: &mut Ctx) -> TestResult {
+    let delay_us = 30_000;
+    let delay = hook("test_slice_end_delay_us")?;
+    vgpu_vfio::sysfs::write_attr(&delay, &delay_us.to_string())
+        .ctx("set test_slice_end_delay_us")?;
+    let p = ctx.parent(0)?;
+    p.set_watchdog_ms("60000").ctx("watchdog_ms")?;
+    let mut kmsg = Kmsg::open_at_end().ctx("open /dev/kmsg")?;
+    // A GEMM of ~10^8 MACs: far more engine time than one iteration takes.
+    let big = Gemm::square(DATA, 480);
+    let iters = 24;
+    let mut slow = 0;
+    for i in 0..iters {
+        let inst = ctx.create(&p, T128)?;
+        let mut g = Gpu::open_ring(&inst, RING, RING_SIZE)?;
+        let req = EventFd::new(EFD_NONBLOCK).ctx("eventfd")?;
+        g.dev()
+            .set_irq_eventfds(irq::REQ, 0, &[req.as_raw_fd()])
+            .ctx("REQ eventfd")?;
+        g.eng.submit(&[big.cmd(), big.cmd(), Cmd::fence(1)])?;
+        // Alone on the engine, the instance runs slice after slice without a switch:
+        // the close below ends its ring mid-slice, and that slice's end is the race.
+        ensure!(
+            crate::util::wait_for(Duration::from_secs(20), || inst
+                .busy_ns()
+                .is_ok_and(|b| b > 0)),
+            "iteration {i}: the GEMM never ran"
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        let i2 = inst.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(i2.remove());
+        });
+        // remove blocks in the VFIO core and asks the user to let go (REQ).
+        let asked =
+            vgpu_vfio::engine::wait_eventfd(&req, Duration::from_secs(20)).ctx("wait for REQ")?;
+        ensure!(asked, "iteration {i}: no REQ within 20 s of remove");
+        let t = Instant::now();
+        drop(g); // close and munmap: the last close resets the busy ring
+        match rx.recv_timeout(REMOVE_TIMEOUT) {
+            Ok(r) => r.ctx(format!("iteration {i}: remove"))?,
+            Err(_) => {
+                return Err(Fail(format!(
+                    "HANG: iteration {i}: remove did not return after the close"
+                )))
+            }
+        }
+        if t.elapsed() >= Duration::from_micros(delay_us) {
+            slow += 1;
+        }
+        ensure!(!inst.exists(), "iteration {i}: instance still present");
+        ensure_no_reports(&mut kmsg, &format!("iteration {i}"))?;
+    }
+    vgpu_vfio::sysfs::write_attr(&delay, "0").ctx("clear test_slice_end_delay_us")?;
+    ctx.note(format!(
+        "{iters} removals of a busy instance with a {delay_us} us slice-end delay; \
+         {slow} took longer than the delay"
+    ));
+    // The delay sits where the engine ends the instance's last slice, before it lets go
+    // of it: a removal that does not wait for it freed the instance under the engine
+    // (a lower bound on time: a slow host only makes the removal slower).
+    ensure!(
+        slow >= iters * 3 / 4,
+        "only {slow} of {iters} removals waited for the engine's slice end ({delay_us} us): \
+         the instance was freed while the engine still used it"
+    );
+    // The engine still works for others.
+    let nbr = Neighbour::start(new_gpu(ctx, &p)?, 71)?;
+    nbr.expect_progress(3, Duration::from_secs(30), "after the removals")?;
+    nbr.finish()?;
+    ensure_no_reports(&mut kmsg, "at the end")
+}
+
+// ---- finding 2: engine stalls from lock holders --------------------------------------
+
+fn engine_stall_attack(ctx: &mut Ctx) -> TestResult {
+    let p = ctx.parent(0)?;
+    let _pin = Pinned::engine_apart()?;
+    let (gpus, ns) = fleet(ctx, &p, &[1, 1])?;
+    let copy = plane_16m(&gpus[0])?;
+    let a_dev = gpus[0].eng.device().clone();
+    let a = gpus[0].inst.clone();
+    let files = ["weight", "cap", "vram_used_kb"]
+        .iter()
+        .map(|f| a.vgpu_attr(f))
+        .collect::<Vec<_>>();
+    ctx.note(format!(
+        "one 16 MiB plane query (a copy under A's lock) takes {copy:?}"
+    ));
+    let settle = Duration::from_millis(500);
+    let dur = Duration::from_secs(3);
+    let (res, _) = with_saturated(gpus, ns, |insts| {
+        let base = measure(&p, insts, settle, dur)?;
+        ctx.note(format!(
+            "no attack: A, B {} of wall, parent busy+idle {:.1}%",
+            pcts(&base.utils()),
+            accounted(&base)
+        ));
+        // Phase 1: unprivileged SCHED_IDLE readers of A's knobs next to CPU hogs.
+        let hog = hogs(2);
+        let readers = knob_readers(6, files.clone());
+        let w1 = measure(&p, insts, settle, dur);
+        let reads1 = readers.count();
+        // Phase 2: and 8 threads copying A's 16 MiB plane.
+        let plane = plane_attack(a_dev.clone(), 8, Duration::ZERO);
+        let w2 = measure(&p, insts, settle, dur);
+        let queries = plane.count();
+        let (pr, rr, hr) = (plane.finish(), readers.finish(), hog.finish());
+        let (w1, w2) = (w1?, w2?);
+        pr?;
+        let reads = rr?;
+        hr?;
+        Ok((w1, w2, reads1, reads, queries))
+    })?;
+    let (w1, w2, reads1, reads, queries) = res;
+    let secs = |w: &crate::workload::Window| w.wall_ns / 1e9;
+    ctx.note(format!(
+        "readers + hogs: A, B {} of wall, parent busy+idle {:.1}%, {:.0} knob reads/s",
+        pcts(&w1.utils()),
+        accounted(&w1),
+        reads1 as f64 / (secs(&w1) + settle.as_secs_f64())
+    ));
+    ctx.note(format!(
+        "+ 8 plane copiers: A, B {} of wall, parent busy+idle {:.1}%, {queries} plane \
+         queries, {reads} knob reads in all",
+        pcts(&w2.utils()),
+        accounted(&w2)
+    ));
+    let mut bad = Vec::new();
+    for (what, w, b_min) in [("readers + hogs", &w1, 40.0), ("plane copiers", &w2, 45.0)] {
+        let u = w.utils();
+        if u[1] < b_min {
+            bad.push(format!(
+                "{what}: B got {:.1}% of the engine (want ≥ {b_min})",
+                u[1]
+            ));
+        }
+        if !(90.0..=102.0).contains(&accounted(w)) {
+            bad.push(format!(
+                "{what}: parent busy+idle {:.1}% of wall (the rest: the engine stalled)",
+                accounted(w)
+            ));
+        }
+    }
+    if w1.utils().iter().sum::<f64>() < 85.0 {
+        bad.push(format!(
+            "readers + hogs: A+B got only {} of wall",
+            pcts(&w1.utils())
+        ));
+    }
+    ensure!(
+        reads > 0 && queries > 0,
+        "the attack did nothing ({reads} reads, {queries} queries)"
+    );
+    ensure!(bad.is_empty(), "{}", bad.join("; "));
+    Ok(())
+}
+
+// ---- finding 6: lock waits are not engine time ---------------------------------------
+
+/// Engine time charged to `g` for one NOP submitted while `attack` (if any) copies its
+/// display plane `burst` times back to back under its lock. The NOP's doorbell wakes the
+/// engine while the copier holds the lock; an engine that waits for the lock must not
+/// count that wait as the instance's engine time. No FENCE: the watchdog counts the
+/// charged time too.
+fn nop_charge(g: &mut Gpu, p: &Parent, attack: Option<(&Device, usize)>) -> Result<u64, Fail> {
+    let idle = Duration::from_secs(30);
+    wait_engine_asleep(p, idle)?;
+    let b0 = g.inst.busy_ns()?;
+    let started = AtomicBool::new(false);
+    std::thread::scope(|sc| -> TestResult {
+        let copier = attack.map(|(dev, burst)| {
+            let started = &started;
+            sc.spawn(move || -> TestResult {
+                started.store(true, Ordering::SeqCst);
+                for _ in 0..burst {
+                    dev.query_gfx_plane(drm::PLANE_TYPE_PRIMARY)
+                        .ctx("QUERY_GFX_PLANE")?;
+                }
+                Ok(())
+            })
+        });
+        if copier.is_some() {
+            while !started.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        g.eng.submit(&[Cmd::Nop])?;
+        g.eng.wait_idle(idle)?;
+        if let Some(c) = copier {
+            c.join()
+                .map_err(|_| Fail("copier thread panicked".into()))??;
+        }
+        Ok(())
+    })?;
+    wait_engine_asleep(p, idle)?;
+    Ok(g.inst.busy_ns()? - b0)
+}
+
+fn median(v: &mut [u64]) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+fn lock_wait_not_charged(ctx: &mut Ctx) -> TestResult {
+    let p = ctx.parent(0)?;
+    let mut g = new_gpu(ctx, &p)?;
+    let copy = plane_16m(&g)?;
+    let dev = g.eng.device().clone();
+    // Bursts long enough that the doorbell, 1 ms after one starts, lands inside it.
+    let burst =
+        (Duration::from_millis(20).as_nanos() / copy.as_nanos().max(1)).clamp(4, 64) as usize;
+    let wd_ms = 50;
+    p.set_watchdog_ms(&wd_ms.to_string()).ctx("watchdog_ms")?;
+    let n = 30;
+    let mut base = Vec::new();
+    for _ in 0..n {
+        base.push(nop_charge(&mut g, &p, None)?);
+    }
+    // A FENCE restarts the watchdog's count.
+    g.run(&[Cmd::Nop])?;
+    let mut hit = Vec::new();
+    for i in 0..n {
+        let d = nop_charge(&mut g, &p, Some((&dev, burst)))?;
+        hit.push(d);
+        let st = g.eng.status()?;
+        ensure!(
+            st & vgpu_vfio::abi::engine::STATUS_ERROR == 0,
+            "NOP {i} next to a plane copier: the ring stopped (ERROR {}, STATUS {st:#x}): \
+             the watchdog ({wd_ms} ms) counted time spent waiting for the lock; charged so \
+             far {:?} us",
+            g.eng.error()?,
+            hit.iter().map(|x| x / 1000).collect::<Vec<_>>()
+        );
+    }
+    let total: u64 = hit.iter().sum();
+    let (mb, mh) = (median(&mut base), median(&mut hit));
+    ctx.note(format!(
+        "a 16 MiB plane copy takes {copy:?} (bursts of {burst}); engine time charged for \
+         one NOP: median {:.1} us alone, {:.1} us next to the copier ({:.1} ms in all for \
+         {n} NOPs)",
+        mb as f64 / 1e3,
+        mh as f64 / 1e3,
+        total as f64 / 1e6
+    ));
+    ensure_attr(g.inst.cmds_failed(), 0, "cmds_failed")?;
+    ensure!(
+        mh <= 2 * mb + 100_000,
+        "one NOP next to a plane copier was charged {:.1} us (median), alone {:.1} us: the \
+         wait for the instance's lock was charged as engine time",
+        mh as f64 / 1e3,
+        mb as f64 / 1e3
+    );
+    Ok(())
+}
+
+// ---- finding 7: virtual time wraps ---------------------------------------------------
+
+fn vt_wrap_fairness(ctx: &mut Ctx) -> TestResult {
+    // vt grows 1024 per ns of engine time at weight 1: start 0.4 s of weight-1 engine
+    // time below 2^64, so both instances' vt wrap a second or so into the run.
+    let start = u64::MAX - 1024 * 400_000_000;
+    ctx.load(&format!("test_vt_start={start}"))?;
+    hook("test_vt_start")?;
+    let p = ctx.parent(0)?;
+    let weights = [1u64, 2];
+    let (gpus, ns) = fleet(ctx, &p, &weights)?;
+    let want = [100.0 / 3.0, 200.0 / 3.0];
+    let (ws, _) = with_saturated(gpus, ns, |insts| {
+        let mut v = Vec::new();
+        let mut a = snap(&p, insts)?;
+        for _ in 0..6 {
+            std::thread::sleep(Duration::from_secs(1));
+            let b = snap(&p, insts)?;
+            v.push(window(&a, &b));
+            a = b;
+        }
+        Ok(v)
+    })?;
+    let per: Vec<String> = ws.iter().map(|w| pcts(&w.shares())).collect();
+    ctx.note(format!(
+        "shares per second, weights 1:2: {}",
+        per.join(" | ")
+    ));
+    let mut bad = Vec::new();
+    for (i, w) in ws.iter().enumerate() {
+        let s = w.shares();
+        if s.iter()
+            .zip(want)
+            .any(|(g, w)| (g - w).abs() > 2.0 * SHARE_TOL)
+        {
+            bad.push(format!("second {}: {}", i + 1, pcts(&s)));
+        }
+    }
+    ensure!(
+        bad.is_empty(),
+        "shares off by more than {} pp from {} as virtual time wrapped: {}",
+        2.0 * SHARE_TOL,
+        pcts(&want),
+        bad.join(", ")
+    );
+    Ok(())
+}
+
+/// Where the rig puts the KUnit module (only built for kernels with CONFIG_KUNIT).
+const KUNIT_KO: &str = "/lib/vgpu/vgpu_shim_kunit.ko";
+
+fn kunit_sched(ctx: &mut Ctx) -> TestResult {
+    if !Path::new(KUNIT_KO).exists() {
+        ctx.note(format!(
+            "no {KUNIT_KO}: this kernel has no CONFIG_KUNIT (the debug kernel runs it)"
+        ));
+        return Ok(());
+    }
+    let mut kmsg = Kmsg::open_at_end().ctx("open /dev/kmsg")?;
+    sys::load_module(KUNIT_KO, "").ctx(format!("load {KUNIT_KO}"))?;
+    // The suites run in the module's init: their results are logged by now.
+    let lines = kmsg.drain();
+    let _ = sys::unload_module("vgpu_shim_kunit");
+    let results: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.trim_start().starts_with("ok ") || l.trim_start().starts_with("not ok "))
+        .collect();
+    ctx.note(format!(
+        "KUnit: {}",
+        results
+            .iter()
+            .map(|l| l.trim())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let failed: Vec<&&String> = results
+        .iter()
+        .filter(|l| l.trim_start().starts_with("not ok"))
+        .collect();
+    ensure!(failed.is_empty(), "KUnit failures: {failed:?}");
+    ensure!(
+        results
+            .iter()
+            .any(|l| l.trim_start().starts_with("ok ") && l.contains("vgpu_shim_sched")),
+        "no result line for the suite vgpu_shim_sched in the kernel log: {lines:?}"
+    );
+    Ok(())
 }

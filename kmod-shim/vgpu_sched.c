@@ -16,9 +16,15 @@
  * vgpu_sched_ent, the knobs and the counters. It is the innermost lock:
  * taken inside vg->lock (a worker charging and picking at a slice end) and
  * inside vg->eng.lock (vgpu_sched_update()), never the other way round.
- * A worker marks the instance it runs (se->on); removal takes the instance
- * off the runqueue and waits until no engine runs it (at most the rest of
- * one chunk) before its pages are freed.
+ * An engine takes vg->lock only with mutex_trylock(): if another task
+ * holds it or waits for it, the instance waits for its lock (se->lockwait)
+ * and the engine runs something else (vgpu_run()).
+ *
+ * Lifetime: a worker claims the instance it runs (se->on). Removal takes
+ * the instance off the runqueue and waits until no engine has it claimed
+ * (at most the rest of one chunk) before it is freed; so a worker drops
+ * vg->lock first and releases the claim last, and touches nothing of the
+ * instance after (vgpu_sched_release()).
  *
  * Times are ktime_get_ns(). A worker reads the clock once per chunk, and
  * passes that time on to the charge and the next pick.
@@ -197,13 +203,16 @@ static void vgpu_sched_unthrottle(struct vgpu_sched *s,
 }
 
 /*
- * Pick the next instance for an engine (see the file comment) and its
- * slice limit. *@wake_at is when the earliest throttled instance that no
- * engine runs gets budget again (0: none). An instance that becomes
- * eligible again catches up with the eligible ones, as a waking one does:
- * time held back by a cap or fixed share earns no credit either.
+ * Pick the next instance for engine @w (see the file comment) and its
+ * slice limit; the instance @w has now (if any) may win again. Instances
+ * waiting for their lock are skipped. *@wake_at is when the earliest
+ * throttled instance that no engine runs gets budget again (0: none). An
+ * instance that becomes eligible again catches up with the eligible ones,
+ * as a waking one does: time held back by a cap or fixed share earns no
+ * credit either.
  */
-static struct vgpu_sched_ent *vgpu_sched_pick(struct vgpu_sched *s, u64 now,
+static struct vgpu_sched_ent *vgpu_sched_pick(struct vgpu_sched *s,
+					      struct vgpu_worker *w, u64 now,
 					      u64 *limit, u64 *wake_at)
 {
 	u64 slice = (u64)s->slice_us * NSEC_PER_USEC;
@@ -217,7 +226,7 @@ static struct vgpu_sched_ent *vgpu_sched_pick(struct vgpu_sched *s, u64 now,
 		u64 rate;
 
 		se->back = false;
-		if (!se->runnable)
+		if (!se->runnable || se->lockwait)
 			continue;
 		rate = vgpu_sched_rate(s, se);
 		if (rate) {
@@ -248,11 +257,11 @@ static struct vgpu_sched_ent *vgpu_sched_pick(struct vgpu_sched *s, u64 now,
 		s->vt_floor = min_vt;
 
 	list_for_each_entry(se, &s->ents, node) {
-		if (!se->runnable || se->throttled)
+		if (!se->runnable || se->throttled || se->lockwait)
 			continue;
 		if (back && se->back && min_vt != U64_MAX)
 			se->vt = max(se->vt, min_vt);
-		if (se->on)
+		if (se->on && se->on != w)
 			continue;
 		/* the list is in creation order: ties go to the older */
 		if (!best || se->vt < best->vt)
@@ -263,11 +272,50 @@ static struct vgpu_sched_ent *vgpu_sched_pick(struct vgpu_sched *s, u64 now,
 	return best;
 }
 
+/*
+ * The smallest vt among the runnable, eligible instances other than @skip
+ * (vt_floor if there is none): what an instance that becomes runnable or
+ * eligible again catches up with.
+ */
+static u64 vgpu_sched_min_vt(struct vgpu_sched *s, struct vgpu_sched_ent *skip)
+{
+	struct vgpu_sched_ent *o;
+	u64 min_vt = U64_MAX;
+
+	list_for_each_entry(o, &s->ents, node)
+		if (o != skip && o->runnable && !o->throttled && !o->lockwait)
+			min_vt = min(min_vt, o->vt);
+	return min_vt == U64_MAX ? s->vt_floor : min_vt;
+}
+
+/* The weight @se's virtual time runs at under the current policy. */
+static unsigned int vgpu_sched_vt_weight(struct vgpu_sched *s,
+					 struct vgpu_sched_ent *se)
+{
+	return s->policy == VGPU_POLICY_EQUAL_SHARE ? 1 : se->weight;
+}
+
+/*
+ * @se waited for its lock (another task held it) and is eligible again. As
+ * a waking instance it earns no credit for the wait, but it keeps up to one
+ * slice of lead over the others: what it may have lost of its slice when
+ * it left for the lock holder.
+ */
+static void vgpu_sched_lock_back(struct vgpu_sched *s,
+				 struct vgpu_sched_ent *se)
+{
+	u64 lead = div_u64((u64)s->slice_us * NSEC_PER_USEC * 1024,
+			   vgpu_sched_vt_weight(s, se));
+	u64 from = vgpu_sched_min_vt(s, se);
+
+	se->vt = max(se->vt, from > lead ? from - lead : 0);
+}
+
 /* Charge @d ns of engine time to @se. */
 static void vgpu_sched_charge(struct vgpu_sched *s, struct vgpu_sched_ent *se,
 			      u64 d, u64 now)
 {
-	unsigned int w = s->policy == VGPU_POLICY_EQUAL_SHARE ? 1 : se->weight;
+	unsigned int w = vgpu_sched_vt_weight(s, se);
 	u64 rate = vgpu_sched_rate(s, se);
 
 	se->busy_ns += d;
@@ -302,7 +350,7 @@ static void vgpu_sched_kick(struct vgpu_sched *s, bool all)
 
 /* ---- the engine workers ---- */
 
-/* Claim @se for engine @w (sched lock held). */
+/* Claim @se for engine @w (sched lock held); @se may be the one @w has. */
 static void vgpu_sched_claim(struct vgpu_sched *s, struct vgpu_worker *w,
 			     struct vgpu_sched_ent *se)
 {
@@ -314,32 +362,96 @@ static void vgpu_sched_claim(struct vgpu_sched *s, struct vgpu_worker *w,
 }
 
 /*
- * With vg->lock released: if vgpu_lock() callers are waiting, wait until
- * as many as had asked by now have had the lock (each holds it briefly).
- * Only those: new requests cannot keep the engine waiting. Returns
- * whether it waited.
+ * Engine @w lets go of @se, which it claimed (vg->lock not held). Once the
+ * sched lock is dropped here, vgpu_sched_detach() may return and the
+ * instance be freed: this is the engine's last access to it.
  */
-static bool vgpu_let_waiters_in(struct vgpu_device *vg)
+static void vgpu_sched_release(struct vgpu_sched *s, struct vgpu_sched_ent *se)
 {
-	long asked = atomic_long_read(&vg->lock_asked);
+	spin_lock(&s->lock);
+	se->on = NULL;
+	if (se->detached)
+		wake_up_all(&s->drain_wq);
+	else if (se->runnable && !se->lockwait && !se->throttled)
+		vgpu_sched_kick(s, false);	/* another engine may run it */
+	spin_unlock(&s->lock);
+}
 
-	if (atomic_long_read(&vg->lock_got) - asked >= 0)
+/*
+ * Take the lock of @se's instance for its engine without waiting. If
+ * another task holds it, mark @se as waiting for its lock, so that no
+ * engine picks it until that task's vgpu_unlock() hands it back (see
+ * vgpu_sched_unlocked()), and return false.
+ */
+static bool vgpu_engine_trylock(struct vgpu_sched *s,
+				struct vgpu_sched_ent *se, struct vgpu_device *vg)
+{
+	if (mutex_trylock(&vg->lock))
+		return true;
+	spin_lock(&s->lock);
+	WRITE_ONCE(se->lockwait, true);
+	spin_unlock(&s->lock);
+	/*
+	 * The holder may have unlocked before the mark was there: look
+	 * again. With the barrier in vgpu_sched_unlocked(), either the
+	 * holder sees the mark or this sees the lock free.
+	 */
+	smp_mb();
+	if (!mutex_trylock(&vg->lock))
 		return false;
-	wait_var_event(&vg->lock_got,
-		       atomic_long_read(&vg->lock_got) - asked >= 0);
+	spin_lock(&s->lock);
+	WRITE_ONCE(se->lockwait, false);
+	spin_unlock(&s->lock);
 	return true;
 }
 
 /*
- * Run @se on @w from time *@now for *@limit ns of engine time, slice after
- * slice while it keeps winning the pick; returns the next instance, already
- * claimed for @w with its limit in *@limit, or NULL. *@now is the time at
- * the end.
+ * End @se's slice on @w at time @t: charge it @used ns of engine time;
+ * with @yield, it waits for its lock (tasks are waiting for it); with
+ * @pick (and unless @w is stopping), choose what @w runs next: @se again,
+ * or another instance, claimed for @w with its limit in *@limit, or NULL.
+ */
+static struct vgpu_sched_ent *vgpu_slice_end(struct vgpu_worker *w,
+					     struct vgpu_sched_ent *se,
+					     u64 used, u64 t, bool yield,
+					     bool pick, u64 *limit)
+{
+	struct vgpu_sched *s = &w->parent->sched;
+	struct vgpu_sched_ent *next = NULL;
+	u64 wake_at;
+
+	spin_lock(&s->lock);
+	vgpu_sched_charge(s, se, used, t);
+	if (yield)
+		WRITE_ONCE(se->lockwait, true);
+	if (pick && !kthread_should_stop()) {
+		next = vgpu_sched_pick(s, w, t, limit, &wake_at);
+		if (next)
+			vgpu_sched_claim(s, w, next);
+	}
+	spin_unlock(&s->lock);
+	return next;
+}
+
+/*
+ * Run @se, claimed for @w, from time *@now for *@limit ns of engine time,
+ * slice after slice while it keeps winning the pick; return the next
+ * instance, already claimed for @w with its limit in *@limit, or NULL.
+ * *@now is the time at the end.
  *
- * The clock is read once per chunk: a chunk's end is the next one's start,
- * unless the worker waited for vg->lock or gave up the CPU in between
- * (that time is not engine time). A slice end charges the engine time and
- * picks again in one go; if @se wins again it simply goes on.
+ * The engine never waits for an instance's lock (a task holding it could
+ * otherwise stall the engine for everyone, charging nobody): if the lock
+ * is taken, or a vgpu_lock() caller is waiting for it after a chunk, the
+ * instance waits instead, uncharged, until the lock is free again (see
+ * vgpu_sched_unlocked()), and the engine moves on.
+ *
+ * Engine time is the sum of chunk times: the clock is read once per chunk,
+ * a chunk's end is the next one's start, and the first chunk starts at the
+ * pick (no wait in between); time off the CPU between chunks is not
+ * counted. vg->lock is held from chunk to chunk and dropped when the
+ * engine gives up the CPU or leaves the instance; it is always dropped
+ * before the instance is released, so the instance outlives every access
+ * (vgpu_sched_detach() waits for the release).
  */
 static struct vgpu_sched_ent *vgpu_run(struct vgpu_worker *w,
 				       struct vgpu_sched_ent *se, u64 *limit,
@@ -348,46 +460,41 @@ static struct vgpu_sched_ent *vgpu_run(struct vgpu_worker *w,
 	struct vgpu_device *vg = se_to_vgpu(se);
 	struct vgpu_sched *s = &w->parent->sched;
 	struct vgpu_sched_ent *next = NULL;
-	u64 used = 0, t = *now, end, wake_at;
-	bool more, detached, waited;
+	u64 used = 0, t = *now, end;
+	bool more, yield;
 
-	if (vgpu_let_waiters_in(vg))
-		t = ktime_get_ns();
-	mutex_lock(&vg->lock);
+	if (!vgpu_engine_trylock(s, se, vg))
+		goto release;
 	for (;;) {
 		more = vgpu_engine_chunk(vg, w, t, &end);
 		used += end - t;
 		t = end;
-		if (!more || used >= *limit || READ_ONCE(se->detached) ||
-		    kthread_should_stop()) {
-			spin_lock(&s->lock);
-			vgpu_sched_charge(s, se, used, t);
+		/* tasks waiting for the lock go first; the engine moves on */
+		yield = vgpu_lock_waiters(vg) > 0;
+		if (!more || yield || used >= *limit ||
+		    READ_ONCE(se->detached) || kthread_should_stop()) {
+			next = vgpu_slice_end(w, se, used, t, yield, true,
+					      limit);
 			used = 0;
-			detached = se->detached;
-			se->on = NULL;
-			if (!detached && !kthread_should_stop()) {
-				next = vgpu_sched_pick(s, t, limit, &wake_at);
-				if (next)
-					vgpu_sched_claim(s, w, next);
-			}
-			if (detached)
-				wake_up_all(&s->drain_wq);
-			spin_unlock(&s->lock);
-			/* from here on, unless it won again, @vg may go */
 			if (next != se)
 				break;
-			next = NULL;
 		}
-		/* let register accesses and faults in between chunks */
+		if (!need_resched())
+			continue;
+		/* give up the CPU between chunks, without the lock */
 		mutex_unlock(&vg->lock);
-		waited = vgpu_let_waiters_in(vg);
-		if (cond_resched() || waited || !mutex_trylock(&vg->lock)) {
-			mutex_lock(&vg->lock);
-			t = ktime_get_ns();
+		cond_resched();
+		t = ktime_get_ns();
+		if (!vgpu_engine_trylock(s, se, vg)) {
+			/* taken meanwhile: charge what ran, pick afresh */
+			vgpu_slice_end(w, se, used, t, false, false, limit);
+			goto release;
 		}
 	}
 	vgpu_test_slice_end_delay();
 	mutex_unlock(&vg->lock);
+release:
+	vgpu_sched_release(s, se);	/* from here on @vg may be freed */
 	*now = t;
 	return next;
 }
@@ -408,7 +515,7 @@ static int vgpu_worker_fn(void *data)
 		}
 
 		spin_lock(&s->lock);
-		se = vgpu_sched_pick(s, now, &limit, &wake_at);
+		se = vgpu_sched_pick(s, w, now, &limit, &wake_at);
 		if (se) {
 			vgpu_sched_claim(s, w, se);
 			spin_unlock(&s->lock);
@@ -443,13 +550,8 @@ static int vgpu_worker_fn(void *data)
 		spin_unlock(&s->lock);
 	}
 	/* stopped with an instance claimed: give it back */
-	if (se) {
-		spin_lock(&s->lock);
-		se->on = NULL;
-		if (se->detached)
-			wake_up_all(&s->drain_wq);
-		spin_unlock(&s->lock);
-	}
+	if (se)
+		vgpu_sched_release(s, se);
 	return 0;
 }
 
@@ -572,22 +674,16 @@ void vgpu_sched_update(struct vgpu_device *vg)
 	struct vgpu_sched *s = &vg->parent->sched;
 	struct vgpu_sched_ent *se = &vg->se;
 	bool want = vgpu_engine_has_work(vg);
-	struct vgpu_sched_ent *o;
-	u64 min_vt = U64_MAX;
 
 	spin_lock(&s->lock);
 	if (!se->attached || se->detached || want == se->runnable)
 		goto out;
 	if (want) {
 		/* no credit for idling: catch up with the eligible ones */
-		list_for_each_entry(o, &s->ents, node)
-			if (o->runnable && !o->throttled)
-				min_vt = min(min_vt, o->vt);
-		if (min_vt == U64_MAX)
-			min_vt = s->vt_floor;
-		se->vt = max(se->vt, min_vt);
+		se->vt = max(se->vt, vgpu_sched_min_vt(s, se));
 		se->runnable = true;
-		vgpu_sched_kick(s, false);
+		if (!se->lockwait)
+			vgpu_sched_kick(s, false);
 	} else {
 		if (se->throttled)
 			vgpu_sched_unthrottle(s, se, ktime_get_ns());
@@ -597,8 +693,12 @@ out:
 	spin_unlock(&s->lock);
 }
 
-/* Weight or cap changed (vg->lock held): effective from the next pick. */
-void vgpu_sched_set_params(struct vgpu_device *vg)
+/*
+ * A new weight or cap for @vg, effective from the next pick. The knobs are
+ * written under the sched lock and read without a lock (sysfs, BAR2).
+ */
+static void vgpu_sched_set_knob(struct vgpu_device *vg, unsigned int *knob,
+				unsigned int val)
 {
 	struct vgpu_sched *s = &vg->parent->sched;
 	struct vgpu_sched_ent *se = &vg->se;
@@ -610,10 +710,49 @@ void vgpu_sched_set_params(struct vgpu_device *vg)
 		rate = vgpu_sched_rate(s, se);
 		if (rate)
 			vgpu_sched_refill(s, se, rate, ktime_get_ns());
+	}
+	WRITE_ONCE(*knob, val);
+	if (se->attached && !se->detached) {
 		s->sum_weight = s->sum_weight - se->weight + vg->weight;
 		se->weight = vg->weight;
 		se->cap = vg->cap;
 		vgpu_sched_kick(s, true);
+	}
+	spin_unlock(&s->lock);
+}
+
+void vgpu_sched_set_weight(struct vgpu_device *vg, unsigned int weight)
+{
+	vgpu_sched_set_knob(vg, &vg->weight, weight);
+}
+
+void vgpu_sched_set_cap(struct vgpu_device *vg, unsigned int cap)
+{
+	vgpu_sched_set_knob(vg, &vg->cap, cap);
+}
+
+/*
+ * Called by vgpu_unlock() after it dropped @vg->lock. An engine that found
+ * the lock taken, or tasks waiting for it, left the instance marked
+ * (se->lockwait) instead of waiting: the last of those tasks hands it back
+ * here, making it eligible again and waking an idle engine.
+ */
+void vgpu_sched_unlocked(struct vgpu_device *vg)
+{
+	struct vgpu_sched *s = &vg->parent->sched;
+	struct vgpu_sched_ent *se = &vg->se;
+
+	/* the unlock before reading the mark: see vgpu_engine_trylock() */
+	smp_mb();
+	if (!READ_ONCE(se->lockwait) || vgpu_lock_waiters(vg) > 0)
+		return;
+	spin_lock(&s->lock);
+	if (se->lockwait) {
+		WRITE_ONCE(se->lockwait, false);
+		if (se->attached && !se->detached && se->runnable) {
+			vgpu_sched_lock_back(s, se);
+			vgpu_sched_kick(s, false);
+		}
 	}
 	spin_unlock(&s->lock);
 }

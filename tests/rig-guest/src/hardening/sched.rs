@@ -22,7 +22,7 @@
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -151,21 +151,27 @@ fn kthread_pid(comm: &str) -> Result<libc::pid_t, Fail> {
     Err(Fail(format!("no thread named {comm}")))
 }
 
-/// The engine thread `vgpu0/e0` alone on CPU 1, this thread (and every thread it starts
-/// from now on: submitters, attackers, readers, hogs) on CPU 0, so what the test measures
-/// is the module, not the guest's CPU scheduler sharing one CPU between the engine and
-/// the attack. Restores this thread's affinity on drop.
+/// The engine thread `vgpu0/e0` on one CPU and this thread (and every thread it starts
+/// from now on: submitters, attackers, readers, hogs) on another, so what the test
+/// measures is the module, not the guest's CPU scheduler sharing one CPU between the
+/// engine and an attack. Restores this thread's affinity on drop.
 struct Pinned {
     old: libc::cpu_set_t,
 }
 
 impl Pinned {
+    /// The engine on CPU 1, this thread on CPU 0.
     fn engine_apart() -> Result<Pinned, Fail> {
+        Self::engine_on(1, 0)
+    }
+
+    /// The engine thread on CPU `eng`, this thread on CPU `me`.
+    fn engine_on(eng: usize, me: usize) -> Result<Pinned, Fail> {
         ensure!(cpu_count() >= 2, "needs 2 CPUs (run the rig with --smp 2)");
         let old = get_affinity().ctx("sched_getaffinity")?;
-        let eng = kthread_pid("vgpu0/e0")?;
-        set_affinity(eng, &cpu_set(&[1])).ctx("pin the engine thread to CPU 1")?;
-        set_affinity(0, &cpu_set(&[0])).ctx("pin the test to CPU 0")?;
+        let pid = kthread_pid("vgpu0/e0")?;
+        set_affinity(pid, &cpu_set(&[eng])).ctx(format!("pin the engine thread to CPU {eng}"))?;
+        set_affinity(0, &cpu_set(&[me])).ctx(format!("pin the test to CPU {me}"))?;
         Ok(Pinned { old })
     }
 }
@@ -280,6 +286,11 @@ fn become_idle_nobody() -> Result<(), Fail> {
             )));
         }
     }
+    set_sched_idle()
+}
+
+/// SCHED_IDLE for the calling thread.
+fn set_sched_idle() -> TestResult {
     // The kernel's struct sched_param is one int (musl's libc one is bigger).
     let priority: libc::c_int = 0;
     // SAFETY: `priority` outlives the call; pid 0 is the calling thread.
@@ -523,99 +534,240 @@ fn engine_stall_attack(ctx: &mut Ctx) -> TestResult {
 
 // ---- finding 6: lock waits are not engine time ---------------------------------------
 
-/// Engine time charged to `g` for one NOP submitted while `attack` (if any) copies its
-/// display plane `burst` times back to back under its lock. The NOP's doorbell wakes the
-/// engine while the copier holds the lock; an engine that waits for the lock must not
-/// count that wait as the instance's engine time. No FENCE: the watchdog counts the
-/// charged time too.
-fn nop_charge(g: &mut Gpu, p: &Parent, attack: Option<(&Device, usize)>) -> Result<u64, Fail> {
-    let idle = Duration::from_secs(30);
-    wait_engine_asleep(p, idle)?;
-    let b0 = g.inst.busy_ns()?;
-    let started = AtomicBool::new(false);
-    std::thread::scope(|sc| -> TestResult {
-        let copier = attack.map(|(dev, burst)| {
-            let started = &started;
-            sc.spawn(move || -> TestResult {
-                started.store(true, Ordering::SeqCst);
-                for _ in 0..burst {
-                    dev.query_gfx_plane(drm::PLANE_TYPE_PRIMARY)
-                        .ctx("QUERY_GFX_PLANE")?;
-                }
-                Ok(())
-            })
-        });
-        if copier.is_some() {
-            while !started.load(Ordering::SeqCst) {
-                std::thread::yield_now();
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        g.eng.submit(&[Cmd::Nop])?;
-        g.eng.wait_idle(idle)?;
-        if let Some(c) = copier {
-            c.join()
-                .map_err(|_| Fail("copier thread panicked".into()))??;
-        }
-        Ok(())
-    })?;
-    wait_engine_asleep(p, idle)?;
-    Ok(g.inst.busy_ns()? - b0)
+/// Full kernel preemption (PREEMPT_DYNAMIC, debugfs `sched/preempt`) while it lives; the
+/// mode it found comes back on drop. Under it, a task holding an instance's lock can be
+/// preempted in the middle of what it does under the lock.
+struct FullPreemption {
+    old: String,
 }
 
-fn median(v: &mut [u64]) -> u64 {
-    v.sort_unstable();
-    v.get(v.len() / 2).copied().unwrap_or(0)
+const PREEMPT_KNOB: &str = "/sys/kernel/debug/sched/preempt";
+
+impl FullPreemption {
+    fn on() -> Result<FullPreemption, Fail> {
+        if !Path::new(PREEMPT_KNOB).exists() {
+            let (src, dst, fs) = (c"none", c"/sys/kernel/debug", c"debugfs");
+            // SAFETY: NUL-terminated strings that outlive the call; no mount data.
+            let r = unsafe {
+                libc::mount(src.as_ptr(), dst.as_ptr(), fs.as_ptr(), 0, std::ptr::null())
+            };
+            ensure!(
+                r == 0 || Path::new(PREEMPT_KNOB).exists(),
+                "mount debugfs: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        let modes = std::fs::read_to_string(PREEMPT_KNOB)
+            .ctx(format!("{PREEMPT_KNOB} (needs CONFIG_PREEMPT_DYNAMIC)"))?;
+        let old = modes
+            .split_whitespace()
+            .find_map(|m| m.strip_prefix('(').and_then(|m| m.strip_suffix(')')))
+            .ok_or_else(|| Fail(format!("{PREEMPT_KNOB}: no current mode in {modes:?}")))?
+            .to_string();
+        std::fs::write(PREEMPT_KNOB, "full").ctx("preempt <- full")?;
+        Ok(FullPreemption { old })
+    }
+}
+
+impl Drop for FullPreemption {
+    fn drop(&mut self) {
+        let _ = std::fs::write(PREEMPT_KNOB, &self.old);
+    }
+}
+
+/// How long a real-time spinner keeps a lock holder off its CPU.
+const HOLD_SPIN: Duration = Duration::from_millis(800);
+
+/// SCHED_FIFO at `prio` for the calling thread.
+fn set_fifo(prio: libc::c_int) -> TestResult {
+    // SAFETY: `prio` (the kernel's struct sched_param) outlives the call; pid 0 is the
+    // calling thread.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_sched_setscheduler,
+            0,
+            libc::SCHED_FIFO,
+            &prio as *const libc::c_int,
+        )
+    };
+    if r != 0 {
+        return Err(Fail(format!(
+            "SCHED_FIFO: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// One query of `dev`'s 16 MiB plane (a copy under the instance's lock) by a thread on
+/// CPU 0 that a real-time spinner on the same CPU preempts half a millisecond into the
+/// copy, for [`HOLD_SPIN`] (full preemption): the lock stays held that long, whatever
+/// the host's speed. The holder's thread id goes to `tid`. Returns how long the query
+/// took.
+fn preempted_copy(dev: &Device, tid: &AtomicI32) -> Result<Duration, Fail> {
+    let (tx, rx) = std::sync::mpsc::channel::<Instant>();
+    std::thread::scope(|sc| {
+        let spinner = sc.spawn(move || -> TestResult {
+            set_affinity(0, &cpu_set(&[0])).ctx("pin the spinner to CPU 0")?;
+            set_fifo(10)?;
+            let Ok(at) = rx.recv() else {
+                return Ok(());
+            };
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            let t = Instant::now();
+            let mut x = 0u64;
+            while t.elapsed() < HOLD_SPIN {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+            Ok(())
+        });
+        let holder = sc.spawn(move || -> Result<Duration, Fail> {
+            set_affinity(0, &cpu_set(&[0])).ctx("pin the holder to CPU 0")?;
+            // SAFETY: gettid has no preconditions.
+            tid.store(unsafe { libc::gettid() }, Ordering::SeqCst);
+            let t = Instant::now();
+            let _ = tx.send(t + Duration::from_micros(500));
+            dev.query_gfx_plane(drm::PLANE_TYPE_PRIMARY)
+                .ctx("QUERY_GFX_PLANE")?;
+            Ok(t.elapsed())
+        });
+        let held = holder
+            .join()
+            .map_err(|_| Fail("holder thread panicked".into()))?;
+        spinner
+            .join()
+            .map_err(|_| Fail("spinner thread panicked".into()))??;
+        held
+    })
+}
+
+/// Whether thread `tid` of this process is inside vgpu_shim now (its kernel stack).
+fn in_module(tid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/stack"))
+        .is_ok_and(|s| s.contains("[vgpu_shim]"))
+}
+
+/// Run `during` while a preempted copy holds `dev`'s lock (once the holder's kernel
+/// stack shows it inside the module: in the copy, holding the lock); returns what
+/// `during` returned and how long the query took. Tries again (up to 3 times) when the
+/// spinner did not catch the copy in the act.
+fn while_held<T>(
+    dev: &Device,
+    mut during: impl FnMut() -> Result<T, Fail>,
+) -> Result<(T, Duration), Fail> {
+    let mut missed = Vec::new();
+    for _ in 0..3 {
+        let tid = AtomicI32::new(0);
+        let (r, held) = std::thread::scope(|sc| {
+            let tid = &tid;
+            let holder = sc.spawn(move || preempted_copy(dev, tid));
+            let t = Instant::now();
+            let mut caught = false;
+            while !holder.is_finished() && t.elapsed() < HOLD_SPIN / 2 {
+                let id = tid.load(Ordering::SeqCst);
+                if id != 0 && in_module(id) {
+                    caught = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let r = if caught { Some(during()) } else { None };
+            let held = holder
+                .join()
+                .map_err(|_| Fail("holder thread panicked".into()));
+            (r, held)
+        });
+        let held = held??;
+        if let Some(r) = r {
+            return Ok((r?, held));
+        }
+        missed.push(held);
+    }
+    Err(Fail(format!(
+        "setup: never saw the holder preempted inside the module (queries took {missed:?}; \
+         /proc/<tid>/stack needs CONFIG_STACKTRACE)"
+    )))
 }
 
 fn lock_wait_not_charged(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
-    let mut g = new_gpu(ctx, &p)?;
+    // The engine on CPU 1 with this test's threads; a lock holder kept off CPU 0 by a
+    // real-time spinner.
+    let _pin = Pinned::engine_on(1, 1)?;
+    let _preempt = FullPreemption::on()?;
+    lock_wait_phases(ctx, &p)
+}
+
+fn lock_wait_phases(ctx: &mut Ctx, p: &Parent) -> TestResult {
+    let hang = Duration::from_secs(60);
+    // 1. busy_ns: a NOP rung while another task holds the instance's lock costs the
+    // engine microseconds, not the rest of the hold.
+    let mut g = new_gpu(ctx, p)?;
     let copy = plane_16m(&g)?;
     let dev = g.eng.device().clone();
-    // Bursts long enough that the doorbell, 1 ms after one starts, lands inside it.
-    let burst =
-        (Duration::from_millis(20).as_nanos() / copy.as_nanos().max(1)).clamp(4, 64) as usize;
-    let wd_ms = 50;
-    p.set_watchdog_ms(&wd_ms.to_string()).ctx("watchdog_ms")?;
-    let n = 30;
-    let mut base = Vec::new();
-    for _ in 0..n {
-        base.push(nop_charge(&mut g, &p, None)?);
-    }
-    // A FENCE restarts the watchdog's count.
-    g.run(&[Cmd::Nop])?;
-    let mut hit = Vec::new();
-    for i in 0..n {
-        let d = nop_charge(&mut g, &p, Some((&dev, burst)))?;
-        hit.push(d);
-        let st = g.eng.status()?;
+    let mut v = Vec::new();
+    for i in 0..3 {
+        wait_engine_asleep(p, hang)?;
+        let b0 = g.inst.busy_ns()?;
+        let (took, held) = while_held(&dev, || {
+            let rung = Instant::now();
+            g.eng.submit(&[Cmd::Nop])?;
+            g.eng.wait_idle(hang)?;
+            Ok(rung.elapsed())
+        })?;
+        wait_engine_asleep(p, hang)?;
+        let charged = Duration::from_nanos(g.inst.busy_ns()? - b0);
+        v.push(format!(
+            "{charged:?} (done {took:?} after its doorbell, the query took {held:?})"
+        ));
         ensure!(
-            st & vgpu_vfio::abi::engine::STATUS_ERROR == 0,
-            "NOP {i} next to a plane copier: the ring stopped (ERROR {}, STATUS {st:#x}): \
-             the watchdog ({wd_ms} ms) counted time spent waiting for the lock; charged so \
-             far {:?} us",
-            g.eng.error()?,
-            hit.iter().map(|x| x / 1000).collect::<Vec<_>>()
+            charged < held / 4,
+            "NOP {i}, rung while another task held the lock: charged {charged:?} of engine \
+             time: the wait for the lock counted as engine time ({})",
+            v.join(", ")
         );
     }
-    let total: u64 = hit.iter().sum();
-    let (mb, mh) = (median(&mut base), median(&mut hit));
     ctx.note(format!(
-        "a 16 MiB plane copy takes {copy:?} (bursts of {burst}); engine time charged for \
-         one NOP: median {:.1} us alone, {:.1} us next to the copier ({:.1} ms in all for \
-         {n} NOPs)",
-        mb as f64 / 1e3,
-        mh as f64 / 1e3,
-        total as f64 / 1e6
+        "a 16 MiB plane copy takes {copy:?} alone; a NOP rung while a preempted copy \
+         holds the lock was charged: {}",
+        v.join(", ")
     ));
-    ensure_attr(g.inst.cmds_failed(), 0, "cmds_failed")?;
+    ensure_attr(g.inst.cmds_failed(), 0, "cmds_failed after the NOPs")?;
+    drop(g);
+    // 2. The watchdog: A saturated (a FENCE every 4 GEMMs of ~3 ms) next to B while a
+    // preempted copy holds A's lock longer than watchdog_ms. Waits counted as A's
+    // engine time would declare A hung.
+    let wd = Duration::from_millis(200);
+    p.set_watchdog_ms(&wd.as_millis().to_string())
+        .ctx("watchdog_ms")?;
+    let (gpus, ns) = fleet(ctx, p, &[1, 1])?;
+    plane_16m(&gpus[0])?;
+    let a_dev = gpus[0].eng.device().clone();
+    let a = gpus[0].inst.clone();
+    let (holds, _) = with_saturated(gpus, ns, |_| {
+        let mut holds = Vec::new();
+        for _ in 0..2 {
+            std::thread::sleep(Duration::from_millis(200));
+            let ((), held) = while_held(&a_dev, || Ok(()))?;
+            holds.push(held);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        Ok(holds)
+    })?;
+    let failed = a.cmds_failed()?;
+    ctx.note(format!(
+        "A saturated next to B while its lock was held {holds:?} (watchdog_ms {}): {failed} \
+         commands failed",
+        wd.as_millis()
+    ));
     ensure!(
-        mh <= 2 * mb + 100_000,
-        "one NOP next to a plane copier was charged {:.1} us (median), alone {:.1} us: the \
-         wait for the instance's lock was charged as engine time",
-        mh as f64 / 1e3,
-        mb as f64 / 1e3
+        holds.iter().all(|h| *h > wd),
+        "setup: holds {holds:?} not longer than watchdog_ms"
+    );
+    ensure!(
+        failed == 0,
+        "A's ring failed ({failed} commands, WATCHDOG?) while its lock was held {holds:?}: \
+         the watchdog counted the waits for the lock as engine time"
     );
     Ok(())
 }

@@ -28,6 +28,11 @@ fi
 ko=$(find "$out/src" -name vgpu_shim.ko | head -n1)
 [ -n "$ko" ] || die "no vgpu_shim.ko after building for $kver"
 cp "$ko" "$out/vgpu_shim.ko"
+# The KUnit module (kmod-shim/vgpu_shim_kunit.c) exists only for kernels with
+# CONFIG_KUNIT (the debug kernel); the rig stages it for the hardening suite.
+rm -f "$out/vgpu_shim_kunit.ko"
+kunit=$(find "$out/src" -name vgpu_shim_kunit.ko | head -n1)
+[ -z "$kunit" ] || cp "$kunit" "$out/vgpu_shim_kunit.ko"
 log "built vgpu_shim.ko for $kver"
 [ "${2:-}" = --module-only ] && exit 0
 (cd "$top" && cargo build -q --release --target x86_64-unknown-linux-musl \

@@ -72,6 +72,7 @@ mkdir -p "$stage"/{bin,sbin,dev,proc,sys,tmp,run,root,etc,lib/vgpu,lib/rig}
 cp /bin/busybox "$stage/bin/busybox"
 ln -s busybox "$stage/bin/sh"
 cp "$ko" "$stage/lib/vgpu/vgpu_shim.ko"
+[ ! -f "$modbuild/vgpu_shim_kunit.ko" ] || cp "$modbuild/vgpu_shim_kunit.ko" "$stage/lib/vgpu/"
 for b in vgpu-rig-tests vgpuctl; do
 	[ -x "$musl/$b" ] && cp "$musl/$b" "$stage/bin/$b"
 done

@@ -26,20 +26,61 @@ kver_of() {
 	printf '%s\n' "$dep"
 }
 
+# rig_kernel 6.1|6.12|debug — describe a rig kernel in RK_* variables:
+#   RK_KVER   its release (uname -r)
+#   RK_DIR    where it is: the image and lib/modules/<RK_KVER>/
+#   RK_IMAGE  what QEMU boots: Debian's vmlinux via PVH; the debug kernel's bzImage
+#             (a KASAN vmlinux crashes when entered via PVH, before KASAN is set up)
+#   RK_KDIR   the tree out-of-tree modules build against
+#   RK_TAG    a name for per-kernel build directories (target/rig/build/<RK_TAG>)
+# The debug kernel is tests/rig/debug-kernel/build.sh's cached build; it must exist.
+rig_kernel() {
+	case "$1" in
+	debug)
+		RK_DIR=$("$top/tests/rig/debug-kernel/build.sh" --dir) || exit 1
+		RK_KVER=$(cat "$RK_DIR/kernelrelease")
+		RK_IMAGE=$RK_DIR/bzImage
+		RK_KDIR=$RK_DIR/build
+		RK_TAG=$RK_KVER-$(basename "$RK_DIR")
+		;;
+	*)
+		RK_KVER=$(kver_of "$1")
+		RK_DIR=$RIG_DIR/kernels/$RK_KVER
+		RK_IMAGE=$RK_DIR/vmlinux
+		RK_KDIR=/lib/modules/$RK_KVER/build
+		RK_TAG=$RK_KVER
+		;;
+	esac
+}
+
 # pack_modules <moddir> <destdir> <module>... — copy the named modules of a kernel
 # tree (lib/modules/<kver>) and their dependencies (resolved with modinfo) into
 # destdir as plain .ko files, and write destdir/modules.order, dependencies first.
+# Modules built into that kernel (listed in <moddir>/modules.builtin, e.g. virtio_pci
+# on 6.12, vfio on the debug kernel) are skipped: there is nothing to load.
 pack_modules() {
 	local moddir=$1 dest=$2
 	shift 2
 	mkdir -p "$dest"
 	: >"$dest/modules.order"
 	local -A _seen=()
+	local -A _builtin=()
+	local b
+	if [ -f "$moddir/modules.builtin" ]; then
+		while IFS= read -r b; do
+			b=${b##*/}
+			b=${b%%.ko*}
+			_builtin[${b//-/_}]=1
+		done <"$moddir/modules.builtin"
+	fi
 	_pack_one() {
 		local m=$1 f dep
 		[ -n "${_seen[$m]:-}" ] && return 0
 		_seen[$m]=1
-		f=$(find "$moddir/kernel" \( -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" \) | head -n1)
+		[ -n "${_builtin[${m//-/_}]:-}" ] && return 0
+		local alt=${m//_/-}	# kvm_amd is kvm-amd.ko
+		f=$(find "$moddir/kernel" \( -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" \
+			-o -name "$alt.ko" -o -name "$alt.ko.xz" -o -name "$alt.ko.zst" \) | head -n1)
 		[ -n "$f" ] || die "module $m not found in $moddir"
 		for dep in $(modinfo -F depends "$f" | tr ',' ' '); do _pack_one "$dep"; done
 		case "$f" in

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Build what the rig boots for one kernel flavour: vgpu_shim.ko against that
 # kernel's headers (in target/rig/build/<kver>/) and the static guest binaries.
-#   tests/rig/build.sh 6.1|6.12 [--module-only]
+#   tests/rig/build.sh 6.1|6.12|debug [--module-only]
+# debug builds against the debug kernel's cached tree (tests/rig/debug-kernel/), so
+# the module is instrumented by KASAN, lockdep and kmemleak like the kernel.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 . "$top/scripts/lib.sh"
 flavour=${1:-6.1}
-kver=$(kver_of "$flavour")
-out=$RIG_DIR/build/$kver
+rig_kernel "$flavour"
+kver=$RK_KVER
+out=$RIG_DIR/build/$RK_TAG
 mkdir -p "$out"
 # Build from a private copy so two kernels never share object files.
 rm -rf "$out/src"
@@ -17,7 +20,7 @@ find "$top/kmod-shim" -maxdepth 1 -type f \( -name '*.[ch]' -o -name Kbuild -o -
 blog=$out/build.log
 # The rig's module has the test hooks (module parameters test_*, see
 # docs/scheduler.md); builds for users (make, DKMS) do not.
-if ! make -C "$out/src" KVER="$kver" VGPU_TEST_HOOKS=y >"$blog" 2>&1; then
+if ! make -C "$out/src" KVER="$kver" KDIR="$RK_KDIR" VGPU_TEST_HOOKS=y >"$blog" 2>&1; then
 	cat "$blog" >&2
 	die "module build for $kver failed"
 fi

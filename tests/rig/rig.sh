@@ -5,10 +5,17 @@
 #   tests/rig/rig.sh [options] -- <guest command> [args...]
 #
 # Options:
-#   --kernel 6.1|6.12   kernel flavour (default 6.1)
-#   --mem MB            guest RAM (default 1024)
+#   --kernel 6.1|6.12|debug
+#                       kernel flavour (default 6.1); debug = the KASAN/lockdep/
+#                       kmemleak kernel of tests/rig/debug-kernel/ (built and cached
+#                       by scripts/setup; see docs/reliability.md)
+#   --mem MB            guest RAM (default 1024; 2048 for debug)
 #   --smp N             guest vCPUs (default 1)
 #   --timeout S         wall-clock limit for the boot (default 900)
+#   --boot-timeout S    boot watchdog: if the guest has not reached the scenario
+#                       (RIG-BEGIN) after S s, or its console was silent for S/2 s
+#                       before that, kill it and boot once more (default 120;
+#                       300 for debug)
 #   --name NAME         log name: target/rig/logs/NAME-<kver>.log (default: rig)
 #   --no-build          reuse the module and guest binaries already built
 #   --module-only       build only the module; reuse the guest binaries already built
@@ -19,24 +26,28 @@
 #                       /host with /dev, /sys, /proc bound inside (to chroot into it)
 #                       and a tmpfs on /host/run for scratch files
 #
-# The guest runs busybox as /init. vfio, vfio_iommu_type1 and mdev are loaded;
-# vgpu_shim is NOT (tests load it with their own parameters) and sits at
-# /lib/vgpu/vgpu_shim.ko. The guest binaries (vgpu-rig-tests, vgpuctl) are in /bin.
-# The guest boots with init_on_alloc=0 so a module that forgets to zero pages
-# shows it. The scenario fails when the command exits non-zero, when the guest
-# never reports an exit status (panic, hang, timeout), or when the guest's dmesg
-# has a WARNING/BUG/Oops/general protection/Call Trace line.
+# The guest runs busybox as /init. vfio, vfio_iommu_type1 and mdev are loaded
+# (or built in); vgpu_shim is NOT (tests load it with their own parameters) and
+# sits at /lib/vgpu/vgpu_shim.ko. The guest binaries (vgpu-rig-tests, vgpuctl) are
+# in /bin; debugfs is mounted on /sys/kernel/debug. The guest boots with
+# init_on_alloc=0 so a module that forgets to zero pages shows it. On a kernel
+# with kmemleak (debug), /init scans for leaks after the command and prints the
+# report. The scenario fails when the command exits non-zero, when the guest
+# never reports an exit status (panic, hang, timeout), or when the guest's console
+# or dmesg has a WARNING/BUG/Oops/general protection/Call Trace line, a KASAN,
+# lockdep, DEBUG_OBJECTS (ODEBUG) or kmemleak report, or a KUnit "not ok" line.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 . "$top/scripts/lib.sh"
 
-flavour=6.1 mem=1024 smp=1 timeout_s=900 name=rig build=1 append= hostfs=0 icount=
+flavour=6.1 mem= smp=1 timeout_s=900 boot_s= name=rig build=1 append= hostfs=0 icount=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--kernel) flavour=$2; shift 2 ;;
 	--mem) mem=$2; shift 2 ;;
 	--smp) smp=$2; shift 2 ;;
 	--timeout) timeout_s=$2; shift 2 ;;
+	--boot-timeout) boot_s=$2; shift 2 ;;
 	--name) name=$2; shift 2 ;;
 	--no-build) build=0; shift ;;
 	--module-only) build=module; shift ;;
@@ -49,11 +60,19 @@ while [ $# -gt 0 ]; do
 done
 [ $# -gt 0 ] || die "no guest command given (rig.sh [options] -- <command> [args...])"
 
-kver=$(kver_of "$flavour")
-kdir=$RIG_DIR/kernels/$kver
-[ -f "$kdir/vmlinux" ] || die "no rig kernel for $kver: run scripts/setup"
+rig_kernel "$flavour"
+kver=$RK_KVER
+[ -f "$RK_IMAGE" ] || die "no rig kernel for $kver ($RK_IMAGE): run scripts/setup"
 musl=$top/target/x86_64-unknown-linux-musl/release
-modbuild=$RIG_DIR/build/$kver
+modbuild=$RIG_DIR/build/$RK_TAG
+kappend="console=ttyS0 panic=-1 quiet loglevel=4 init_on_alloc=0"
+if [ "$flavour" = debug ]; then
+	# TCG + KASAN + lockdep is ~3x slower and KASAN's shadow takes 1/8 of RAM.
+	: "${mem:=2048}" "${boot_s:=300}"
+	# No "quiet": the boot watchdog needs a console that shows progress.
+	kappend="console=ttyS0 panic=-1 loglevel=5 init_on_alloc=0"
+fi
+: "${mem:=1024}" "${boot_s:=120}"
 
 case "$build" in
 1) "$top/tests/rig/build.sh" "$flavour" ;;
@@ -83,7 +102,7 @@ done
 # Host modules the guest needs, dependencies first (resolved with modinfo).
 mods=(vfio vfio_iommu_type1 mdev)
 [ "$hostfs" = 1 ] && mods+=(virtio_pci 9pnet_virtio 9p)
-pack_modules "$kdir/lib/modules/$kver" "$stage/lib/rig" "${mods[@]}"
+pack_modules "$RK_DIR/lib/modules/$kver" "$stage/lib/rig" "${mods[@]}"
 
 # The command, quoted for the guest's sh.
 {
@@ -103,6 +122,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 export PATH=/bin:/sbin HOME=/root TERM=dumb RUST_BACKTRACE=1
 for m in $(cat /lib/rig/modules.order); do
 	insmod /lib/rig/$m.ko || echo "RIG: insmod $m failed"
@@ -117,6 +137,17 @@ printf "\nRIG-BEGIN\n"
 /lib/rig/cmd
 rc=$?
 echo "RIG-EXIT: $rc"
+kml=/sys/kernel/debug/kmemleak
+if [ -e $kml ]; then
+	# kmemleak reports an object only once it is 5 s old and unchanged between
+	# two scans: let the last allocations age, then scan twice.
+	sleep 6
+	echo scan >$kml
+	echo scan >$kml
+	echo "RIG-KMEMLEAK-BEGIN"
+	cat $kml
+	echo "RIG-KMEMLEAK-END"
+fi
 echo "RIG-DMESG-BEGIN"
 dmesg
 echo "RIG-DMESG-END"
@@ -126,7 +157,9 @@ sleep 10
 INIT
 chmod +x "$stage/init"
 (cd "$stage" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1) >"$stage.cpio.gz"
-trap 'rm -rf "$stage" "$stage.cpio.gz"' EXIT
+qpid=
+trap 'rm -rf "$stage" "$stage.cpio.gz"; [ -z "$qpid" ] || kill "$qpid" 2>/dev/null' EXIT
+trap 'exit 130' INT TERM
 
 # ---- boot ----------------------------------------------------------------
 qemu_extra=()
@@ -134,18 +167,60 @@ qemu_extra=()
 [ "$hostfs" = 1 ] && qemu_extra+=(-virtfs local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap)
 mkdir -p "$RIG_DIR/logs"
 logf=$RIG_DIR/logs/$name-$kver.log
+
+# boot_once LOG: boot the guest, console to LOG. Returns QEMU's status (124: the
+# --timeout limit), or 125 when the boot watchdog gave up on it: no RIG-BEGIN
+# after boot_s seconds, or a console silent for boot_s/2 seconds before it (a
+# debug boot once in a while hangs right after the lockdep banner).
+boot_once() {
+	local lf=$1 t0 now size last_size=-1 last_change rc
+	timeout -k 5 "$timeout_s" qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp "$smp" \
+		-nographic -no-reboot -nodefaults -serial stdio -net none \
+		-kernel "$RK_IMAGE" -initrd "$stage.cpio.gz" "${qemu_extra[@]}" \
+		-append "$kappend $append" \
+		</dev/null >"$lf" 2>&1 &
+	qpid=$!
+	t0=$(date +%s)
+	last_change=$t0
+	while kill -0 "$qpid" 2>/dev/null; do
+		sleep 1
+		grep -aq 'RIG-BEGIN' "$lf" && break
+		now=$(date +%s)
+		size=$(stat -c %s "$lf")
+		if [ "$size" != "$last_size" ]; then
+			last_size=$size last_change=$now
+		fi
+		if [ $((now - t0)) -ge "$boot_s" ] || [ $((now - last_change)) -ge $((boot_s / 2)) ]; then
+			kill "$qpid" 2>/dev/null
+			wait "$qpid" 2>/dev/null
+			qpid=
+			return 125
+		fi
+	done
+	rc=0
+	wait "$qpid" || rc=$?
+	qpid=
+	return $rc
+}
+
 log "booting $kver (TCG, ${mem} MiB, $smp vCPU): $*"
 start=$(date +%s%N)
-set +e
-timeout --foreground -k 5 "$timeout_s" qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp "$smp" \
-	-nographic -no-reboot -nodefaults -serial stdio -net none \
-	-kernel "$kdir/vmlinux" -initrd "$stage.cpio.gz" "${qemu_extra[@]}" \
-	-append "console=ttyS0 panic=-1 quiet loglevel=4 init_on_alloc=0 $append" \
-	</dev/null >"$logf" 2>&1
-qrc=$?
-set -e
+retried=
+qrc=0
+boot_once "$logf" || qrc=$?
+if [ "$qrc" = 125 ]; then
+	tr -d '\r' <"$logf" >"$logf.hung"
+	retried="boot watchdog: no RIG-BEGIN after $((($(date +%s%N) - start) / 1000000000)) s; console ended with: $(grep -av '^$' "$logf.hung" | tail -n1 | cut -c1-100)"
+	log "$retried; booting once more (first console kept in $logf.hung)"
+	start=$(date +%s%N)
+	qrc=0
+	boot_once "$logf" || qrc=$?
+fi
 ms=$((($(date +%s%N) - start) / 1000000))
-tr -d '\r' <"$logf" >"$logf.tmp" && mv "$logf.tmp" "$logf"
+{
+	[ -z "$retried" ] || echo "RIG-RETRY: $retried"
+	tr -d '\r' <"$logf"
+} >"$logf.tmp" && mv "$logf.tmp" "$logf"
 
 # ---- verdict ----------------------------------------------------------------
 sed -n '/RIG-BEGIN$/,/^RIG-EXIT: /p' "$logf" | sed '1d;$d' | grep -v '^\[ *[0-9.]*\] ' || true
@@ -154,13 +229,25 @@ exit_line=$(grep -a '^RIG-EXIT: ' "$logf" | tail -n1 || true)
 if [ -z "$exit_line" ]; then
 	if [ "$qrc" = 124 ]; then
 		fail="timed out after ${timeout_s} s without an exit status"
+	elif [ "$qrc" = 125 ]; then
+		fail="the guest did not boot twice in a row (boot watchdog, ${boot_s} s)"
 	else
 		fail="guest never reported an exit status (panic or crash; qemu rc $qrc)"
 	fi
 elif [ "${exit_line#RIG-EXIT: }" != 0 ]; then
 	fail="guest command exited ${exit_line#RIG-EXIT: }"
 fi
-bad=$(grep -aE 'WARNING:|BUG:|Oops|general protection|Call Trace|kernel BUG|UBSAN:|KASAN:|list_(add|del) corruption|refcount_t:|hung_task|soft lockup|rcu_sched self-detected|INFO: task .* blocked' "$logf" || true)
+kmemleak=$(sed -n '/^RIG-KMEMLEAK-BEGIN$/,/^RIG-KMEMLEAK-END$/p' "$logf" | sed '1d;$d')
+if [ -n "$kmemleak" ]; then
+	printf '%s\n' "$kmemleak" | head -n 40 >&2
+	fail="${fail:+$fail; }kmemleak found unreferenced objects"
+fi
+# The kernel's own checkers: oopses and warnings; KASAN; lockdep (its reports are
+# WARNING: lines, named here too); sleeping in atomic context; DEBUG_OBJECTS;
+# kmemleak (its dmesg summary, in case the report above was cut short); list
+# debugging; refcount; hangs and stalls; and KUnit results (KTAP in dmesg, where
+# a kernel timestamp precedes them; the guest's own TAP lines have none).
+bad=$(grep -aE 'WARNING:|BUG:|Oops|general protection|Call Trace|kernel BUG|UBSAN:|KASAN:|possible (circular|recursive) locking|inconsistent lock state|suspicious RCU usage|lock held when returning|sleeping function called from invalid context|ODEBUG:|unreferenced object 0x|new suspected memory leaks|list_(add|del) corruption|refcount_t:|hung_task|soft lockup|rcu_sched self-detected|INFO: task .* blocked|^\[ *[0-9.]+\] +not ok [0-9]+ ' "$logf" || true)
 if [ -n "$bad" ]; then
 	printf '%s\n' "$bad" | head -n 20 >&2
 	fail="${fail:+$fail; }kernel reported problems (see $logf)"

@@ -20,10 +20,21 @@
 
 /* ---- virtual time ---- */
 
-/* Whether virtual time @a comes before @b. */
+/*
+ * Virtual time grows by d * 1024 / w for d ns of engine time at weight w:
+ * at weight 1 it passes 2^64 after about 208 days of busy time, and then
+ * wraps around. So virtual times are compared as CFS compares vruntime, by
+ * the sign of their difference: right as long as the times compared are
+ * less than 2^63 apart (about 104 days at weight 1). Runnable instances
+ * stay within a few slices of each other; an instance that does not take
+ * part in the pick (idle, or waiting for its lock) is kept from falling
+ * further behind than vt_floor (see vgpu_sched_pick()).
+ *
+ * Whether virtual time @a comes before @b.
+ */
 static inline bool vgpu_vt_before(u64 a, u64 b)
 {
-	return a < b;
+	return (s64)(a - b) < 0;
 }
 
 static inline u64 vgpu_vt_max(u64 a, u64 b)
@@ -147,8 +158,8 @@ vgpu_sched_pick(struct vgpu_sched *s, struct vgpu_worker *w, u64 now,
 {
 	u64 slice = (u64)s->slice_us * NSEC_PER_USEC;
 	struct vgpu_sched_ent *se, *best = NULL;
-	u64 min_vt = U64_MAX;
-	bool back = false;
+	bool back = false, have_min = false;
+	u64 min_vt = 0;
 
 	*wake_at = 0;
 	*limit = slice;
@@ -181,15 +192,26 @@ vgpu_sched_pick(struct vgpu_sched *s, struct vgpu_worker *w, u64 now,
 			back = true;
 			continue;
 		}
-		min_vt = vgpu_vt_min(min_vt, se->vt);
+		min_vt = have_min ? vgpu_vt_min(min_vt, se->vt) : se->vt;
+		have_min = true;
 	}
-	if (min_vt != U64_MAX && vgpu_vt_before(s->vt_floor, min_vt))
+	if (have_min && vgpu_vt_before(s->vt_floor, min_vt))
 		s->vt_floor = min_vt;
 
 	list_for_each_entry(se, &s->ents, node) {
-		if (!se->runnable || se->throttled || se->lockwait)
+		if (!se->runnable || se->lockwait) {
+			/*
+			 * Out of the race: it catches up when it is back
+			 * anyway, so keep it from falling further behind
+			 * than the floor (in reach of vgpu_vt_before()).
+			 */
+			if (vgpu_vt_before(se->vt, s->vt_floor))
+				se->vt = s->vt_floor;
 			continue;
-		if (back && se->back && min_vt != U64_MAX)
+		}
+		if (se->throttled)
+			continue;
+		if (back && se->back && have_min)
 			se->vt = vgpu_vt_max(se->vt, min_vt);
 		if (se->on && se->on != w)
 			continue;
@@ -211,12 +233,16 @@ static inline u64 vgpu_sched_min_vt(struct vgpu_sched *s,
 				    struct vgpu_sched_ent *skip)
 {
 	struct vgpu_sched_ent *o;
-	u64 min_vt = U64_MAX;
+	bool have_min = false;
+	u64 min_vt = 0;
 
-	list_for_each_entry(o, &s->ents, node)
-		if (o != skip && o->runnable && !o->throttled && !o->lockwait)
-			min_vt = vgpu_vt_min(min_vt, o->vt);
-	return min_vt == U64_MAX ? s->vt_floor : min_vt;
+	list_for_each_entry(o, &s->ents, node) {
+		if (o == skip || !o->runnable || o->throttled || o->lockwait)
+			continue;
+		min_vt = have_min ? vgpu_vt_min(min_vt, o->vt) : o->vt;
+		have_min = true;
+	}
+	return have_min ? min_vt : s->vt_floor;
 }
 
 /* The weight @se's virtual time runs at under the current policy. */
@@ -237,9 +263,9 @@ static inline void vgpu_sched_lock_back(struct vgpu_sched *s,
 {
 	u64 lead = div_u64((u64)s->slice_us * NSEC_PER_USEC * 1024,
 			   vgpu_sched_vt_weight(s, se));
-	u64 from = vgpu_sched_min_vt(s, se);
 
-	se->vt = vgpu_vt_max(se->vt, from > lead ? from - lead : 0);
+	/* wraps like virtual time itself: compared as such */
+	se->vt = vgpu_vt_max(se->vt, vgpu_sched_min_vt(s, se) - lead);
 }
 
 /* Charge @d ns of engine time to @se. */

@@ -583,7 +583,7 @@ impl Drop for FullPreemption {
 }
 
 /// How long a real-time spinner keeps a lock holder off its CPU.
-const HOLD_SPIN: Duration = Duration::from_millis(800);
+const HOLD_SPIN: Duration = Duration::from_millis(900);
 
 /// SCHED_FIFO at `prio` for the calling thread.
 fn set_fifo(prio: libc::c_int) -> TestResult {
@@ -750,7 +750,9 @@ fn lock_wait_phases(ctx: &mut Ctx, p: &Parent) -> TestResult {
     // 2. The watchdog: A saturated (a FENCE every 4 GEMMs of ~3 ms) next to B while a
     // preempted copy holds A's lock longer than watchdog_ms. Waits counted as A's
     // engine time would declare A hung.
-    let wd = Duration::from_millis(200);
+    // (Long enough that a loaded host stalling a vCPU inside one of A's chunks does not
+    // reach it; the preempted copy holds the lock ~900 ms.)
+    let wd = Duration::from_millis(500);
     p.set_watchdog_ms(&wd.as_millis().to_string())
         .ctx("watchdog_ms")?;
     let (gpus, ns) = fleet(ctx, p, &[1, 1])?;

@@ -20,6 +20,8 @@
 
 /* ---- virtual time ---- */
 
+#define VGPU_VT_REACH	(1ULL << 62)	/* how far behind vt_floor a vt may be */
+
 /*
  * Virtual time grows by d * 1024 / w for d ns of engine time at weight w:
  * at weight 1 it passes 2^64 after about 208 days of busy time, and then
@@ -27,10 +29,11 @@
  * the sign of their difference: right as long as the times compared are
  * less than 2^63 apart (about 104 days at weight 1). Runnable instances
  * stay within a few slices of each other; an instance that does not take
- * part in the pick (idle, or waiting for its lock) is kept from falling
- * further behind than vt_floor (see vgpu_sched_pick()).
+ * part in the pick (idle, or waiting for its lock) is never left more than
+ * VGPU_VT_REACH (2^62, ~52 days at weight 1) behind vt_floor (see
+ * vgpu_sched_pick()).
  *
- * Whether virtual time @a comes before @b.
+ * vgpu_vt_before(): whether virtual time @a comes before @b.
  */
 static inline bool vgpu_vt_before(u64 a, u64 b)
 {
@@ -201,12 +204,12 @@ vgpu_sched_pick(struct vgpu_sched *s, struct vgpu_worker *w, u64 now,
 	list_for_each_entry(se, &s->ents, node) {
 		if (!se->runnable || se->lockwait) {
 			/*
-			 * Out of the race: it catches up when it is back
-			 * anyway, so keep it from falling further behind
-			 * than the floor (in reach of vgpu_vt_before()).
+			 * Out of the race (it catches up when it is back
+			 * anyway): never let it fall so far behind the floor
+			 * that it would compare as ahead.
 			 */
-			if (vgpu_vt_before(se->vt, s->vt_floor))
-				se->vt = s->vt_floor;
+			if (vgpu_vt_before(se->vt, s->vt_floor - VGPU_VT_REACH))
+				se->vt = s->vt_floor - VGPU_VT_REACH;
 			continue;
 		}
 		if (se->throttled)

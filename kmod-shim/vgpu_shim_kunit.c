@@ -218,6 +218,30 @@ static void lock_back_bounded(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, a->vt, 10 * VT_SLICE);
 }
 
+/*
+ * While it waits for its lock an instance takes no part in the pick, but
+ * it keeps the lead the hand-over grants (one slice) when it is back.
+ */
+static void lock_lead_kept_across_picks(struct kunit *test)
+{
+	static const unsigned int wt[] = { 1, 1 };
+	struct sched_fixture *f = kunit_kzalloc(test, sizeof(*f), GFP_KERNEL);
+	struct vgpu_sched_ent *a, *b;
+	unsigned int i;
+
+	KUNIT_ASSERT_NOT_NULL(test, f);
+	fixture_init(f, 2, wt, U64_MAX - VT_SLICE);
+	a = &f->e[0];
+	b = &f->e[1];
+	a->lockwait = true;
+	for (i = 0; i < 5; i++)
+		KUNIT_ASSERT_PTR_EQ(test, run_slice(f), b);
+	vgpu_sched_lock_back(&f->s, a);
+	a->lockwait = false;
+	KUNIT_EXPECT_EQ(test, a->vt, b->vt - VT_SLICE);
+	KUNIT_EXPECT_PTR_EQ(test, run_slice(f), a);
+}
+
 static struct kunit_case vgpu_sched_cases[] = {
 	KUNIT_CASE(vt_compare_wraps),
 	KUNIT_CASE(pick_across_wrap),
@@ -225,6 +249,7 @@ static struct kunit_case vgpu_sched_cases[] = {
 	KUNIT_CASE(new_instance_after_wrap),
 	KUNIT_CASE(long_idle_stays_in_reach),
 	KUNIT_CASE(lock_back_bounded),
+	KUNIT_CASE(lock_lead_kept_across_picks),
 	{}
 };
 

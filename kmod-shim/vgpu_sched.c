@@ -222,9 +222,9 @@ static struct vgpu_sched_ent *vgpu_slice_end(struct vgpu_worker *w,
  * vgpu_sched_unlocked()), and the engine moves on.
  *
  * Engine time is the sum of chunk times: the clock is read once per chunk,
- * a chunk's end is the next one's start, and the first chunk starts at the
- * pick (no wait in between); time off the CPU between chunks is not
- * counted. vg->lock is held from chunk to chunk and dropped when the
+ * a chunk's end is the next one's start, and the first chunk of a slice
+ * starts once the engine has the lock; time off the CPU between chunks is
+ * not counted. vg->lock is held from chunk to chunk and dropped when the
  * engine gives up the CPU or leaves the instance; it is always dropped
  * before the instance is released, so the instance outlives every access
  * (vgpu_sched_detach() waits for the release).
@@ -241,6 +241,8 @@ static struct vgpu_sched_ent *vgpu_run(struct vgpu_worker *w,
 
 	if (!vgpu_engine_trylock(s, se, vg))
 		goto release;
+	/* engine time starts with the lock in hand (one clock read a slice) */
+	t = ktime_get_ns();
 	for (;;) {
 		more = vgpu_engine_chunk(vg, w, t, &end);
 		used += end - t;

@@ -1439,6 +1439,14 @@ fn preemption(ctx: &mut Ctx) -> TestResult {
     p.set_watchdog_ms("60000").ctx("watchdog_ms")?;
     let mut a = new_gpu(ctx, &p)?;
     let mut b = new_gpu(ctx, &p)?;
+    // This thread on the engine's CPU: an access that waits for the engine then waits
+    // for the rest of its chunk, not for TCG to carry a wake-up across vCPUs (ms on a
+    // loaded host, whatever the module does).
+    let _pin = if cpu_count() >= 2 {
+        Some(Pinned::engine_on(1, 1)?)
+    } else {
+        None
+    };
     let ns = calibrate_dim(&mut a, 16 * MIB, 128)?;
     let d = gemm_dim_for(ns, Duration::from_millis(2000));
     let gm = Gemm::square(16 * MIB, d);

@@ -240,6 +240,7 @@ struct vgpu_sched_ent {
 	bool attached;
 	bool runnable;
 	bool detached;			/* being released: never pick again */
+	bool lockwait;			/* waits for its lock: not picked */
 	struct vgpu_worker *on;		/* the engine running it, or NULL */
 	u64 vt;
 	s64 budget;			/* token bucket, ns */
@@ -368,9 +369,11 @@ struct vgpu_device {
 	u64 vram_size;
 
 	/*
-	 * Protects config space, DISPI registers, both page sets, weight,
-	 * cap and the engine's command in flight; an engine holds it for one
-	 * chunk of work. Never held across copy_{to,from}_user(): the user
+	 * Protects config space, DISPI registers, both page sets and the
+	 * engine's command in flight; an engine holds it while it runs the
+	 * instance, from chunk to chunk, and lets it go as soon as a
+	 * vgpu_lock() caller waits (it never waits for it itself: see
+	 * vgpu_run()). Never held across copy_{to,from}_user(): the user
 	 * buffer may be an mmap of this device whose fault handler takes the
 	 * lock. Nests outside eng.lock and the parent's sched.lock.
 	 */
@@ -386,6 +389,7 @@ struct vgpu_device {
 	struct vgpu_pages disp;
 	/* memory cgroup of the opener: charged for the engine's first touches */
 	struct mem_cgroup *memcg;
+	/* written under the parent's sched.lock, read with READ_ONCE() */
 	unsigned int weight;		/* 1..100, scheduler share */
 	unsigned int cap;		/* 0..100 % of one engine, 0 = none */
 	struct vgpu_engine eng;
@@ -477,24 +481,34 @@ u64 vgpu_display_size(u64 vram_size);
 bool vgpu_display_mode(struct vgpu_device *vg, struct vgpu_mode *mode);
 int vgpu_ioctl_query_gfx_plane(struct vgpu_device *vg, void __user *arg);
 
+void vgpu_sched_unlocked(struct vgpu_device *vg);
+
 /*
- * vg->lock for everyone but the engines. Counted: an engine going from
- * one chunk to the next first lets in those already waiting (see
- * vgpu_run()); otherwise it would win the lock back at once, and a
- * register access, fault or reset could wait for many chunks.
+ * vg->lock for everyone but the engines. Counted: an engine running the
+ * instance lets the lock go after its current chunk when someone waits,
+ * and never waits for it itself; the instance then waits until its lock
+ * is free, and vgpu_unlock() hands it back to the engines
+ * (vgpu_sched_unlocked()).
  */
 static inline void vgpu_lock(struct vgpu_device *vg)
 {
 	atomic_long_inc(&vg->lock_asked);
 	mutex_lock(&vg->lock);
 	atomic_long_inc(&vg->lock_got);
-	smp_mb__after_atomic();		/* pairs with wait_var_event() */
-	wake_up_var(&vg->lock_got);
 }
 
 static inline void vgpu_unlock(struct vgpu_device *vg)
 {
 	mutex_unlock(&vg->lock);
+	vgpu_sched_unlocked(vg);
+}
+
+/* How many vgpu_lock() callers wait for @vg->lock (> 0: some did lately). */
+static inline long vgpu_lock_waiters(struct vgpu_device *vg)
+{
+	long got = atomic_long_read(&vg->lock_got);
+
+	return atomic_long_read(&vg->lock_asked) - got;
 }
 
 /* ---- vgpu_engine.c: the command engine (vg->lock held unless noted) ---- */
@@ -525,7 +539,8 @@ void vgpu_sched_fini(struct vgpu_parent *parent);
 void vgpu_sched_attach(struct vgpu_device *vg);
 void vgpu_sched_detach(struct vgpu_device *vg);
 void vgpu_sched_update(struct vgpu_device *vg);		/* eng.lock held */
-void vgpu_sched_set_params(struct vgpu_device *vg);	/* vg->lock held */
+void vgpu_sched_set_weight(struct vgpu_device *vg, unsigned int weight);
+void vgpu_sched_set_cap(struct vgpu_device *vg, unsigned int cap);
 unsigned int vgpu_sched_watchdog_ms(struct vgpu_device *vg);
 
 #endif /* VGPU_SHIM_H */

@@ -38,6 +38,7 @@
 #include <linux/math64.h>
 #include <linux/overflow.h>
 #include <linux/sched/mm.h>
+#include <linux/slab.h>
 #include <linux/string.h>
 #include <linux/sysfs.h>
 
@@ -1254,6 +1255,9 @@ static ssize_t macs_show(struct device *dev, struct device_attribute *attr,
 /*
  * "<upper bound ns> <count>" per non-empty bucket, ascending. Should the
  * lines not fit in a page, the last one is "more <samples not listed>".
+ * The buckets are copied under eng.lock (which the engine and register
+ * accesses take) and formatted after: a world-readable file must not hold
+ * the engine up for hundreds of lines of formatting.
  */
 static ssize_t latency_hist_show(struct device *dev,
 				 struct device_attribute *attr, char *buf)
@@ -1262,25 +1266,31 @@ static ssize_t latency_hist_show(struct device *dev,
 	struct vgpu_engine *e = &vg->eng;
 	unsigned int b;
 	u64 more = 0;
+	u32 *hist;
 	int len = 0;
 
+	hist = kmalloc(sizeof(e->lat_hist), GFP_KERNEL);
+	if (!hist)
+		return -ENOMEM;
 	spin_lock(&e->lock);
+	memcpy(hist, e->lat_hist, sizeof(e->lat_hist));
+	spin_unlock(&e->lock);
 	for (b = 0; b < VGPU_LAT_BUCKETS; b++) {
 		char line[40];
 		int n;
 
-		if (!e->lat_hist[b])
+		if (!hist[b])
 			continue;
 		n = scnprintf(line, sizeof(line), "%llu %u\n",
-			      eng_lat_upper(b), e->lat_hist[b]);
+			      eng_lat_upper(b), hist[b]);
 		if (more || len + n > PAGE_SIZE - (int)sizeof(line)) {
-			more += e->lat_hist[b];
+			more += hist[b];
 			continue;
 		}
 		memcpy(buf + len, line, n);
 		len += n;
 	}
-	spin_unlock(&e->lock);
+	kfree(hist);
 	if (more)
 		len += sysfs_emit_at(buf, len, "more %llu\n", more);
 	return len;

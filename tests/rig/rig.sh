@@ -86,6 +86,9 @@ ko=$modbuild/vgpu_shim.ko
 # ---- initramfs ----------------------------------------------------------
 stage=$(mktemp -d "${TMPDIR:-/tmp}/vgpu-rig.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
+# The guest's / (mktemp made it 0700): unprivileged guest processes (tests that
+# drop to nobody) must be able to reach /sys.
+chmod 755 "$stage"
 mkdir -p "$stage"/{bin,sbin,dev,proc,sys,tmp,run,root,etc,lib/vgpu,lib/rig}
 cp /bin/busybox "$stage/bin/busybox"
 ln -s busybox "$stage/bin/sh"

@@ -472,6 +472,28 @@ impl Window {
     }
 }
 
+/// Wait until an engine of `parent` is seen asleep (nothing eligible): its `idle_ns`,
+/// which includes the idle periods in progress, grows between two reads. Everything the
+/// engine did before it went to sleep is then in the counters (a slice is charged before
+/// the engine looks for more work). Judged from the kernel's counters, so it holds on a
+/// host of any speed; `timeout` only guards against a hang.
+pub fn wait_engine_asleep(parent: &Parent, timeout: Duration) -> Result<(), Fail> {
+    let start = Instant::now();
+    let first = parent.idle_ns().ctx("idle_ns")?;
+    loop {
+        std::thread::sleep(Duration::from_millis(1));
+        let now = parent.idle_ns().ctx("idle_ns")?;
+        if now > first {
+            return Ok(());
+        }
+        ensure!(
+            start.elapsed() < timeout,
+            "{}: the engine never went to sleep within {timeout:?} (idle_ns stays {now})",
+            parent.name()
+        );
+    }
+}
+
 /// Sleep `settle`, then measure the counters over `dur`.
 pub fn measure(
     parent: &Parent,

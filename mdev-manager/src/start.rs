@@ -1,6 +1,6 @@
-//! `start`, `stop` and `start-parent`: bringing definitions and transient instances
-//! up (create, then the attributes in order; a failed attribute removes the instance
-//! again) and down.
+//! `start`, `stop`, `start-parent` and `create --count`: bringing definitions and
+//! transient instances up (create, then the attributes in order; a failed attribute
+//! removes the instance again) and down.
 
 use uuid::Uuid;
 

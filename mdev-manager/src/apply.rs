@@ -97,12 +97,12 @@ impl<E: Environment> Manager<E> {
         let mut committed = self.definition_loads_with(&parents, &defs, &mine)?;
         let mut steps = Vec::with_capacity(manifest.vgpus.len());
         let mut problems = Vec::new();
+        let ctx = Ctx {
+            parents: &parents,
+            defs: &defs,
+            devices: &devices,
+        };
         for (i, e) in manifest.vgpus.iter().enumerate() {
-            let ctx = Ctx {
-                parents: &parents,
-                defs: &defs,
-                devices: &devices,
-            };
             match self.plan_one(e, &ctx, &mut live, &mut committed) {
                 Ok(s) => steps.push(s),
                 Err(err) => problems.push(format!("vgpus[{i}] {}: {err}", e.uuid)),

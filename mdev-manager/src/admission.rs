@@ -204,6 +204,13 @@ pub(crate) fn counting_definitions(e: Error) -> Error {
     }
 }
 
+/// Counts `need` as committed on `parent` (a vGPU planned in a batch).
+pub(crate) fn commit(loads: &mut [ParentLoad], parent: &str, need: Need) {
+    if let Some(l) = loads.iter_mut().find(|l| l.parent == parent) {
+        l.commit(need);
+    }
+}
+
 pub(crate) fn need_of(t: &VgpuType, weight: Option<u64>) -> Need {
     Need {
         vram_mb: t.description.vram_mb,

@@ -15,11 +15,10 @@ use serde::Serialize;
 use std::collections::BTreeSet;
 use uuid::Uuid;
 
-use crate::admission::{admit_on, counting_definitions, find_parent, need_of};
+use crate::admission::{admit_on, commit, counting_definitions, find_parent, need_of};
 use crate::definition::{Definition, StartMode, ATTR_CAP, ATTR_WEIGHT};
 use crate::env::Environment;
 use crate::error::{Error, Result};
-use crate::lifecycle::{Done, Outcome, Spec};
 use crate::manager::{InstanceUpdate, Manager};
 use crate::manifest::{Entry, Manifest};
 use crate::model::{Instance, Parent, VgpuType};
@@ -98,12 +97,12 @@ impl<E: Environment> Manager<E> {
         let mut committed = self.definition_loads_with(&parents, &defs, &mine)?;
         let mut steps = Vec::with_capacity(manifest.vgpus.len());
         let mut problems = Vec::new();
+        let ctx = Ctx {
+            parents: &parents,
+            defs: &defs,
+            devices: &devices,
+        };
         for (i, e) in manifest.vgpus.iter().enumerate() {
-            let ctx = Ctx {
-                parents: &parents,
-                defs: &defs,
-                devices: &devices,
-            };
             match self.plan_one(e, &ctx, &mut live, &mut committed) {
                 Ok(s) => steps.push(s),
                 Err(err) => problems.push(format!("vgpus[{i}] {}: {err}", e.uuid)),
@@ -350,63 +349,6 @@ impl<E: Environment> Manager<E> {
         }
         Ok(())
     }
-
-    /// Creates `count` transient instances from `spec` (placed one after another, all
-    /// admitted before the first is created); on a failure the ones created are
-    /// removed again.
-    pub fn start_transient_batch(&self, spec: &Spec, count: usize) -> Result<Vec<Outcome>> {
-        let type_spec = spec
-            .type_spec
-            .as_deref()
-            .ok_or_else(|| Error::Invalid("say which type to create (--type)".into()))?;
-        let parents = match &spec.parent {
-            Some(name) => vec![self.parent_for_type(name, type_spec)?],
-            None => self.parents()?,
-        };
-        let mut live = self.live_loads(&parents)?;
-        let mut plan = Vec::with_capacity(count);
-        for k in 0..count {
-            // Admitted against the loads with the ones before it counted.
-            let (p, t) = self
-                .place(&parents, &live, spec, type_spec, false)
-                .map_err(|e| match e {
-                    Error::Admission(why) => Error::Admission(format!(
-                        "{why} (vGPU {} of {count}; nothing created)",
-                        k + 1
-                    )),
-                    e => e,
-                })?;
-            commit(&mut live, &p.name, need_of(t, spec.weight));
-            plan.push((p, t, Uuid::new_v4()));
-        }
-        let mut attrs = Vec::new();
-        if let Some(w) = spec.weight {
-            attrs.push((ATTR_WEIGHT.to_string(), w.to_string()));
-        }
-        if let Some(c) = spec.cap {
-            attrs.push((ATTR_CAP.to_string(), c.to_string()));
-        }
-        attrs.extend(spec.attrs.iter().cloned());
-        let mut out: Vec<Outcome> = Vec::with_capacity(count);
-        for (p, t, uuid) in plan {
-            if let Err(error) = self.bring_up(p, t, uuid, &attrs) {
-                let undo_errors = out
-                    .iter()
-                    .filter_map(|o| self.remove(o.uuid).err().map(|e| e.to_string()))
-                    .collect();
-                return Err(Error::Undone {
-                    error: Box::new(error),
-                    undo_errors,
-                });
-            }
-            out.push(Outcome {
-                uuid,
-                parent: p.name.clone(),
-                done: Done::Started,
-            });
-        }
-        Ok(out)
-    }
 }
 
 /// What planning looks at besides the loads.
@@ -449,12 +391,6 @@ fn desired_definition(
         d.set_attr(ATTR_CAP, c.to_string());
     }
     d
-}
-
-fn commit(loads: &mut [ParentLoad], parent: &str, need: Need) {
-    if let Some(l) = loads.iter_mut().find(|l| l.parent == parent) {
-        l.commit(need);
-    }
 }
 
 fn find_type<'p>(p: &'p Parent, id: &str) -> Result<&'p VgpuType> {

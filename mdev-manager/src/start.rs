@@ -1,10 +1,10 @@
-//! `start`, `stop` and `start-parent`: bringing definitions and transient instances
-//! up (create, then the attributes in order; a failed attribute removes the instance
-//! again) and down.
+//! `start`, `stop`, `start-parent` and `create --count`: bringing definitions and
+//! transient instances up (create, then the attributes in order; a failed attribute
+//! removes the instance again) and down.
 
 use uuid::Uuid;
 
-use crate::admission::admit_on;
+use crate::admission::{admit_on, commit, need_of};
 use crate::definition::{check_attr, Definition, StartMode, ATTR_CAP, ATTR_WEIGHT};
 use crate::env::Environment;
 use crate::error::{Error, Result};
@@ -189,5 +189,62 @@ impl<E: Environment> Manager<E> {
             .filter(|d| d.parent == parent && d.start == StartMode::Auto)
             .map(|d| (d.uuid, self.start_definition(&d)))
             .collect())
+    }
+
+    /// Creates `count` transient instances from `spec` (placed one after another, all
+    /// admitted before the first is created); on a failure the ones created are
+    /// removed again.
+    pub fn start_transient_batch(&self, spec: &Spec, count: usize) -> Result<Vec<Outcome>> {
+        let type_spec = spec
+            .type_spec
+            .as_deref()
+            .ok_or_else(|| Error::Invalid("say which type to create (--type)".into()))?;
+        let parents = match &spec.parent {
+            Some(name) => vec![self.parent_for_type(name, type_spec)?],
+            None => self.parents()?,
+        };
+        let mut live = self.live_loads(&parents)?;
+        let mut plan = Vec::with_capacity(count);
+        for k in 0..count {
+            // Admitted against the loads with the ones before it counted.
+            let (p, t) = self
+                .place(&parents, &live, spec, type_spec, false)
+                .map_err(|e| match e {
+                    Error::Admission(why) => Error::Admission(format!(
+                        "{why} (vGPU {} of {count}; nothing created)",
+                        k + 1
+                    )),
+                    e => e,
+                })?;
+            commit(&mut live, &p.name, need_of(t, spec.weight));
+            plan.push((p, t, Uuid::new_v4()));
+        }
+        let mut attrs = Vec::new();
+        if let Some(w) = spec.weight {
+            attrs.push((ATTR_WEIGHT.to_string(), w.to_string()));
+        }
+        if let Some(c) = spec.cap {
+            attrs.push((ATTR_CAP.to_string(), c.to_string()));
+        }
+        attrs.extend(spec.attrs.iter().cloned());
+        let mut out: Vec<Outcome> = Vec::with_capacity(count);
+        for (p, t, uuid) in plan {
+            if let Err(error) = self.bring_up(p, t, uuid, &attrs) {
+                let undo_errors = out
+                    .iter()
+                    .filter_map(|o| self.remove(o.uuid).err().map(|e| e.to_string()))
+                    .collect();
+                return Err(Error::Undone {
+                    error: Box::new(error),
+                    undo_errors,
+                });
+            }
+            out.push(Outcome {
+                uuid,
+                parent: p.name.clone(),
+                done: Done::Started,
+            });
+        }
+        Ok(out)
     }
 }

@@ -223,33 +223,21 @@ impl<E: Environment> Manager<E> {
 }
 
 /// Entries of `dir` as (UTF-8 name, path, is a directory), sorted by name; a missing
-/// directory is empty.
+/// directory is empty. Links are followed (one `stat` each).
 fn typed_entries(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
-    let read = |source| Error::Read {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(read(e)),
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(read)?;
-        let Ok(name) = entry.file_name().into_string() else {
-            warn!("ignoring {}: name is not UTF-8", entry.path().display());
-            continue;
-        };
-        let path = entry.path();
-        let ft = entry.file_type().map_err(read)?;
-        let is_dir = if ft.is_symlink() {
-            path.is_dir()
-        } else {
-            ft.is_dir()
-        };
-        out.push((name, path, is_dir));
-    }
+    use rustix::fs::FileType;
+    let mut out: Vec<(String, PathBuf, bool)> = crate::sysfs::entries(dir)?
+        .into_iter()
+        .map(|(name, ft)| {
+            let path = dir.join(&name);
+            let is_dir = match ft {
+                FileType::Directory => true,
+                FileType::Symlink | FileType::Unknown => path.is_dir(),
+                _ => false,
+            };
+            (name, path, is_dir)
+        })
+        .collect();
     out.sort();
     Ok(out)
 }

@@ -31,28 +31,56 @@ pub(crate) fn parent_and_type(link: &Path) -> Option<(String, String)> {
 /// Directory entries as (UTF-8 name, path), sorted by name; a missing directory is
 /// empty (e.g. no mdev parent registered at all).
 pub(crate) fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(Error::Read {
-                path: dir.to_path_buf(),
-                source,
-            })
-        }
+    let mut out: Vec<(String, PathBuf)> = entries(dir)?
+        .into_iter()
+        .map(|(name, _)| {
+            let path = dir.join(&name);
+            (name, path)
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// The names in a directory, unsorted: for listings whose order does not matter.
+pub(crate) fn list_names(dir: &Path) -> Result<Vec<String>> {
+    Ok(entries(dir)?.into_iter().map(|(name, _)| name).collect())
+}
+
+/// A directory's entries (but `.` and `..`) with their types as `getdents64` gives
+/// them, unsorted; a missing directory is empty. Names that are not UTF-8 are skipped
+/// with a warning. Read with rustix: musl's `opendir` allocates with its own malloc,
+/// which maps and unmaps a page each time.
+pub(crate) fn entries(dir: &Path) -> Result<Vec<(String, rustix::fs::FileType)>> {
+    use rustix::fs::{Dir, Mode, OFlags};
+    let read = |e: rustix::io::Errno| Error::Read {
+        path: dir.to_path_buf(),
+        source: e.into(),
+    };
+    let fd = match rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(Vec::new()),
+        Err(e) => return Err(read(e)),
     };
     let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| Error::Read {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        match entry.file_name().into_string() {
-            Ok(name) => out.push((name, entry.path())),
-            Err(name) => warn!("ignoring {}: name is not UTF-8", dir.join(name).display()),
+    for entry in Dir::new(fd).map_err(read)? {
+        let entry = entry.map_err(read)?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        match std::str::from_utf8(name) {
+            Ok(n) => out.push((n.to_string(), entry.file_type())),
+            Err(_) => warn!(
+                "ignoring {}: name is not UTF-8",
+                dir.join(String::from_utf8_lossy(name).as_ref()).display()
+            ),
         }
     }
-    out.sort();
     Ok(out)
 }
 
@@ -161,33 +189,6 @@ pub(crate) fn read_u64(path: &Path) -> Result<u64> {
         path: path.to_path_buf(),
         reason: format!("`{}` is not a decimal number", value.escape_debug()),
     })
-}
-
-/// The names in a directory (UTF-8 ones; others are skipped with a warning), unsorted:
-/// for listings whose order does not matter, without building a path per entry.
-pub(crate) fn list_names(dir: &Path) -> Result<Vec<String>> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(Error::Read {
-                path: dir.to_path_buf(),
-                source,
-            })
-        }
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| Error::Read {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        match entry.file_name().into_string() {
-            Ok(name) => out.push(name),
-            Err(name) => warn!("ignoring {}: name is not UTF-8", dir.join(name).display()),
-        }
-    }
-    Ok(out)
 }
 
 /// Writes an attribute in one `write(2)`. Never creates the file: a missing attribute

@@ -31,6 +31,12 @@ const WEIGHT: &str = "2";
 const CAP: &str = "50";
 const DEFS: &str = "/etc/mdevctl.d";
 
+mod probes;
+mod samples;
+
+use probes::{time_commands, time_syscalls};
+use samples::Samples;
+
 type Res<T> = Result<T, String>;
 
 struct Tools {
@@ -143,105 +149,6 @@ fn run() -> Res<()> {
     if s.failed {
         return Err("some batches failed (above)".into());
     }
-    Ok(())
-}
-
-/// `--time N CMD... [-- CMD...]...`
-fn time_commands(args: &[String]) -> Res<()> {
-    let (n, rest) = args.split_first().ok_or("--time N CMD...")?;
-    let n: usize = n.parse().map_err(|e| format!("--time {n}: {e}"))?;
-    let cmds: Vec<Vec<&str>> = rest
-        .split(|a| a == "--")
-        .filter(|c| !c.is_empty())
-        .map(|c| c.iter().map(String::as_str).collect())
-        .collect();
-    let mut times = vec![Vec::new(); cmds.len()];
-    for _ in 0..n {
-        for (c, t) in cmds.iter().zip(&mut times) {
-            t.push(time(c)?.as_secs_f64() * 1e3);
-        }
-    }
-    for (c, t) in cmds.iter().zip(&mut times) {
-        t.sort_by(f64::total_cmp);
-        println!(
-            "{:>8.2} {:>8.2} {:>8.2} ms  {}",
-            t[0],
-            t[t.len() / 2],
-            t[t.len() - 1],
-            c.join(" ")
-        );
-    }
-    Ok(())
-}
-
-/// Ways of reading an attribute, in-process: what one costs in system calls.
-fn time_syscalls(uuid: &str) -> Res<()> {
-    use rustix::fs::{Mode, OFlags};
-    let e = |e: std::io::Error| e.to_string();
-    let bus = format!("/sys/bus/mdev/devices/{uuid}");
-    let dev = fs::canonicalize(&bus).map_err(e)?;
-    let dev_weight = dev.join("vgpu/weight");
-    let mut buf = [0u8; 4096];
-    let n = 1000;
-    let report = |what: &str, f: &mut dyn FnMut() -> std::io::Result<()>| -> Res<()> {
-        let t0 = Instant::now();
-        for _ in 0..n {
-            f().map_err(e)?;
-        }
-        println!(
-            "{:>8.1} us  {what}",
-            t0.elapsed().as_secs_f64() * 1e6 / n as f64
-        );
-        Ok(())
-    };
-    let null = fs::File::open("/dev/null").map_err(e)?;
-    report(
-        "a read of /dev/null (a system call that does nothing)",
-        &mut || {
-            rustix::io::read(&null, &mut [0u8; 1][..])?;
-            Ok(())
-        },
-    )?;
-    report("std read_to_string via the bus link", &mut || {
-        fs::read_to_string(format!("{bus}/vgpu/weight")).map(|_| ())
-    })?;
-    let mut raw = |p: &std::path::Path| -> std::io::Result<()> {
-        let fd = rustix::fs::open(p, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
-        rustix::io::read(&fd, &mut buf)?;
-        Ok(())
-    };
-    let bus_weight = std::path::PathBuf::from(format!("{bus}/vgpu/weight"));
-    report("open+read+close via the bus link", &mut || raw(&bus_weight))?;
-    report("open+read+close via the device directory", &mut || {
-        raw(&dev_weight)
-    })?;
-    let dir = rustix::fs::open(
-        dev.join("vgpu"),
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| e.to_string())?;
-    let mut buf2 = [0u8; 4096];
-    report("openat(dir, weight)+read+close", &mut || {
-        let fd = rustix::fs::openat(
-            &dir,
-            "weight",
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        rustix::io::read(&fd, &mut buf2)?;
-        Ok(())
-    })?;
-    let fd = rustix::fs::open(&dev_weight, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| e.to_string())?;
-    let mut buf3 = [0u8; 4096];
-    report("pread of an open attribute", &mut || {
-        rustix::io::pread(&fd, &mut buf3, 0)?;
-        Ok(())
-    })?;
-    report("readlink of the bus link", &mut || {
-        fs::read_link(&bus).map(|_| ())
-    })?;
     Ok(())
 }
 
@@ -446,86 +353,4 @@ fn time(argv: &[&str]) -> Res<Duration> {
         ));
     }
     Ok(d)
-}
-
-#[derive(Default)]
-struct Samples {
-    failed: bool,
-    rows: Vec<(&'static str, String, Vec<Duration>)>,
-}
-
-impl Samples {
-    fn add(&mut self, op: &'static str, who: &str, d: Duration) {
-        match self.rows.iter_mut().find(|(o, w, _)| *o == op && w == who) {
-            Some((_, _, v)) => v.push(d),
-            None => self.rows.push((op, who.to_string(), vec![d])),
-        }
-    }
-
-    /// (median, minimum) in ms. On a loaded host the minimum is the run least
-    /// disturbed by others; the median what a user sees.
-    fn stats(&self, op: &str, who: &str) -> Option<(f64, f64)> {
-        let (_, _, v) = self.rows.iter().find(|(o, w, _)| *o == op && w == who)?;
-        let mut ms: Vec<f64> = v.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-        ms.sort_by(f64::total_cmp);
-        Some((ms[ms.len() / 2], ms[0]))
-    }
-
-    fn report(&self) -> String {
-        let mut out = format!(
-            "\n{:<9} {:<44} {:>10} {:>10} {:>8}\n",
-            "op", "tool", "median ms", "min ms", "samples"
-        );
-        for (op, who, v) in &self.rows {
-            let (m, lo) = self.stats(op, who).unwrap_or_default();
-            let _ = writeln!(out, "{op:<9} {who:<44} {m:>10.1} {lo:>10.1} {:>8}", v.len());
-        }
-        // "a / b (min: a / b)": how many times b is faster.
-        let ratio = |op_a: &str, a: &str, op_b: &str, b: &str| match (
-            self.stats(op_a, a),
-            self.stats(op_b, b),
-        ) {
-            (Some((ma, la)), Some((mb, lb))) if mb > 0.0 && lb > 0.0 => {
-                format!("{:.1}x (min {:.1}x)", ma / mb, la / lb)
-            }
-            _ => "-".into(),
-        };
-        let ms = |op: &str, who: &str| match self.stats(op, who) {
-            Some((m, lo)) => format!("{m:.1} ms (min {lo:.1})"),
-            None => "-".into(),
-        };
-        let _ = writeln!(out, "\ngoals (median, and min):");
-        let _ = writeln!(
-            out,
-            "  a single call >= 3x faster than mdevctl's: create {}, remove {}",
-            ratio("create", "mdevctl", "create", "vgpuctl"),
-            ratio("remove", "mdevctl", "remove", "vgpuctl")
-        );
-        let _ = writeln!(
-            out,
-            "  list of 64 <= 10 ms: {} (mdevctl {})",
-            ms("list64", "vgpuctl"),
-            ms("list64", "mdevctl")
-        );
-        let mdev = "mdevctl define+start, 2 calls each";
-        for who in [
-            "vgpuctl apply (1 call)",
-            "vgpuctl create --count (1 call, transient)",
-            "vgpuctl define+start, 2 calls each",
-        ] {
-            let _ = writeln!(
-                out,
-                "  a batch of 64 >= 20x faster than mdevctl's define+start: {who} {}",
-                ratio("batch64", mdev, "batch64", who)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "  start-up: vgpuctl --version {}, mdevctl --version {}, a trivial static binary {}",
-            ms("version", "vgpuctl"),
-            ms("version", "mdevctl"),
-            ms("exec", "trivial")
-        );
-        out
-    }
 }

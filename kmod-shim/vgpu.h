@@ -12,6 +12,7 @@
 #include <linux/device.h>
 #include <linux/list.h>
 #include <linux/mdev.h>
+#include <linux/memcontrol.h>
 #include <linux/mm.h>
 #include <linux/mutex.h>
 #include <linux/sizes.h>
@@ -161,15 +162,21 @@ enum vgpu_eng_error {
 	VGPU_ERR_WATCHDOG,
 };
 
-/* Chunk budget classes: each adapts its own amount of work per chunk. */
+/*
+ * Chunk budget classes: each adapts its own amount of work per chunk, and
+ * work is charged in every class whose cost it has (vgpu_engine.c, and
+ * "Chunks" in docs/engine-abi.md).
+ */
 enum vgpu_chunk_class {
 	VGPU_CC_CMD,		/* commands fetched */
-	VGPU_CC_FILL,		/* bytes */
+	VGPU_CC_FILL,		/* bytes (FILL, a FENCE's WRITE) */
 	VGPU_CC_COPY,		/* bytes */
 	VGPU_CC_SUM,		/* bytes */
-	VGPU_CC_GEMM,		/* multiply-adds */
+	VGPU_CC_GEMM,		/* multiply-adds (and stores of C) */
 	VGPU_CC_GEMM_SERIAL,	/* multiply-adds, C overlapping A or B */
 	VGPU_CC_BLIT,		/* bytes */
+	VGPU_CC_SPAN,		/* spans: pieces within a page, BLIT rows */
+	VGPU_CC_PAGE,		/* VRAM pages allocated by the engine */
 	VGPU_NUM_CC,
 };
 
@@ -233,6 +240,7 @@ struct vgpu_sched_ent {
 	bool attached;
 	bool runnable;
 	bool detached;			/* being released: never pick again */
+	bool lockwait;			/* waits for its lock: not picked */
 	struct vgpu_worker *on;		/* the engine running it, or NULL */
 	u64 vt;
 	s64 budget;			/* token bucket, ns */
@@ -303,6 +311,7 @@ struct vgpu_engine {
 	bool inflight;
 	struct vgpu_eng_op op;
 	u64 wd_ns;			/* engine time since the last FENCE */
+	u32 allocs;			/* pages allocated by a step (vg->lock) */
 	u64 jobs, cmds_failed;		/* host counters, never reset */
 	u64 macs;			/* GEMM multiply-adds done (vg->lock) */
 	/* doorbells being timed, oldest first at @lat_first (eng.lock) */
@@ -331,6 +340,7 @@ struct vgpu_parent {
 	unsigned int reserved_mb;
 
 	atomic_long_t vram_pages;	/* VRAM pages of all its instances */
+	atomic_long_t disp_pages;	/* display pages of all its instances */
 
 	struct vgpu_type types[VGPU_NUM_TYPES];
 	struct mdev_type *type_ptrs[VGPU_NUM_TYPES];
@@ -338,12 +348,17 @@ struct vgpu_parent {
 	struct vgpu_sched sched;
 };
 
-/* A lazily populated set of pages (VRAM, or the display region). */
+/*
+ * A lazily populated set of pages (VRAM, or the display region). Pages are
+ * allocated on first touch, charged to a memory cgroup (__GFP_ACCOUNT: the
+ * caller's, or the device opener's for the engine), and all freed at the
+ * last close of the device.
+ */
 struct vgpu_pages {
 	struct page **pages;
 	unsigned long npages;
 	unsigned long used;		/* allocated pages, under vgpu->lock */
-	bool is_vram;			/* counted in the parent's vram_pages */
+	bool is_vram;			/* parent's vram_pages, else disp_pages */
 };
 
 /* One instance: an emulated PCI vGPU behind a VFIO device. */
@@ -354,9 +369,11 @@ struct vgpu_device {
 	u64 vram_size;
 
 	/*
-	 * Protects config space, DISPI registers, both page sets, weight,
-	 * cap and the engine's command in flight; an engine holds it for one
-	 * chunk of work. Never held across copy_{to,from}_user(): the user
+	 * Protects config space, DISPI registers, both page sets and the
+	 * engine's command in flight; an engine holds it while it runs the
+	 * instance, from chunk to chunk, and lets it go as soon as a
+	 * vgpu_lock() caller waits (it never waits for it itself: see
+	 * vgpu_run()). Never held across copy_{to,from}_user(): the user
 	 * buffer may be an mmap of this device whose fault handler takes the
 	 * lock. Nests outside eng.lock and the parent's sched.lock.
 	 */
@@ -370,6 +387,9 @@ struct vgpu_device {
 	u16 dispi[VBE_DISPI_INDEX_COUNT];
 	struct vgpu_pages vram;
 	struct vgpu_pages disp;
+	/* memory cgroup of the opener: charged for the engine's first touches */
+	struct mem_cgroup *memcg;
+	/* written under the parent's sched.lock, read with READ_ONCE() */
 	unsigned int weight;		/* 1..100, scheduler share */
 	unsigned int cap;		/* 0..100 % of one engine, 0 = none */
 	struct vgpu_engine eng;
@@ -436,7 +456,9 @@ void vgpu_mmio_write(struct vgpu_device *vg, unsigned int off,
 		     unsigned int size, u32 val);
 
 /* ---- vgpu_vram.c: VRAM and display pages ---- */
+extern struct device_attribute vgpu_attr_display_pages;	/* parent's */
 int vgpu_pages_init(struct vgpu_pages *set, u64 size, bool is_vram);
+void vgpu_pages_free(struct vgpu_device *vg, struct vgpu_pages *set);
 void vgpu_pages_fini(struct vgpu_device *vg, struct vgpu_pages *set);
 struct page *vgpu_page_lookup(struct vgpu_device *vg, struct vgpu_pages *set,
 			      unsigned long idx, bool alloc);
@@ -459,24 +481,34 @@ u64 vgpu_display_size(u64 vram_size);
 bool vgpu_display_mode(struct vgpu_device *vg, struct vgpu_mode *mode);
 int vgpu_ioctl_query_gfx_plane(struct vgpu_device *vg, void __user *arg);
 
+void vgpu_sched_unlocked(struct vgpu_device *vg);
+
 /*
- * vg->lock for everyone but the engines. Counted: an engine going from
- * one chunk to the next first lets in those already waiting (see
- * vgpu_run()); otherwise it would win the lock back at once, and a
- * register access, fault or reset could wait for many chunks.
+ * vg->lock for everyone but the engines. Counted: an engine running the
+ * instance lets the lock go after its current chunk when someone waits,
+ * and never waits for it itself; the instance then waits until its lock
+ * is free, and vgpu_unlock() hands it back to the engines
+ * (vgpu_sched_unlocked()).
  */
 static inline void vgpu_lock(struct vgpu_device *vg)
 {
 	atomic_long_inc(&vg->lock_asked);
 	mutex_lock(&vg->lock);
 	atomic_long_inc(&vg->lock_got);
-	smp_mb__after_atomic();		/* pairs with wait_var_event() */
-	wake_up_var(&vg->lock_got);
 }
 
 static inline void vgpu_unlock(struct vgpu_device *vg)
 {
 	mutex_unlock(&vg->lock);
+	vgpu_sched_unlocked(vg);
+}
+
+/* How many vgpu_lock() callers wait for @vg->lock (> 0: some did lately). */
+static inline long vgpu_lock_waiters(struct vgpu_device *vg)
+{
+	long got = atomic_long_read(&vg->lock_got);
+
+	return atomic_long_read(&vg->lock_asked) - got;
 }
 
 /* ---- vgpu_engine.c: the command engine (vg->lock held unless noted) ---- */
@@ -507,7 +539,8 @@ void vgpu_sched_fini(struct vgpu_parent *parent);
 void vgpu_sched_attach(struct vgpu_device *vg);
 void vgpu_sched_detach(struct vgpu_device *vg);
 void vgpu_sched_update(struct vgpu_device *vg);		/* eng.lock held */
-void vgpu_sched_set_params(struct vgpu_device *vg);	/* vg->lock held */
+void vgpu_sched_set_weight(struct vgpu_device *vg, unsigned int weight);
+void vgpu_sched_set_cap(struct vgpu_device *vg, unsigned int cap);
 unsigned int vgpu_sched_watchdog_ms(struct vgpu_device *vg);
 
 #endif /* VGPU_SHIM_H */

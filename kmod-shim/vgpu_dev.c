@@ -85,23 +85,50 @@ static void vgpu_release_dev(struct vfio_device *vdev)
 	module_put(THIS_MODULE);
 }
 
+/*
+ * First open (VFIO serializes open and close of a device): the device is
+ * as created (see vgpu_close_device()). Remember the opener's memory
+ * cgroup: the engine charges the pages it allocates to it.
+ */
 static int vgpu_open_device(struct vfio_device *vdev)
-{
-	return 0;
-}
-
-static void vgpu_close_device(struct vfio_device *vdev)
 {
 	struct vgpu_device *vg = to_vgpu(vdev);
 
-	/*
-	 * Like vfio-pci: a closed device keeps no eventfds, and its engine
-	 * stops (a ring left running would go on using engine time).
-	 */
+	vgpu_lock(vg);
+	WARN_ON_ONCE(vg->vram.used || vg->disp.used);
+	vg->memcg = get_mem_cgroup_from_mm(current->mm);
+	vgpu_unlock(vg);
+	return 0;
+}
+
+/*
+ * Last close: VFIO calls it once no fd is open and no mapping is left
+ * (each mapping holds a reference on the file). Persistent mdevs go from
+ * one VM to the next, so nothing of this tenant may stay: the engine stops
+ * (a ring left running would go on using engine time), config space, DISPI
+ * and every engine register return to their state at creation, the
+ * eventfds are dropped (like vfio-pci) and every VRAM and display page is
+ * freed, so the next open finds zeroed VRAM and no frame, and a closed
+ * device holds no host memory but its page arrays. Host counters (busy_ns,
+ * jobs, latency_hist, ...) and the host's knobs (weight, cap) stay.
+ */
+static void vgpu_close_device(struct vfio_device *vdev)
+{
+	struct vgpu_device *vg = to_vgpu(vdev);
+	struct mem_cgroup *memcg;
+
 	vgpu_lock(vg);
 	vgpu_engine_reset(vg, true);
+	vgpu_cfg_init(vg);
+	vgpu_dispi_reset(vg);
+	memcg = vg->memcg;
+	vg->memcg = NULL;
 	vgpu_unlock(vg);
 	vgpu_irq_release_all(vg);
+	/* no engine chunk touches VRAM after the reset: the ring is off */
+	vgpu_pages_free(vg, &vg->disp);
+	vgpu_pages_free(vg, &vg->vram);
+	mem_cgroup_put(memcg);
 }
 
 /*

@@ -16,12 +16,19 @@
  * command in flight and its progress live in vg->eng, so a command resumes
  * where it stopped the next time the instance gets an engine.
  *
- * VRAM pages never move or go away while the instance exists. Pages the
- * engine writes are allocated (zeroed) on first touch, like a guest access;
+ * VRAM pages never move or go away while the device is open (they are
+ * freed at the last close, after the engine was reset). Pages the engine
+ * writes are allocated (zeroed) on first touch, like a guest access, and
+ * charged to the memory cgroup of the process that opened the device;
  * pages it only reads are read as zero while absent and stay unallocated.
  * Every page is mapped with kmap_local_page() for the span used, and
  * looked up again for each span, so a page allocated by a write in this
  * chunk is seen by the reads that follow.
+ *
+ * A chunk's work is counted by its real cost (see "Chunks" in
+ * docs/engine-abi.md): a guest cannot make the budgets learnt on one shape
+ * of work run much longer on another (1-pixel BLIT rows after wide ones,
+ * tiny FILLs, thin GEMMs, first touches).
  */
 #include <linux/bitops.h>
 #include <linux/highmem.h>
@@ -30,6 +37,8 @@
 #include <linux/log2.h>
 #include <linux/math64.h>
 #include <linux/overflow.h>
+#include <linux/sched/mm.h>
+#include <linux/slab.h>
 #include <linux/string.h>
 #include <linux/sysfs.h>
 
@@ -41,9 +50,6 @@
 /* A chunk aims at this much engine time (adapted per worker and class). */
 #define VGPU_CHUNK_LOW_NS	(16 * NSEC_PER_USEC)
 #define VGPU_CHUNK_HIGH_NS	(48 * NSEC_PER_USEC)
-
-/* Overhead of one row of a GEMM block, in multiply-adds. */
-#define VGPU_GEMM_ROW_COST	16
 
 /* A command as it sits in the ring (little-endian). */
 struct vgpu_cmd {
@@ -64,6 +70,8 @@ static const u32 vgpu_cc_budget[VGPU_NUM_CC][3] = {
 	[VGPU_CC_GEMM]		= { SZ_8K, SZ_1K, SZ_4M },
 	[VGPU_CC_GEMM_SERIAL]	= { SZ_1K, 64, SZ_1M },
 	[VGPU_CC_BLIT]		= { SZ_32K, SZ_4K, SZ_16M },
+	[VGPU_CC_SPAN]		= { 32, 1, SZ_64K },
+	[VGPU_CC_PAGE]		= { 4, 1, SZ_4K },
 };
 
 enum { VGPU_STEP_DONE, VGPU_STEP_MORE, VGPU_STEP_NOMEM };
@@ -99,13 +107,47 @@ static const void *eng_map_r(struct vgpu_device *vg, u64 off)
 	return kmap_local_page(page) + offset_in_page(off);
 }
 
-/* VRAM byte @off for writing (page allocated if needed); NULL: no memory. */
+/*
+ * VRAM byte @off for writing (page allocated if needed, and counted in
+ * eng.allocs for the cost model); NULL: no memory.
+ */
 static void *eng_map_w(struct vgpu_device *vg, u64 off)
 {
+	unsigned long used = vg->vram.used;
 	struct page *page = vgpu_page_lookup(vg, &vg->vram, off >> PAGE_SHIFT,
 					     true);
 
+	if (vg->vram.used != used)
+		vg->eng.allocs++;
 	return page ? kmap_local_page(page) + offset_in_page(off) : NULL;
+}
+
+/* Allocate the page of VRAM byte @off if needed; false: no memory. */
+static bool eng_prefault(struct vgpu_device *vg, u64 off)
+{
+	void *p = eng_map_w(vg, off);
+
+	if (!p)
+		return false;
+	kunmap_local(p);
+	return true;
+}
+
+/*
+ * Store the u64 @v at VRAM @off (8-aligned) whose page eng_prefault()
+ * allocated: eng.lock may be held, nothing is allocated here.
+ */
+static void eng_store64(struct vgpu_device *vg, u64 off, u64 v)
+{
+	struct page *page = vgpu_page_lookup(vg, &vg->vram, off >> PAGE_SHIFT,
+					     false);
+	__le64 *p;
+
+	if (WARN_ON_ONCE(!page))
+		return;
+	p = kmap_local_page(page) + offset_in_page(off);
+	*p = cpu_to_le64(v);
+	kunmap_local(p);
 }
 
 static u32 eng_read32(struct vgpu_device *vg, u64 off)
@@ -124,17 +166,6 @@ static bool eng_write32(struct vgpu_device *vg, u64 off, u32 v)
 	if (!p)
 		return false;
 	*p = cpu_to_le32(v);
-	kunmap_local(p);
-	return true;
-}
-
-static bool eng_write64(struct vgpu_device *vg, u64 off, u64 v)
-{
-	__le64 *p = eng_map_w(vg, off);		/* 8-aligned: one page */
-
-	if (!p)
-		return false;
-	*p = cpu_to_le64(v);
 	kunmap_local(p);
 	return true;
 }
@@ -732,255 +763,77 @@ static bool eng_fetch(struct vgpu_device *vg)
 	return true;
 }
 
-/* ---- execution: each step does at most *@units work of its class ---- */
-
-/* Report the units left to the caller (negative: overshot). */
-static int eng_left(s64 *units, s64 budget, int ret)
-{
-	*units = budget;
-	return ret;
-}
-
-static int eng_fill(struct vgpu_device *vg, struct vgpu_eng_op *op,
-		    s64 *units)
-{
-	s64 budget = *units;
-	u64 dst = op->arg[0], len = op->arg[1];
-	u32 val = (__force u32)cpu_to_le32(lower_32_bits(op->arg[2]));
-
-	while (op->done < len) {
-		u64 off = dst + op->done;
-		size_t n;
-		void *va;
-
-		if (budget <= 0)
-			return eng_left(units, budget, VGPU_STEP_MORE);
-		/* multiples of 4, like dst and len */
-		n = min_t(u64, len - op->done,
-			  min_t(u64, page_left(off), ALIGN(budget, 4)));
-		va = eng_map_w(vg, off);
-		if (!va)
-			return eng_left(units, budget, VGPU_STEP_NOMEM);
-		memset32(va, val, n / 4);
-		kunmap_local(va);
-		op->done += n;
-		budget -= n;
-	}
-	return eng_left(units, budget, VGPU_STEP_DONE);
-}
-
-static int eng_copy(struct vgpu_device *vg, struct vgpu_eng_op *op,
-		    s64 *units)
-{
-	s64 budget = *units;
-	u64 dst = op->arg[0], src = op->arg[1], len = op->arg[2];
-
-	while (op->done < len) {
-		u64 d, s, n;
-
-		if (budget <= 0)
-			return eng_left(units, budget, VGPU_STEP_MORE);
-		if (!op->backward) {
-			d = dst + op->done;
-			s = src + op->done;
-			n = min3(len - op->done, (u64)page_left(d),
-				 (u64)page_left(s));
-			n = min_t(u64, n, budget);
-		} else {
-			u64 end = len - op->done;
-
-			n = min3(end, offset_in_page(dst + end - 1) + 1ULL,
-				 offset_in_page(src + end - 1) + 1ULL);
-			n = min_t(u64, n, budget);
-			d = dst + end - n;
-			s = src + end - n;
-		}
-		if (!eng_move(vg, d, s, n))
-			return eng_left(units, budget, VGPU_STEP_NOMEM);
-		op->done += n;
-		budget -= n;
-	}
-	return eng_left(units, budget, VGPU_STEP_DONE);
-}
-
-static int eng_checksum(struct vgpu_device *vg, struct vgpu_eng_op *op,
-			s64 *units)
-{
-	s64 budget = *units;
-	u64 src = op->arg[0], len = op->arg[1];
-	u64 h = op->hash;
-
-	while (op->done < len) {
-		u64 off = src + op->done;
-		const __le32 *p;
-		size_t n, i;
-
-		if (budget <= 0) {
-			op->hash = h;
-			return eng_left(units, budget, VGPU_STEP_MORE);
-		}
-		n = min_t(u64, len - op->done,
-			  min_t(u64, page_left(off), ALIGN(budget, 4)));
-		p = eng_map_r(vg, off);
-		for (i = 0; i < n / 4; i++) {
-			h ^= le32_to_cpu(p[i]);
-			h *= VGPU_FNV_PRIME;
-		}
-		kunmap_local(p);
-		op->done += n;
-		budget -= n;
-	}
-	op->hash = h;
-	return eng_left(units, budget, eng_write64(vg, op->arg[2], h) ?
-					VGPU_STEP_DONE : VGPU_STEP_NOMEM);
-}
-
 /*
- * GEMM, C not overlapping A or B: the order of the work is invisible, so
- * C is built one block of up to VGPU_GEMM_BLOCK columns of a row at a
- * time, accumulating row p of B into e->acc for p = 0..k-1 (B is read
- * along its rows), then stored. Progress: row i, block start j, index p.
+ * ---- chunks: work counted by its real cost ----
+ *
+ * A chunk has an allowance of VGPU_CHUNK_FULL; @u units of class @c cost
+ * @u * rate[c] of it, rate[c] = VGPU_CHUNK_FULL / budget[c], where
+ * budget[c] is how many units of class c the worker has learnt fit in one
+ * chunk of the target length (vgpu_chunk_adapt()). Work is charged in
+ * every dimension it costs: a span of a FILL (the piece within one page)
+ * costs its bytes (VGPU_CC_FILL), one span (VGPU_CC_SPAN: the page
+ * lookups, mappings and calls around it) and the pages it allocated
+ * (VGPU_CC_PAGE); a BLIT row is a span at least. Each class's budget is
+ * learnt from the chunks it dominates, so 1-pixel BLIT rows are costed
+ * from the time spans take, not from the bytes of wide rows.
  */
-static int eng_gemm(struct vgpu_device *vg, struct vgpu_engine *e,
-		    s64 *units, u64 *macs)
-{
-	s64 budget = *units;
-	struct vgpu_eng_op *op = &e->op;
-	u64 A = op->arg[0], B = op->arg[1], C = op->arg[2];
-	u32 m = op->arg[3], n = op->arg[4], k = op->arg[5];
-
-	while (op->i < m) {
-		u32 jb = min_t(u32, n - op->j, VGPU_GEMM_BLOCK);
-		u32 x, cnt, t;
-		u64 off;
-
-		while (op->p < k) {
-			u32 av;
-
-			if (budget <= 0)
-				return eng_left(units, budget, VGPU_STEP_MORE);
-			av = eng_read32(vg, A + ((u64)op->i * k + op->p) * 4);
-			off = B + ((u64)op->p * n + op->j) * 4;
-			for (x = 0; x < jb; x += cnt, off += cnt * 4) {
-				const __le32 *bp = eng_map_r(vg, off);
-
-				cnt = min_t(u32, jb - x, page_left(off) / 4);
-				for (t = 0; t < cnt; t++)
-					e->acc[x + t] += av * le32_to_cpu(bp[t]);
-				kunmap_local(bp);
-			}
-			op->p++;
-			*macs += jb;
-			budget -= jb + VGPU_GEMM_ROW_COST;
-		}
-
-		off = C + ((u64)op->i * n + op->j) * 4;
-		for (x = 0; x < jb; x += cnt, off += cnt * 4) {
-			__le32 *cp = eng_map_w(vg, off);
-
-			if (!cp)
-				return eng_left(units, budget, VGPU_STEP_NOMEM);	/* store again later */
-			cnt = min_t(u32, jb - x, page_left(off) / 4);
-			for (t = 0; t < cnt; t++)
-				cp[t] = cpu_to_le32(e->acc[x + t]);
-			kunmap_local(cp);
-		}
-		memset(e->acc, 0, jb * sizeof(e->acc[0]));
-		op->p = 0;
-		op->j += jb;
-		if (op->j >= n) {
-			op->j = 0;
-			op->i++;
-		}
-	}
-	return eng_left(units, budget, VGPU_STEP_DONE);
-}
-
-/*
- * GEMM with C overlapping A or B: exactly the ABI's order, one element of
- * C at a time in row-major order, each stored before the next is computed.
- */
-static int eng_gemm_serial(struct vgpu_device *vg, struct vgpu_eng_op *op,
-			   s64 *units, u64 *macs)
-{
-	s64 budget = *units;
-	u64 A = op->arg[0], B = op->arg[1], C = op->arg[2];
-	u32 m = op->arg[3], n = op->arg[4], k = op->arg[5];
-
-	while (op->i < m) {
-		while (op->p < k) {
-			if (budget-- <= 0)
-				return eng_left(units, budget, VGPU_STEP_MORE);
-			op->sacc += eng_read32(vg, A + ((u64)op->i * k + op->p) * 4) *
-				    eng_read32(vg, B + ((u64)op->p * n + op->j) * 4);
-			op->p++;
-			(*macs)++;
-		}
-		if (!eng_write32(vg, C + ((u64)op->i * n + op->j) * 4, op->sacc))
-			return eng_left(units, budget, VGPU_STEP_NOMEM);
-		op->sacc = 0;
-		op->p = 0;
-		if (++op->j >= n) {
-			op->j = 0;
-			op->i++;
-		}
-	}
-	return eng_left(units, budget, VGPU_STEP_DONE);
-}
-
-/* BLIT: row by row into the scanout of the mode seen at validation. */
-static int eng_blit(struct vgpu_device *vg, struct vgpu_eng_op *op,
-		    s64 *units)
-{
-	s64 budget = *units;
-	const struct vgpu_mode *md = &op->mode;
-	u64 src = op->arg[0], stride = op->arg[1];
-	u64 x = op->arg[4], y = op->arg[5];
-	u32 row = op->arg[2] * md->bytepp;
-	u64 total = (u64)row * op->arg[3];
-
-	while (op->done < total) {
-		u32 c;
-		u64 r = div_u64_rem(op->done, row, &c);
-		u64 s = src + r * stride + c;
-		u64 d = md->offset + (y + r) * md->stride + x * md->bytepp + c;
-		u64 n;
-
-		if (budget <= 0)
-			return eng_left(units, budget, VGPU_STEP_MORE);
-		n = min3((u64)(row - c), (u64)page_left(s), (u64)page_left(d));
-		n = min_t(u64, n, budget);
-		if (!eng_move(vg, d, s, n))
-			return eng_left(units, budget, VGPU_STEP_NOMEM);
-		op->done += n;
-		budget -= n;
-	}
-	return eng_left(units, budget, VGPU_STEP_DONE);
-}
-
-/*
- * A chunk's work: an allowance of VGPU_CHUNK_FULL, of which a step of
- * class c doing u units of work uses u * VGPU_CHUNK_FULL / budget[c].
- */
-#define VGPU_CHUNK_FULL		1024
+#define VGPU_CHUNK_FULL		(1ULL << 32)
 
 struct vgpu_chunk {
-	u32 left;			/* allowance left */
-	u32 spent[VGPU_NUM_CC];		/* allowance used per class */
+	u64 left;			/* allowance left */
+	u64 rate[VGPU_NUM_CC];		/* allowance per unit of each class */
+	u64 spent[VGPU_NUM_CC];		/* allowance used per class */
 };
 
-static void eng_charge(struct vgpu_worker *w, struct vgpu_chunk *ch, int cls,
-		       s64 used)
+static void eng_chunk_init(struct vgpu_chunk *ch, const struct vgpu_worker *w)
 {
-	u32 cost;
+	unsigned int i;
 
-	if (used <= 0)
-		return;
-	cost = min_t(u64, ch->left,
-		     div_u64((u64)used * VGPU_CHUNK_FULL + w->budget[cls] - 1,
-			     w->budget[cls]));
+	ch->left = VGPU_CHUNK_FULL;
+	for (i = 0; i < VGPU_NUM_CC; i++) {
+		ch->rate[i] = div_u64(VGPU_CHUNK_FULL, w->budget[i]);
+		ch->spent[i] = 0;
+	}
+}
+
+/* Charge @units of class @cls (at most what is left). */
+static void eng_use(struct vgpu_chunk *ch, int cls, u64 units)
+{
+	u64 cost;
+
+	if (check_mul_overflow(units, ch->rate[cls], &cost))
+		cost = U64_MAX;
+	cost = min(cost, ch->left);
 	ch->left -= cost;
 	ch->spent[cls] += cost;
+}
+
+/*
+ * @n units of class @cls, or fewer if the allowance left pays for fewer
+ * (then at least one, rounded up to @align).
+ */
+static u64 eng_limit(const struct vgpu_chunk *ch, int cls, u64 n, u64 align)
+{
+	u64 cost;
+
+	if (!check_mul_overflow(n, ch->rate[cls], &cost) && cost <= ch->left)
+		return n;
+	return min(n, ALIGN(div64_u64(ch->left, ch->rate[cls]) + 1, align));
+}
+
+/*
+ * A span of @n units of class @cls is done: charge its units, one span and
+ * the pages it allocated (eng.allocs).
+ */
+static void eng_span(struct vgpu_device *vg, struct vgpu_chunk *ch, int cls,
+		     u64 n)
+{
+	eng_use(ch, cls, n);
+	eng_use(ch, VGPU_CC_SPAN, 1);
+	if (vg->eng.allocs) {
+		eng_use(ch, VGPU_CC_PAGE, vg->eng.allocs);
+		vg->eng.allocs = 0;
+	}
 }
 
 /* The class that used most of a spent chunk is the one to adapt. */
@@ -995,93 +848,310 @@ static int eng_chunk_class(const struct vgpu_chunk *ch)
 }
 
 /*
+ * ---- execution: each step runs the command in flight until it is done or
+ * the chunk's allowance is used up (VGPU_STEP_MORE) ----
+ */
+
+static int eng_fill(struct vgpu_device *vg, struct vgpu_eng_op *op,
+		    struct vgpu_chunk *ch)
+{
+	u64 dst = op->arg[0], len = op->arg[1];
+	u32 val = (__force u32)cpu_to_le32(lower_32_bits(op->arg[2]));
+
+	while (op->done < len) {
+		u64 off = dst + op->done;
+		size_t n;
+		void *va;
+
+		if (!ch->left)
+			return VGPU_STEP_MORE;
+		/* multiples of 4, like dst and len */
+		n = eng_limit(ch, VGPU_CC_FILL,
+			      min_t(u64, len - op->done, page_left(off)), 4);
+		va = eng_map_w(vg, off);
+		if (!va)
+			return VGPU_STEP_NOMEM;
+		memset32(va, val, n / 4);
+		kunmap_local(va);
+		op->done += n;
+		eng_span(vg, ch, VGPU_CC_FILL, n);
+	}
+	return VGPU_STEP_DONE;
+}
+
+static int eng_copy(struct vgpu_device *vg, struct vgpu_eng_op *op,
+		    struct vgpu_chunk *ch)
+{
+	u64 dst = op->arg[0], src = op->arg[1], len = op->arg[2];
+
+	while (op->done < len) {
+		u64 d, s, n;
+
+		if (!ch->left)
+			return VGPU_STEP_MORE;
+		if (!op->backward) {
+			d = dst + op->done;
+			s = src + op->done;
+			n = min3(len - op->done, (u64)page_left(d),
+				 (u64)page_left(s));
+			n = eng_limit(ch, VGPU_CC_COPY, n, 1);
+		} else {
+			u64 end = len - op->done;
+
+			n = min3(end, offset_in_page(dst + end - 1) + 1ULL,
+				 offset_in_page(src + end - 1) + 1ULL);
+			n = eng_limit(ch, VGPU_CC_COPY, n, 1);
+			d = dst + end - n;
+			s = src + end - n;
+		}
+		if (!eng_move(vg, d, s, n))
+			return VGPU_STEP_NOMEM;
+		op->done += n;
+		eng_span(vg, ch, VGPU_CC_COPY, n);
+	}
+	return VGPU_STEP_DONE;
+}
+
+static int eng_checksum(struct vgpu_device *vg, struct vgpu_eng_op *op,
+			struct vgpu_chunk *ch)
+{
+	u64 src = op->arg[0], len = op->arg[1];
+	u64 h = op->hash;
+
+	while (op->done < len) {
+		u64 off = src + op->done;
+		const __le32 *p;
+		size_t n, i;
+
+		if (!ch->left) {
+			op->hash = h;
+			return VGPU_STEP_MORE;
+		}
+		n = eng_limit(ch, VGPU_CC_SUM,
+			      min_t(u64, len - op->done, page_left(off)), 4);
+		p = eng_map_r(vg, off);
+		for (i = 0; i < n / 4; i++) {
+			h ^= le32_to_cpu(p[i]);
+			h *= VGPU_FNV_PRIME;
+		}
+		kunmap_local(p);
+		op->done += n;
+		eng_span(vg, ch, VGPU_CC_SUM, n);
+	}
+	op->hash = h;
+	/* the result is stored as the command completes (eng_complete()) */
+	if (!eng_prefault(vg, op->arg[2]))
+		return VGPU_STEP_NOMEM;
+	eng_span(vg, ch, VGPU_CC_SUM, 8);
+	return VGPU_STEP_DONE;
+}
+
+/*
+ * GEMM, C not overlapping A or B: the order of the work is invisible, so
+ * C is built one block of up to VGPU_GEMM_BLOCK columns of a row at a
+ * time, accumulating row p of B into e->acc for p = 0..k-1 (B is read
+ * along its rows), then stored. Progress: row i, block start j, index p.
+ * Each row of B and each store of a block is a span; a stored element
+ * costs as a multiply-add.
+ */
+static int eng_gemm(struct vgpu_device *vg, struct vgpu_engine *e,
+		    struct vgpu_chunk *ch, u64 *macs)
+{
+	struct vgpu_eng_op *op = &e->op;
+	u64 A = op->arg[0], B = op->arg[1], C = op->arg[2];
+	u32 m = op->arg[3], n = op->arg[4], k = op->arg[5];
+
+	while (op->i < m) {
+		u32 jb = min_t(u32, n - op->j, VGPU_GEMM_BLOCK);
+		u32 x, cnt, t;
+		u64 off;
+
+		while (op->p < k) {
+			u32 av;
+
+			if (!ch->left)
+				return VGPU_STEP_MORE;
+			av = eng_read32(vg, A + ((u64)op->i * k + op->p) * 4);
+			off = B + ((u64)op->p * n + op->j) * 4;
+			for (x = 0; x < jb; x += cnt, off += cnt * 4) {
+				const __le32 *bp = eng_map_r(vg, off);
+
+				cnt = min_t(u32, jb - x, page_left(off) / 4);
+				for (t = 0; t < cnt; t++)
+					e->acc[x + t] += av * le32_to_cpu(bp[t]);
+				kunmap_local(bp);
+			}
+			op->p++;
+			*macs += jb;
+			eng_span(vg, ch, VGPU_CC_GEMM, jb);
+		}
+
+		off = C + ((u64)op->i * n + op->j) * 4;
+		for (x = 0; x < jb; x += cnt, off += cnt * 4) {
+			__le32 *cp = eng_map_w(vg, off);
+
+			if (!cp)
+				return VGPU_STEP_NOMEM;	/* store again later */
+			cnt = min_t(u32, jb - x, page_left(off) / 4);
+			for (t = 0; t < cnt; t++)
+				cp[t] = cpu_to_le32(e->acc[x + t]);
+			kunmap_local(cp);
+		}
+		memset(e->acc, 0, jb * sizeof(e->acc[0]));
+		eng_span(vg, ch, VGPU_CC_GEMM, jb);
+		op->p = 0;
+		op->j += jb;
+		if (op->j >= n) {
+			op->j = 0;
+			op->i++;
+		}
+	}
+	return VGPU_STEP_DONE;
+}
+
+/*
+ * GEMM with C overlapping A or B: exactly the ABI's order, one element of
+ * C at a time in row-major order, each stored before the next is computed.
+ * A multiply-add (two reads) is the unit; each store is a span.
+ */
+static int eng_gemm_serial(struct vgpu_device *vg, struct vgpu_eng_op *op,
+			   struct vgpu_chunk *ch, u64 *macs)
+{
+	u64 A = op->arg[0], B = op->arg[1], C = op->arg[2];
+	u32 m = op->arg[3], n = op->arg[4], k = op->arg[5];
+
+	while (op->i < m) {
+		while (op->p < k) {
+			if (!ch->left)
+				return VGPU_STEP_MORE;
+			op->sacc += eng_read32(vg, A + ((u64)op->i * k + op->p) * 4) *
+				    eng_read32(vg, B + ((u64)op->p * n + op->j) * 4);
+			op->p++;
+			(*macs)++;
+			eng_use(ch, VGPU_CC_GEMM_SERIAL, 1);
+		}
+		if (!eng_write32(vg, C + ((u64)op->i * n + op->j) * 4, op->sacc))
+			return VGPU_STEP_NOMEM;
+		eng_span(vg, ch, VGPU_CC_GEMM_SERIAL, 0);
+		op->sacc = 0;
+		op->p = 0;
+		if (++op->j >= n) {
+			op->j = 0;
+			op->i++;
+		}
+	}
+	return VGPU_STEP_DONE;
+}
+
+/* BLIT: row by row into the scanout of the mode seen at validation. */
+static int eng_blit(struct vgpu_device *vg, struct vgpu_eng_op *op,
+		    struct vgpu_chunk *ch)
+{
+	const struct vgpu_mode *md = &op->mode;
+	u64 src = op->arg[0], stride = op->arg[1];
+	u64 x = op->arg[4], y = op->arg[5];
+	u32 row = op->arg[2] * md->bytepp;
+	u64 total = (u64)row * op->arg[3];
+
+	while (op->done < total) {
+		u32 c;
+		u64 r = div_u64_rem(op->done, row, &c);
+		u64 s = src + r * stride + c;
+		u64 d = md->offset + (y + r) * md->stride + x * md->bytepp + c;
+		u64 n;
+
+		if (!ch->left)
+			return VGPU_STEP_MORE;
+		n = min3((u64)(row - c), (u64)page_left(s), (u64)page_left(d));
+		n = eng_limit(ch, VGPU_CC_BLIT, n, 1);
+		if (!eng_move(vg, d, s, n))
+			return VGPU_STEP_NOMEM;
+		op->done += n;
+		/* a row is a span at least: 1-pixel rows are not free */
+		eng_span(vg, ch, VGPU_CC_BLIT, n);
+	}
+	return VGPU_STEP_DONE;
+}
+
+/*
  * Run the data part of the command in flight (vg->lock held, eng.lock
  * not: this may allocate pages) with what is left of the chunk's
  * allowance.
  */
-static int eng_step(struct vgpu_device *vg, struct vgpu_worker *w,
-		    struct vgpu_chunk *ch)
+static int eng_step(struct vgpu_device *vg, struct vgpu_chunk *ch)
 {
 	struct vgpu_engine *e = &vg->eng;
 	struct vgpu_eng_op *op = &e->op;
-	s64 start, units;
 	u64 macs = 0;
-	int c, ret;
+	int ret;
 
+	e->allocs = 0;
 	switch (op->opcode) {
 	case VGPU_OP_FILL:
-		c = VGPU_CC_FILL;
+		ret = eng_fill(vg, op, ch);
 		break;
 	case VGPU_OP_COPY:
-		c = VGPU_CC_COPY;
+		ret = eng_copy(vg, op, ch);
 		break;
 	case VGPU_OP_CHECKSUM:
-		c = VGPU_CC_SUM;
-		break;
-	case VGPU_OP_GEMM:
-		c = op->serial ? VGPU_CC_GEMM_SERIAL : VGPU_CC_GEMM;
-		break;
-	case VGPU_OP_BLIT:
-		c = VGPU_CC_BLIT;
-		break;
-	case VGPU_OP_FENCE:
-		if ((op->flags & VGPU_FENCE_WRITE) &&
-		    !eng_write64(vg, op->arg[1], op->arg[0]))
-			return VGPU_STEP_NOMEM;
-		return VGPU_STEP_DONE;
-	default:
-		return VGPU_STEP_DONE;		/* NOP, JUMP */
-	}
-
-	start = div_u64((u64)w->budget[c] * ch->left, VGPU_CHUNK_FULL);
-	units = start = max_t(s64, start, 1);
-	switch (op->opcode) {
-	case VGPU_OP_FILL:
-		ret = eng_fill(vg, op, &units);
-		break;
-	case VGPU_OP_COPY:
-		ret = eng_copy(vg, op, &units);
-		break;
-	case VGPU_OP_CHECKSUM:
-		ret = eng_checksum(vg, op, &units);
+		ret = eng_checksum(vg, op, ch);
 		break;
 	case VGPU_OP_GEMM:
 		if (op->serial) {
-			ret = eng_gemm_serial(vg, op, &units, &macs);
+			ret = eng_gemm_serial(vg, op, ch, &macs);
 			break;
 		}
 		if (!op->done) {	/* first step: clear the sums */
 			memset(e->acc, 0, sizeof(e->acc));
 			op->done = 1;
 		}
-		ret = eng_gemm(vg, e, &units, &macs);
+		ret = eng_gemm(vg, e, ch, &macs);
 		break;
+	case VGPU_OP_BLIT:
+		ret = eng_blit(vg, op, ch);
+		break;
+	case VGPU_OP_FENCE:
+		if (!(op->flags & VGPU_FENCE_WRITE))
+			return VGPU_STEP_DONE;
+		/* the seqno is stored as the command completes */
+		if (!eng_prefault(vg, op->arg[1]))
+			return VGPU_STEP_NOMEM;
+		eng_span(vg, ch, VGPU_CC_FILL, 8);
+		return VGPU_STEP_DONE;
 	default:
-		ret = eng_blit(vg, op, &units);
-		break;
+		return VGPU_STEP_DONE;		/* NOP, JUMP */
 	}
 	if (macs) {
 		WRITE_ONCE(e->macs, e->macs + macs);
 		atomic64_add(macs, &vg->parent->sched.macs);
 	}
-	/* a step that stopped for its budget used the whole rest */
-	eng_charge(w, ch, c, ret == VGPU_STEP_MORE ? S64_MAX / VGPU_CHUNK_FULL :
-						    start - units);
 	return ret;
 }
 
-/* The command in flight is done (both locks held). */
+/*
+ * The command in flight is done (both locks held). The results that are
+ * not data moved by its steps take effect here, all at once: a FENCE's
+ * WRITE, FENCE register and IRQ, a CHECKSUM's result, a JUMP's HEAD.
+ */
 static void eng_complete(struct vgpu_device *vg)
 {
 	struct vgpu_engine *e = &vg->eng;
 	struct vgpu_eng_op *op = &e->op;
 
-	if (op->opcode == VGPU_OP_FENCE) {
+	switch (op->opcode) {
+	case VGPU_OP_FENCE:
+		if (op->flags & VGPU_FENCE_WRITE)
+			eng_store64(vg, op->arg[1], op->arg[0]);
 		e->fence = op->arg[0];
 		if (op->flags & VGPU_FENCE_IRQ)
 			eng_irq(vg, VGPU_IRQ_FENCE);
-	} else if (op->opcode == VGPU_OP_JUMP) {
+		break;
+	case VGPU_OP_CHECKSUM:
+		eng_store64(vg, op->arg[2], op->hash);
+		break;
+	case VGPU_OP_JUMP:
 		e->head = op->arg[0];
+		break;
 	}
 	e->inflight = false;
 	e->cmds_done++;
@@ -1094,7 +1164,7 @@ static void eng_complete(struct vgpu_device *vg)
 /*
  * One chunk of @vg's ring on engine @w, started at time @t0 (vg->lock
  * held): commands are fetched and run until the chunk's allowance is used
- * up (see eng_charge(); the budgets of @w make that 16-48 us of work) or
+ * up (see eng_use(); the budgets of @w make that 16-48 us of work) or
  * the ring has nothing left. *@t1 is the time at its end: the only clock
  * read (under TCG with an HPET clocksource one costs about a microsecond).
  * Returns whether the engine should go on with this instance (false: idle,
@@ -1104,17 +1174,21 @@ bool vgpu_engine_chunk(struct vgpu_device *vg, struct vgpu_worker *w, u64 t0,
 		       u64 *t1)
 {
 	struct vgpu_engine *e = &vg->eng;
-	struct vgpu_chunk ch = { .left = VGPU_CHUNK_FULL };
+	struct vgpu_chunk ch;
 	bool nomem = false, fenced = false, more;
+	struct mem_cgroup *old_memcg;
 	u64 ns;
 
 	lockdep_assert_held(&vg->lock);
+	eng_chunk_init(&ch, w);
+	/* first touches by the engine are charged to the opener's cgroup */
+	old_memcg = set_active_memcg(vg->memcg);
 	spin_lock(&e->lock);
 	while (eng_runnable(e) && ch.left) {
 		int ret;
 
 		if (!e->inflight) {
-			eng_charge(w, &ch, VGPU_CC_CMD, 1);
+			eng_use(&ch, VGPU_CC_CMD, 1);
 			if (!eng_fetch(vg))
 				break;
 		}
@@ -1123,8 +1197,16 @@ bool vgpu_engine_chunk(struct vgpu_device *vg, struct vgpu_worker *w, u64 t0,
 		 * in flight, so it stays ours while eng.lock is let go.
 		 */
 		spin_unlock(&e->lock);
-		ret = eng_step(vg, w, &ch);
+		ret = eng_step(vg, &ch);
 		spin_lock(&e->lock);
+		/*
+		 * A bad TAIL (the one write that stops the ring without
+		 * vg->lock) may have stopped it during the step: the command
+		 * was dropped then (eng_fail()) and must not complete now,
+		 * after the ERROR.
+		 */
+		if (!e->inflight)
+			break;
 		if (ret == VGPU_STEP_MORE)
 			break;
 		if (ret == VGPU_STEP_NOMEM) {
@@ -1136,6 +1218,7 @@ bool vgpu_engine_chunk(struct vgpu_device *vg, struct vgpu_worker *w, u64 t0,
 		eng_complete(vg);
 	}
 	spin_unlock(&e->lock);
+	set_active_memcg(old_memcg);
 
 	*t1 = ktime_get_ns();
 	ns = *t1 - t0;
@@ -1172,6 +1255,9 @@ static ssize_t macs_show(struct device *dev, struct device_attribute *attr,
 /*
  * "<upper bound ns> <count>" per non-empty bucket, ascending. Should the
  * lines not fit in a page, the last one is "more <samples not listed>".
+ * The buckets are copied under eng.lock (which the engine and register
+ * accesses take) and formatted after: a world-readable file must not hold
+ * the engine up for hundreds of lines of formatting.
  */
 static ssize_t latency_hist_show(struct device *dev,
 				 struct device_attribute *attr, char *buf)
@@ -1180,25 +1266,31 @@ static ssize_t latency_hist_show(struct device *dev,
 	struct vgpu_engine *e = &vg->eng;
 	unsigned int b;
 	u64 more = 0;
+	u32 *hist;
 	int len = 0;
 
+	hist = kmalloc(sizeof(e->lat_hist), GFP_KERNEL);
+	if (!hist)
+		return -ENOMEM;
 	spin_lock(&e->lock);
+	memcpy(hist, e->lat_hist, sizeof(e->lat_hist));
+	spin_unlock(&e->lock);
 	for (b = 0; b < VGPU_LAT_BUCKETS; b++) {
 		char line[40];
 		int n;
 
-		if (!e->lat_hist[b])
+		if (!hist[b])
 			continue;
 		n = scnprintf(line, sizeof(line), "%llu %u\n",
-			      eng_lat_upper(b), e->lat_hist[b]);
+			      eng_lat_upper(b), hist[b]);
 		if (more || len + n > PAGE_SIZE - (int)sizeof(line)) {
-			more += e->lat_hist[b];
+			more += hist[b];
 			continue;
 		}
 		memcpy(buf + len, line, n);
 		len += n;
 	}
-	spin_unlock(&e->lock);
+	kfree(hist);
 	if (more)
 		len += sysfs_emit_at(buf, len, "more %llu\n", more);
 	return len;

@@ -177,6 +177,7 @@ static struct attribute *vgpu_parent_attrs[] = {
 	&dev_attr_pool_mb.attr,
 	&dev_attr_pool_free_mb.attr,
 	&dev_attr_vram_pages.attr,
+	&vgpu_attr_display_pages.attr,		/* vgpu_vram.c */
 	/* the scheduler's knobs and counters (vgpu_sched.c) */
 	&vgpu_attr_policy.attr,
 	&vgpu_attr_slice_us.attr,
@@ -214,12 +215,10 @@ static ssize_t vram_used_kb_show(struct device *dev,
 				 struct device_attribute *attr, char *buf)
 {
 	struct vgpu_device *vg = dev_get_drvdata(dev);
-	unsigned long used;
 
-	vgpu_lock(vg);
-	used = vg->vram.used;
-	vgpu_unlock(vg);
-	return sysfs_emit(buf, "%lu\n", used * (PAGE_SIZE / 1024));
+	/* no lock: a world-readable file must not wait for the instance */
+	return sysfs_emit(buf, "%lu\n",
+			  READ_ONCE(vg->vram.used) * (PAGE_SIZE / 1024));
 }
 static DEVICE_ATTR_RO(vram_used_kb);
 
@@ -227,12 +226,8 @@ static ssize_t weight_show(struct device *dev, struct device_attribute *attr,
 			   char *buf)
 {
 	struct vgpu_device *vg = dev_get_drvdata(dev);
-	unsigned int val;
 
-	vgpu_lock(vg);
-	val = vg->weight;
-	vgpu_unlock(vg);
-	return sysfs_emit(buf, "%u\n", val);
+	return sysfs_emit(buf, "%u\n", READ_ONCE(vg->weight));
 }
 
 static ssize_t weight_store(struct device *dev, struct device_attribute *attr,
@@ -245,10 +240,7 @@ static ssize_t weight_store(struct device *dev, struct device_attribute *attr,
 	ret = vgpu_parse_uint(buf, count, 1, 100, &val);
 	if (ret)
 		return ret;
-	vgpu_lock(vg);
-	vg->weight = val;
-	vgpu_sched_set_params(vg);
-	vgpu_unlock(vg);
+	vgpu_sched_set_weight(vg, val);
 	return count;
 }
 static DEVICE_ATTR_RW(weight);
@@ -257,12 +249,8 @@ static ssize_t cap_show(struct device *dev, struct device_attribute *attr,
 			char *buf)
 {
 	struct vgpu_device *vg = dev_get_drvdata(dev);
-	unsigned int val;
 
-	vgpu_lock(vg);
-	val = vg->cap;
-	vgpu_unlock(vg);
-	return sysfs_emit(buf, "%u\n", val);
+	return sysfs_emit(buf, "%u\n", READ_ONCE(vg->cap));
 }
 
 static ssize_t cap_store(struct device *dev, struct device_attribute *attr,
@@ -275,10 +263,7 @@ static ssize_t cap_store(struct device *dev, struct device_attribute *attr,
 	ret = vgpu_parse_uint(buf, count, 0, 100, &val);
 	if (ret)
 		return ret;
-	vgpu_lock(vg);
-	vg->cap = val;
-	vgpu_sched_set_params(vg);
-	vgpu_unlock(vg);
+	vgpu_sched_set_cap(vg, val);
 	return count;
 }
 static DEVICE_ATTR_RW(cap);

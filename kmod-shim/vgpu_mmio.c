@@ -77,9 +77,9 @@ static u32 vgpu_info_read(struct vgpu_device *vg, unsigned int reg)
 	case VGPU_REG_VRAM_USED_KB:
 		return vg->vram.used * (PAGE_SIZE / 1024);
 	case VGPU_REG_WEIGHT:
-		return vg->weight;
+		return READ_ONCE(vg->weight);	/* set under the sched lock */
 	case VGPU_REG_CAP:
-		return vg->cap;
+		return READ_ONCE(vg->cap);
 	case VGPU_REG_PARENT_INDEX:
 		return vg->parent->index;
 	default:

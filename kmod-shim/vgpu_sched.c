@@ -16,33 +16,80 @@
  * vgpu_sched_ent, the knobs and the counters. It is the innermost lock:
  * taken inside vg->lock (a worker charging and picking at a slice end) and
  * inside vg->eng.lock (vgpu_sched_update()), never the other way round.
- * A worker marks the instance it runs (se->on); removal takes the instance
- * off the runqueue and waits until no engine runs it (at most the rest of
- * one chunk) before its pages are freed.
+ * An engine takes vg->lock only with mutex_trylock(): if another task
+ * holds it or waits for it, the instance waits for its lock (se->lockwait)
+ * and the engine runs something else (vgpu_run()).
+ *
+ * Lifetime: a worker claims the instance it runs (se->on). Removal takes
+ * the instance off the runqueue and waits until no engine has it claimed
+ * (at most the rest of one chunk) before it is freed; so a worker drops
+ * vg->lock first and releases the claim last, and touches nothing of the
+ * instance after (vgpu_sched_release()).
  *
  * Times are ktime_get_ns(). A worker reads the clock once per chunk, and
  * passes that time on to the charge and the next pick.
  */
+#include <linux/delay.h>
 #include <linux/hrtimer.h>
 #include <linux/kernel.h>
 #include <linux/kthread.h>
 #include <linux/ktime.h>
 #include <linux/math64.h>
+#include <linux/moduleparam.h>
 #include <linux/sched.h>
 #include <linux/string.h>
 #include <linux/sysfs.h>
 
 #include "vgpu.h"
+#include "vgpu_sched_policy.h"
 
-#define VGPU_PPM		1000000ULL	/* rate unit: parts per million */
 #define VGPU_SLICE_US_DEFAULT	1000
 #define VGPU_SLICE_US_MIN	100
 #define VGPU_SLICE_US_MAX	30000
 #define VGPU_WATCHDOG_MS_DEFAULT 2000
 #define VGPU_WATCHDOG_MS_MIN	10
 #define VGPU_WATCHDOG_MS_MAX	60000
-#define VGPU_BUCKET_MIN_NS	(10 * NSEC_PER_MSEC)
 #define VGPU_TIMER_SLACK_NS	(5 * NSEC_PER_USEC)
+
+/*
+ * Test hooks, built only with VGPU_TEST_HOOKS (the rig's builds): a delay at
+ * the end of a slice that hands the engine to another instance (it widens
+ * the window in which a slice end races with the instance's removal), and
+ * the virtual time new instances start at (to reach the u64 wrap-around).
+ */
+#ifdef VGPU_TEST_HOOKS
+static unsigned int vgpu_test_slice_end_delay_us;
+module_param_named(test_slice_end_delay_us, vgpu_test_slice_end_delay_us,
+		   uint, 0644);
+MODULE_PARM_DESC(test_slice_end_delay_us,
+		 "test only: sleep this long at a slice end that leaves an instance");
+static unsigned long long vgpu_test_vt_start;
+module_param_named(test_vt_start, vgpu_test_vt_start, ullong, 0444);
+MODULE_PARM_DESC(test_vt_start,
+		 "test only: virtual time of the first instances (default 0)");
+
+static void vgpu_test_slice_end_delay(void)
+{
+	unsigned int us = READ_ONCE(vgpu_test_slice_end_delay_us);
+
+	if (us)
+		fsleep(us);
+}
+
+static u64 vgpu_test_vt_floor(void)
+{
+	return vgpu_test_vt_start;
+}
+#else
+static void vgpu_test_slice_end_delay(void)
+{
+}
+
+static u64 vgpu_test_vt_floor(void)
+{
+	return 0;
+}
+#endif
 
 static const char * const vgpu_policy_names[] = {
 	[VGPU_POLICY_BEST_EFFORT] = "best_effort",
@@ -58,187 +105,6 @@ static struct vgpu_device *se_to_vgpu(struct vgpu_sched_ent *se)
 unsigned int vgpu_sched_watchdog_ms(struct vgpu_device *vg)
 {
 	return READ_ONCE(vg->parent->sched.watchdog_ms);
-}
-
-/* ---- policy arithmetic (sched lock held) ---- */
-
-/* Rate limit of @se in ppm of one engine; 0: none. */
-static u64 vgpu_sched_rate(struct vgpu_sched *s, struct vgpu_sched_ent *se)
-{
-	u64 rate = se->cap ? se->cap * (VGPU_PPM / 100) : 0;
-
-	if (s->policy == VGPU_POLICY_FIXED_SHARE && s->sum_weight) {
-		u64 share = div_u64((u64)s->nr_workers * se->weight * VGPU_PPM,
-				    s->sum_weight);
-
-		share = clamp_t(u64, share, 1, VGPU_PPM);
-		rate = rate ? min(rate, share) : share;
-	}
-	return rate;
-}
-
-static u64 vgpu_sched_depth(struct vgpu_sched *s, u64 rate)
-{
-	u64 win = max_t(u64, 2ULL * s->slice_us * NSEC_PER_USEC,
-			VGPU_BUCKET_MIN_NS);
-
-	return div_u64(win * rate, VGPU_PPM);
-}
-
-/* Token bucket: accrue @rate ns per ns of wall time up to the depth. */
-static void vgpu_sched_refill(struct vgpu_sched *s, struct vgpu_sched_ent *se,
-			      u64 rate, u64 now)
-{
-	s64 depth = vgpu_sched_depth(s, rate);
-	u64 dt;
-	u32 rem;
-
-	if (now <= se->refill_ns)
-		return;
-	dt = now - se->refill_ns;
-	se->refill_ns = now;
-	/* the bucket is at most 60 ms deep: 10 s of accrual fills any */
-	dt = min_t(u64, dt, 10 * NSEC_PER_SEC);
-	se->budget += div_u64_rem(dt * rate + se->budget_frac, VGPU_PPM, &rem);
-	se->budget_frac = rem;
-	if (se->budget >= depth) {
-		se->budget = depth;
-		se->budget_frac = 0;
-	}
-}
-
-/*
- * When a throttled instance's budget turned (or turns) positive, as seen
- * at @now: the end of its throttled interval. Read-only, so a sysfs read
- * and the scheduler agree and throttled_ns never goes back.
- */
-static u64 vgpu_sched_throttle_end(struct vgpu_sched *s,
-				   struct vgpu_sched_ent *se, u64 now)
-{
-	u64 rate = vgpu_sched_rate(s, se), dt, ago;
-	s64 budget = se->budget;
-
-	/* two engines' clock readings may cross by a little */
-	if (now <= se->throttled_since)
-		return se->throttled_since;
-	if (!rate)
-		return now;
-	dt = now > se->refill_ns ? now - se->refill_ns : 0;
-	dt = min_t(u64, dt, 10 * NSEC_PER_SEC);
-	budget += div_u64(dt * rate + se->budget_frac, VGPU_PPM);
-	budget = min_t(s64, budget, vgpu_sched_depth(s, rate));
-	if (budget <= 0)
-		return now;
-	ago = div_u64((u64)budget * VGPU_PPM, rate);
-	if (now - se->throttled_since <= ago)
-		return se->throttled_since;
-	return now - ago;
-}
-
-static u64 vgpu_sched_throttled_ns(struct vgpu_sched *s,
-				   struct vgpu_sched_ent *se, u64 now)
-{
-	if (!se->throttled)
-		return se->throttled_ns;
-	return se->throttled_ns +
-	       (vgpu_sched_throttle_end(s, se, now) - se->throttled_since);
-}
-
-/* End a throttled interval (eligible again, or no longer runnable). */
-static void vgpu_sched_unthrottle(struct vgpu_sched *s,
-				  struct vgpu_sched_ent *se, u64 now)
-{
-	if (!se->throttled)
-		return;
-	se->throttled_ns = vgpu_sched_throttled_ns(s, se, now);
-	se->throttled = false;
-}
-
-/*
- * Pick the next instance for an engine (see the file comment) and its
- * slice limit. *@wake_at is when the earliest throttled instance that no
- * engine runs gets budget again (0: none). An instance that becomes
- * eligible again catches up with the eligible ones, as a waking one does:
- * time held back by a cap or fixed share earns no credit either.
- */
-static struct vgpu_sched_ent *vgpu_sched_pick(struct vgpu_sched *s, u64 now,
-					      u64 *limit, u64 *wake_at)
-{
-	u64 slice = (u64)s->slice_us * NSEC_PER_USEC;
-	struct vgpu_sched_ent *se, *best = NULL;
-	u64 min_vt = U64_MAX;
-	bool back = false;
-
-	*wake_at = 0;
-	*limit = slice;
-	list_for_each_entry(se, &s->ents, node) {
-		u64 rate;
-
-		se->back = false;
-		if (!se->runnable)
-			continue;
-		rate = vgpu_sched_rate(s, se);
-		if (rate) {
-			vgpu_sched_refill(s, se, rate, now);
-			if (se->budget <= 0) {
-				u64 t;
-
-				if (!se->throttled) {
-					se->throttled = true;
-					se->throttled_since = now;
-				}
-				t = now + div64_u64((1 - se->budget) * VGPU_PPM +
-						    rate - 1, rate);
-				if (!se->on && (!*wake_at || t < *wake_at))
-					*wake_at = t;
-				continue;
-			}
-		}
-		if (se->throttled) {
-			vgpu_sched_unthrottle(s, se, now);
-			se->back = true;
-			back = true;
-			continue;
-		}
-		min_vt = min(min_vt, se->vt);
-	}
-	if (min_vt != U64_MAX && min_vt > s->vt_floor)
-		s->vt_floor = min_vt;
-
-	list_for_each_entry(se, &s->ents, node) {
-		if (!se->runnable || se->throttled)
-			continue;
-		if (back && se->back && min_vt != U64_MAX)
-			se->vt = max(se->vt, min_vt);
-		if (se->on)
-			continue;
-		/* the list is in creation order: ties go to the older */
-		if (!best || se->vt < best->vt)
-			best = se;
-	}
-	if (best && vgpu_sched_rate(s, best))
-		*limit = min_t(u64, slice, best->budget);
-	return best;
-}
-
-/* Charge @d ns of engine time to @se. */
-static void vgpu_sched_charge(struct vgpu_sched *s, struct vgpu_sched_ent *se,
-			      u64 d, u64 now)
-{
-	unsigned int w = s->policy == VGPU_POLICY_EQUAL_SHARE ? 1 : se->weight;
-	u64 rate = vgpu_sched_rate(s, se);
-
-	se->busy_ns += d;
-	s->busy_ns += d;
-	se->vt += div_u64(d * 1024, w);
-	if (rate) {
-		vgpu_sched_refill(s, se, rate, now);
-		se->budget -= d;
-		if (se->budget <= 0 && se->runnable && !se->throttled) {
-			se->throttled = true;
-			se->throttled_since = now;
-		}
-	}
 }
 
 /* Wake idle workers: one (a ring became runnable) or all (knobs changed). */
@@ -260,7 +126,7 @@ static void vgpu_sched_kick(struct vgpu_sched *s, bool all)
 
 /* ---- the engine workers ---- */
 
-/* Claim @se for engine @w (sched lock held). */
+/* Claim @se for engine @w (sched lock held); @se may be the one @w has. */
 static void vgpu_sched_claim(struct vgpu_sched *s, struct vgpu_worker *w,
 			     struct vgpu_sched_ent *se)
 {
@@ -272,32 +138,96 @@ static void vgpu_sched_claim(struct vgpu_sched *s, struct vgpu_worker *w,
 }
 
 /*
- * With vg->lock released: if vgpu_lock() callers are waiting, wait until
- * as many as had asked by now have had the lock (each holds it briefly).
- * Only those: new requests cannot keep the engine waiting. Returns
- * whether it waited.
+ * Engine @w lets go of @se, which it claimed (vg->lock not held). Once the
+ * sched lock is dropped here, vgpu_sched_detach() may return and the
+ * instance be freed: this is the engine's last access to it.
  */
-static bool vgpu_let_waiters_in(struct vgpu_device *vg)
+static void vgpu_sched_release(struct vgpu_sched *s, struct vgpu_sched_ent *se)
 {
-	long asked = atomic_long_read(&vg->lock_asked);
+	spin_lock(&s->lock);
+	se->on = NULL;
+	if (se->detached)
+		wake_up_all(&s->drain_wq);
+	else if (se->runnable && !se->lockwait && !se->throttled)
+		vgpu_sched_kick(s, false);	/* another engine may run it */
+	spin_unlock(&s->lock);
+}
 
-	if (atomic_long_read(&vg->lock_got) - asked >= 0)
+/*
+ * Take the lock of @se's instance for its engine without waiting. If
+ * another task holds it, mark @se as waiting for its lock, so that no
+ * engine picks it until that task's vgpu_unlock() hands it back (see
+ * vgpu_sched_unlocked()), and return false.
+ */
+static bool vgpu_engine_trylock(struct vgpu_sched *s,
+				struct vgpu_sched_ent *se, struct vgpu_device *vg)
+{
+	if (mutex_trylock(&vg->lock))
+		return true;
+	spin_lock(&s->lock);
+	WRITE_ONCE(se->lockwait, true);
+	spin_unlock(&s->lock);
+	/*
+	 * The holder may have unlocked before the mark was there: look
+	 * again. With the barrier in vgpu_sched_unlocked(), either the
+	 * holder sees the mark or this sees the lock free.
+	 */
+	smp_mb();
+	if (!mutex_trylock(&vg->lock))
 		return false;
-	wait_var_event(&vg->lock_got,
-		       atomic_long_read(&vg->lock_got) - asked >= 0);
+	spin_lock(&s->lock);
+	WRITE_ONCE(se->lockwait, false);
+	spin_unlock(&s->lock);
 	return true;
 }
 
 /*
- * Run @se on @w from time *@now for *@limit ns of engine time, slice after
- * slice while it keeps winning the pick; returns the next instance, already
- * claimed for @w with its limit in *@limit, or NULL. *@now is the time at
- * the end.
+ * End @se's slice on @w at time @t: charge it @used ns of engine time;
+ * with @yield, it waits for its lock (tasks are waiting for it); with
+ * @pick (and unless @w is stopping), choose what @w runs next: @se again,
+ * or another instance, claimed for @w with its limit in *@limit, or NULL.
+ */
+static struct vgpu_sched_ent *vgpu_slice_end(struct vgpu_worker *w,
+					     struct vgpu_sched_ent *se,
+					     u64 used, u64 t, bool yield,
+					     bool pick, u64 *limit)
+{
+	struct vgpu_sched *s = &w->parent->sched;
+	struct vgpu_sched_ent *next = NULL;
+	u64 wake_at;
+
+	spin_lock(&s->lock);
+	vgpu_sched_charge(s, se, used, t);
+	if (yield)
+		WRITE_ONCE(se->lockwait, true);
+	if (pick && !kthread_should_stop()) {
+		next = vgpu_sched_pick(s, w, t, limit, &wake_at);
+		if (next)
+			vgpu_sched_claim(s, w, next);
+	}
+	spin_unlock(&s->lock);
+	return next;
+}
+
+/*
+ * Run @se, claimed for @w, from time *@now for *@limit ns of engine time,
+ * slice after slice while it keeps winning the pick; return the next
+ * instance, already claimed for @w with its limit in *@limit, or NULL.
+ * *@now is the time at the end.
  *
- * The clock is read once per chunk: a chunk's end is the next one's start,
- * unless the worker waited for vg->lock or gave up the CPU in between
- * (that time is not engine time). A slice end charges the engine time and
- * picks again in one go; if @se wins again it simply goes on.
+ * The engine never waits for an instance's lock (a task holding it could
+ * otherwise stall the engine for everyone, charging nobody): if the lock
+ * is taken, or a vgpu_lock() caller is waiting for it after a chunk, the
+ * instance waits instead, uncharged, until the lock is free again (see
+ * vgpu_sched_unlocked()), and the engine moves on.
+ *
+ * Engine time is the sum of chunk times: the clock is read once per chunk,
+ * a chunk's end is the next one's start, and the first chunk of a slice
+ * starts once the engine has the lock; time off the CPU between chunks is
+ * not counted. vg->lock is held from chunk to chunk and dropped when the
+ * engine gives up the CPU or leaves the instance; it is always dropped
+ * before the instance is released, so the instance outlives every access
+ * (vgpu_sched_detach() waits for the release).
  */
 static struct vgpu_sched_ent *vgpu_run(struct vgpu_worker *w,
 				       struct vgpu_sched_ent *se, u64 *limit,
@@ -306,45 +236,43 @@ static struct vgpu_sched_ent *vgpu_run(struct vgpu_worker *w,
 	struct vgpu_device *vg = se_to_vgpu(se);
 	struct vgpu_sched *s = &w->parent->sched;
 	struct vgpu_sched_ent *next = NULL;
-	u64 used = 0, t = *now, end, wake_at;
-	bool more, detached, waited;
+	u64 used = 0, t = *now, end;
+	bool more, yield;
 
-	if (vgpu_let_waiters_in(vg))
-		t = ktime_get_ns();
-	mutex_lock(&vg->lock);
+	if (!vgpu_engine_trylock(s, se, vg))
+		goto release;
+	/* engine time starts with the lock in hand (one clock read a slice) */
+	t = ktime_get_ns();
 	for (;;) {
 		more = vgpu_engine_chunk(vg, w, t, &end);
 		used += end - t;
 		t = end;
-		if (!more || used >= *limit || READ_ONCE(se->detached) ||
-		    kthread_should_stop()) {
-			spin_lock(&s->lock);
-			vgpu_sched_charge(s, se, used, t);
+		/* tasks waiting for the lock go first; the engine moves on */
+		yield = vgpu_lock_waiters(vg) > 0;
+		if (!more || yield || used >= *limit ||
+		    READ_ONCE(se->detached) || kthread_should_stop()) {
+			next = vgpu_slice_end(w, se, used, t, yield, true,
+					      limit);
 			used = 0;
-			detached = se->detached;
-			se->on = NULL;
-			if (!detached && !kthread_should_stop()) {
-				next = vgpu_sched_pick(s, t, limit, &wake_at);
-				if (next)
-					vgpu_sched_claim(s, w, next);
-			}
-			if (detached)
-				wake_up_all(&s->drain_wq);
-			spin_unlock(&s->lock);
-			/* from here on, unless it won again, @vg may go */
 			if (next != se)
 				break;
-			next = NULL;
 		}
-		/* let register accesses and faults in between chunks */
+		if (!need_resched())
+			continue;
+		/* give up the CPU between chunks, without the lock */
 		mutex_unlock(&vg->lock);
-		waited = vgpu_let_waiters_in(vg);
-		if (cond_resched() || waited || !mutex_trylock(&vg->lock)) {
-			mutex_lock(&vg->lock);
-			t = ktime_get_ns();
+		cond_resched();
+		t = ktime_get_ns();
+		if (!vgpu_engine_trylock(s, se, vg)) {
+			/* taken meanwhile: charge what ran, pick afresh */
+			vgpu_slice_end(w, se, used, t, false, false, limit);
+			goto release;
 		}
 	}
+	vgpu_test_slice_end_delay();
 	mutex_unlock(&vg->lock);
+release:
+	vgpu_sched_release(s, se);	/* from here on @vg may be freed */
 	*now = t;
 	return next;
 }
@@ -365,7 +293,7 @@ static int vgpu_worker_fn(void *data)
 		}
 
 		spin_lock(&s->lock);
-		se = vgpu_sched_pick(s, now, &limit, &wake_at);
+		se = vgpu_sched_pick(s, w, now, &limit, &wake_at);
 		if (se) {
 			vgpu_sched_claim(s, w, se);
 			spin_unlock(&s->lock);
@@ -400,13 +328,8 @@ static int vgpu_worker_fn(void *data)
 		spin_unlock(&s->lock);
 	}
 	/* stopped with an instance claimed: give it back */
-	if (se) {
-		spin_lock(&s->lock);
-		se->on = NULL;
-		if (se->detached)
-			wake_up_all(&s->drain_wq);
-		spin_unlock(&s->lock);
-	}
+	if (se)
+		vgpu_sched_release(s, se);
 	return 0;
 }
 
@@ -422,6 +345,7 @@ int vgpu_sched_init(struct vgpu_parent *parent)
 	s->policy = VGPU_POLICY_BEST_EFFORT;
 	s->slice_us = VGPU_SLICE_US_DEFAULT;
 	s->watchdog_ms = VGPU_WATCHDOG_MS_DEFAULT;
+	s->vt_floor = vgpu_test_vt_floor();
 	s->nr_workers = 0;
 	atomic64_set(&s->macs, 0);
 
@@ -528,22 +452,15 @@ void vgpu_sched_update(struct vgpu_device *vg)
 	struct vgpu_sched *s = &vg->parent->sched;
 	struct vgpu_sched_ent *se = &vg->se;
 	bool want = vgpu_engine_has_work(vg);
-	struct vgpu_sched_ent *o;
-	u64 min_vt = U64_MAX;
 
 	spin_lock(&s->lock);
 	if (!se->attached || se->detached || want == se->runnable)
 		goto out;
 	if (want) {
 		/* no credit for idling: catch up with the eligible ones */
-		list_for_each_entry(o, &s->ents, node)
-			if (o->runnable && !o->throttled)
-				min_vt = min(min_vt, o->vt);
-		if (min_vt == U64_MAX)
-			min_vt = s->vt_floor;
-		se->vt = max(se->vt, min_vt);
-		se->runnable = true;
-		vgpu_sched_kick(s, false);
+		vgpu_sched_wake(s, se);
+		if (!se->lockwait)
+			vgpu_sched_kick(s, false);
 	} else {
 		if (se->throttled)
 			vgpu_sched_unthrottle(s, se, ktime_get_ns());
@@ -553,8 +470,12 @@ out:
 	spin_unlock(&s->lock);
 }
 
-/* Weight or cap changed (vg->lock held): effective from the next pick. */
-void vgpu_sched_set_params(struct vgpu_device *vg)
+/*
+ * A new weight or cap for @vg, effective from the next pick. The knobs are
+ * written under the sched lock and read without a lock (sysfs, BAR2).
+ */
+static void vgpu_sched_set_knob(struct vgpu_device *vg, unsigned int *knob,
+				unsigned int val)
 {
 	struct vgpu_sched *s = &vg->parent->sched;
 	struct vgpu_sched_ent *se = &vg->se;
@@ -566,10 +487,49 @@ void vgpu_sched_set_params(struct vgpu_device *vg)
 		rate = vgpu_sched_rate(s, se);
 		if (rate)
 			vgpu_sched_refill(s, se, rate, ktime_get_ns());
+	}
+	WRITE_ONCE(*knob, val);
+	if (se->attached && !se->detached) {
 		s->sum_weight = s->sum_weight - se->weight + vg->weight;
 		se->weight = vg->weight;
 		se->cap = vg->cap;
 		vgpu_sched_kick(s, true);
+	}
+	spin_unlock(&s->lock);
+}
+
+void vgpu_sched_set_weight(struct vgpu_device *vg, unsigned int weight)
+{
+	vgpu_sched_set_knob(vg, &vg->weight, weight);
+}
+
+void vgpu_sched_set_cap(struct vgpu_device *vg, unsigned int cap)
+{
+	vgpu_sched_set_knob(vg, &vg->cap, cap);
+}
+
+/*
+ * Called by vgpu_unlock() after it dropped @vg->lock. An engine that found
+ * the lock taken, or tasks waiting for it, left the instance marked
+ * (se->lockwait) instead of waiting: the last of those tasks hands it back
+ * here, making it eligible again and waking an idle engine.
+ */
+void vgpu_sched_unlocked(struct vgpu_device *vg)
+{
+	struct vgpu_sched *s = &vg->parent->sched;
+	struct vgpu_sched_ent *se = &vg->se;
+
+	/* the unlock before reading the mark: see vgpu_engine_trylock() */
+	smp_mb();
+	if (!READ_ONCE(se->lockwait) || vgpu_lock_waiters(vg) > 0)
+		return;
+	spin_lock(&s->lock);
+	if (se->lockwait) {
+		WRITE_ONCE(se->lockwait, false);
+		if (se->attached && !se->detached && se->runnable) {
+			vgpu_sched_lock_back(s, se);
+			vgpu_sched_kick(s, false);
+		}
 	}
 	spin_unlock(&s->lock);
 }

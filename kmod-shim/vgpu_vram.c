@@ -3,46 +3,90 @@
  * vgpu_shim: VRAM (region 0) and display (region 9) pages.
  *
  * Both are arrays of page pointers, populated on first touch (mmap fault,
- * pread or pwrite) with explicitly zeroed pages: a tenant never sees
- * another tenant's data, whatever init_on_alloc says. pread/pwrite at
- * region offset o and an mmap at region offset o address the same byte.
+ * pread, pwrite, the engine, a display query) with explicitly zeroed pages:
+ * a tenant never sees another tenant's data, whatever init_on_alloc says.
+ * pread/pwrite at region offset o and an mmap at region offset o address
+ * the same byte.
+ *
+ * Host memory (docs/operator-guide.md): pages are charged to a memory
+ * cgroup (__GFP_ACCOUNT): the cgroup of the task that touches them (the
+ * VMM faulting, reading or writing), or, for the engine's kthread, the
+ * cgroup of the process that opened the device (set_active_memcg() around
+ * a chunk). The page arrays are charged to the creator. Every page is
+ * freed at the last close of the device (vgpu_close_device()): VFIO calls
+ * it once no fd and no mapping is left, so nothing can reach the pages
+ * any more, and the next user starts from nothing.
  */
 #include <linux/highmem.h>
 #include <linux/kernel.h>
 #include <linux/mm.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
+#include <linux/sysfs.h>
 #include <linux/uaccess.h>
 
 #include "vgpu.h"
+
+/* Page array entries looked at under one hold of vg->lock when freeing. */
+#define VGPU_FREE_BATCH		512
+
+static atomic_long_t *vgpu_pages_counter(struct vgpu_device *vg,
+					 struct vgpu_pages *set)
+{
+	return set->is_vram ? &vg->parent->vram_pages :
+			      &vg->parent->disp_pages;
+}
 
 int vgpu_pages_init(struct vgpu_pages *set, u64 size, bool is_vram)
 {
 	set->npages = size >> PAGE_SHIFT;
 	set->used = 0;
 	set->is_vram = is_vram;
-	set->pages = kvcalloc(set->npages, sizeof(*set->pages), GFP_KERNEL);
+	set->pages = kvcalloc(set->npages, sizeof(*set->pages),
+			      GFP_KERNEL_ACCOUNT);
 	return set->pages ? 0 : -ENOMEM;
 }
 
-/* Frees every page; the device is gone, so nothing else can touch them. */
+/*
+ * Free every page of @set (the array stays). Only when nothing can touch
+ * them: at the last close (no fd, no mapping, the engine reset) or at
+ * release. A 4 GiB set is a million entries: they are freed in batches
+ * under vg->lock (sysfs reads `used`), rescheduling in between.
+ */
+void vgpu_pages_free(struct vgpu_device *vg, struct vgpu_pages *set)
+{
+	unsigned long i = 0;
+
+	while (i < set->npages) {
+		unsigned long end = min(set->npages, i + VGPU_FREE_BATCH);
+		unsigned long freed = 0;
+		bool done;
+
+		vgpu_lock(vg);
+		for (; i < end && set->used > freed; i++) {
+			if (!set->pages[i])
+				continue;
+			put_page(set->pages[i]);
+			set->pages[i] = NULL;
+			freed++;
+		}
+		set->used -= freed;
+		done = !set->used;
+		vgpu_unlock(vg);
+		atomic_long_sub(freed, &vgpu_pages_outstanding);
+		atomic_long_sub(freed, vgpu_pages_counter(vg, set));
+		if (done)
+			break;
+		cond_resched();
+	}
+}
+
+/* Frees every page and the array; the device is gone. */
 void vgpu_pages_fini(struct vgpu_device *vg, struct vgpu_pages *set)
 {
-	unsigned long i, freed = 0;
-
 	if (!set->pages)
 		return;
-	for (i = 0; i < set->npages; i++) {
-		if (!set->pages[i])
-			continue;
-		put_page(set->pages[i]);
-		set->pages[i] = NULL;
-		freed++;
-	}
-	atomic_long_sub(freed, &vgpu_pages_outstanding);
-	if (set->is_vram)
-		atomic_long_sub(freed, &vg->parent->vram_pages);
-	set->used = 0;
+	vgpu_pages_free(vg, set);
 	kvfree(set->pages);
 	set->pages = NULL;
 }
@@ -63,15 +107,18 @@ struct page *vgpu_page_lookup(struct vgpu_device *vg, struct vgpu_pages *set,
 	if (page || !alloc)
 		return page;
 
-	/* Explicit __GFP_ZERO: never rely on init_on_alloc. */
-	page = alloc_page(GFP_HIGHUSER | __GFP_ZERO);
+	/*
+	 * Explicit __GFP_ZERO: never rely on init_on_alloc. __GFP_ACCOUNT:
+	 * charged to the current task's memory cgroup, or to the active one
+	 * the engine sets (the opener's).
+	 */
+	page = alloc_page(GFP_HIGHUSER | __GFP_ZERO | __GFP_ACCOUNT);
 	if (!page)
 		return NULL;
 	set->pages[idx] = page;
 	set->used++;
 	atomic_long_inc(&vgpu_pages_outstanding);
-	if (set->is_vram)
-		atomic_long_inc(&vg->parent->vram_pages);
+	atomic_long_inc(vgpu_pages_counter(vg, set));
 	return page;
 }
 
@@ -209,3 +256,15 @@ int vgpu_mmap(struct vfio_device *vdev, struct vm_area_struct *vma)
 	vma->vm_private_data = vg;
 	return 0;
 }
+
+/* ---- parent sysfs: display pages (vram_pages is vgpu_main.c's) ---- */
+
+static ssize_t display_pages_show(struct device *dev,
+				  struct device_attribute *attr, char *buf)
+{
+	struct vgpu_parent *parent = dev_get_drvdata(dev);
+
+	return sysfs_emit(buf, "%ld\n", atomic_long_read(&parent->disp_pages));
+}
+
+struct device_attribute vgpu_attr_display_pages = __ATTR_RO(display_pages);

@@ -1,13 +1,13 @@
 //! Where the manager finds the system: every path it touches is derived from one
 //! [`Environment`], so tests (and `vgpuctl --root`) can point it at a fake tree.
 
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// Roots every filesystem path the manager uses.
 ///
 /// Only [`Environment::root`] must be provided; the other paths default to the standard
-/// Linux locations below that root. Later features (persistent definitions, mdevctl
-/// compatible config) hang their directories off [`Environment::config_base`].
+/// Linux locations below that root.
 pub trait Environment {
     /// The directory that stands for `/`.
     fn root(&self) -> &Path;
@@ -24,9 +24,28 @@ pub trait Environment {
 
     /// Where vgpu keeps its own configuration: `<root>/etc/vgpu`.
     ///
-    /// Unused by this version; reserved for persistent instance definitions.
+    /// Unused by this version: definitions live in [`Environment::definitions_base`].
     fn config_base(&self) -> PathBuf {
         self.root().join("etc/vgpu")
+    }
+
+    /// Persistent definitions, in mdevctl's layout (`<parent>/<uuid>` JSON files):
+    /// `<root>/etc/mdevctl.d`.
+    fn definitions_base(&self) -> PathBuf {
+        self.root().join("etc/mdevctl.d")
+    }
+
+    /// The lock that serialises changing `vgpuctl` processes:
+    /// `<root>/run/lock/vgpuctl.lock`.
+    fn lock_path(&self) -> PathBuf {
+        self.root().join("run/lock/vgpuctl.lock")
+    }
+
+    /// Writes a sysfs attribute in one `write(2)`, never creating it. Every write the
+    /// manager makes to sysfs goes through here, so a test environment can act as the
+    /// kernel does ([`crate::fake_kernel::FakeKernel`]).
+    fn write_attr(&self, path: &Path, value: &str) -> io::Result<()> {
+        crate::sysfs::write_attr(path, value)
     }
 }
 
@@ -42,6 +61,15 @@ impl<E: Environment + ?Sized> Environment for &E {
     }
     fn config_base(&self) -> PathBuf {
         (**self).config_base()
+    }
+    fn definitions_base(&self) -> PathBuf {
+        (**self).definitions_base()
+    }
+    fn lock_path(&self) -> PathBuf {
+        (**self).lock_path()
+    }
+    fn write_attr(&self, path: &Path, value: &str) -> io::Result<()> {
+        (**self).write_attr(path, value)
     }
 }
 
@@ -110,6 +138,8 @@ mod tests {
         assert_eq!(env.parent_base(), Path::new("/tmp/x/sys/class/mdev_bus"));
         assert_eq!(env.mdev_base(), Path::new("/tmp/x/sys/bus/mdev/devices"));
         assert_eq!(env.config_base(), Path::new("/tmp/x/etc/vgpu"));
+        assert_eq!(env.definitions_base(), Path::new("/tmp/x/etc/mdevctl.d"));
+        assert_eq!(env.lock_path(), Path::new("/tmp/x/run/lock/vgpuctl.lock"));
         let sys = SystemEnvironment;
         assert_eq!(sys.mdev_base(), Path::new("/sys/bus/mdev/devices"));
         fn base(e: impl Environment) -> PathBuf {

@@ -21,14 +21,14 @@ pub enum Error {
         known: String,
     },
 
-    /// The parent has no type by that id.
-    #[error("parent {parent} has no type `{type_id}` (known: {known})")]
+    /// The parent has no type by that name.
+    #[error("parent {parent}: {known}")]
     TypeNotFound {
         /// Parent searched.
         parent: String,
         /// The type asked for.
         type_id: String,
-        /// Comma-separated type ids of the parent.
+        /// What is known instead, in words.
         known: String,
     },
 
@@ -150,4 +150,87 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+
+    /// A definition file that cannot be used.
+    #[error("bad definition {}: {reason}", path.display())]
+    BadDefinition {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// No definition has that UUID.
+    #[error("{0} is not defined (see `vgpuctl list --defined`)")]
+    NotDefined(Uuid),
+
+    /// The request conflicts with what exists (a different definition, a running
+    /// instance of another type, …).
+    #[error("{0}")]
+    Conflict(String),
+
+    /// Input given by the operator (a file, a manifest, a value) is not usable.
+    #[error("{0}")]
+    Invalid(String),
+
+    /// Placement or admission refused: the request does not fit.
+    #[error("{0}")]
+    Admission(String),
+
+    /// Writing a definition (or the lock) failed.
+    #[error("cannot {what} {}: {source}", path.display())]
+    Store {
+        /// What was attempted.
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Applying an attribute after creating an instance failed; the instance was
+    /// removed again.
+    #[error("{error}; {uuid} was removed again{}", match remove_error {
+        Some(e) => format!(", but removing it failed too: {e}"),
+        None => String::new(),
+    })]
+    RolledBack {
+        /// The instance.
+        uuid: Uuid,
+        /// Why applying failed.
+        error: Box<Error>,
+        /// Why the removal failed, if it did.
+        remove_error: Option<Box<Error>>,
+    },
+
+    /// A write of a batch (`apply`, `create --count`) failed; what the batch had done
+    /// was undone.
+    #[error("{error}; everything this run had changed was undone{}", match undo_errors.as_slice() {
+        [] => String::new(),
+        errs => format!(", except: {}", errs.join("; ")),
+    })]
+    Undone {
+        /// Why the batch failed.
+        error: Box<Error>,
+        /// What could not be undone.
+        undo_errors: Vec<String>,
+    },
+}
+
+impl Error {
+    /// Maps an I/O failure on a definition or lock file, naming permission problems.
+    pub(crate) fn store(what: &'static str, path: &std::path::Path, source: io::Error) -> Self {
+        if source.kind() == io::ErrorKind::PermissionDenied {
+            Error::PermissionDenied {
+                path: path.to_path_buf(),
+            }
+        } else {
+            Error::Store {
+                what,
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    }
 }

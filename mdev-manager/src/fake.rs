@@ -120,6 +120,18 @@ impl FakeSysfs {
         let dir = self.parent_dir(name);
         fs::create_dir_all(dir.join("vgpu"))?;
         write(&dir.join("vgpu/pool_mb"), pool_mb)?;
+        for (attr, value) in [
+            ("engines", "1"),
+            ("policy", "best_effort"),
+            ("slice_us", "1000"),
+            ("watchdog_ms", "2000"),
+            ("busy_ns", "0"),
+            ("idle_ns", "0"),
+            ("switches", "0"),
+            ("macs", "0"),
+        ] {
+            write(&dir.join("vgpu").join(attr), value)?;
+        }
         for (short, vram_mb, weight) in STANDARD_TYPES {
             let tdir = self.type_dir(name, &format!("{TYPE_PREFIX}{short}"));
             fs::create_dir_all(tdir.join("devices"))?;
@@ -194,6 +206,44 @@ impl FakeSysfs {
             write(&dir.join("vgpu/vram_used_kb"), vram_used_kb)?;
             write(&dir.join("vgpu/weight"), weight.unwrap_or(default_weight))?;
             write(&dir.join("vgpu/cap"), cap)?;
+            for counter in [
+                "busy_ns",
+                "throttled_ns",
+                "jobs",
+                "cmds_failed",
+                "slices",
+                "queue_depth",
+                "macs",
+            ] {
+                write(&dir.join("vgpu").join(counter), 0)?;
+            }
+            fs::write(dir.join("vgpu/latency_hist"), "")?;
+            self.refresh(parent)?;
+        }
+        Ok(())
+    }
+
+    /// Removes an instance (its directory and links) and, for a vgpu_shim parent,
+    /// gives its quota back to the pool.
+    pub fn remove_instance(&self, parent: &str, uuid: Uuid) -> io::Result<()> {
+        let dir = self.instance_dir(parent, uuid);
+        let type_link = fs::read_link(dir.join("mdev_type"))?;
+        let type_id = type_link
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        fs::remove_file(
+            self.type_dir(parent, &type_id)
+                .join("devices")
+                .join(uuid.to_string()),
+        )?;
+        fs::remove_file(
+            self.root
+                .join("sys/bus/mdev/devices")
+                .join(uuid.to_string()),
+        )?;
+        fs::remove_dir_all(&dir)?;
+        if type_id.starts_with(TYPE_PREFIX) {
             self.refresh(parent)?;
         }
         Ok(())
@@ -229,6 +279,36 @@ impl FakeSysfs {
             write(&tdir.join("available_instances"), free_mb / vram_mb)?;
         }
         Ok(())
+    }
+}
+
+impl FakeSysfs {
+    /// Sets one of an instance's `vgpu/` attributes (a counter, `latency_hist`, …) as
+    /// the kernel would show it.
+    pub fn set_instance_attr(
+        &self,
+        parent: &str,
+        uuid: Uuid,
+        attr: &str,
+        value: impl std::fmt::Display,
+    ) -> io::Result<()> {
+        let path = self.instance_dir(parent, uuid).join("vgpu").join(attr);
+        let text = value.to_string();
+        if text.is_empty() || text.ends_with('\n') {
+            fs::write(path, text)
+        } else {
+            write(&path, text)
+        }
+    }
+
+    /// Sets one of a parent's `vgpu/` attributes.
+    pub fn set_parent_attr(
+        &self,
+        parent: &str,
+        attr: &str,
+        value: impl std::fmt::Display,
+    ) -> io::Result<()> {
+        write(&self.parent_dir(parent).join("vgpu").join(attr), value)
     }
 }
 

@@ -1,11 +1,34 @@
 //! vgpu mdev manager: lists vgpu_shim parents, types and instances, creates and removes
 //! instances, and tunes their scheduling and the parents' VRAM pools, all through the
-//! sysfs ABI of `docs/device-abi.md`. The `vgpuctl` binary is a thin CLI over
-//! [`Manager`].
+//! sysfs ABI of `docs/device-abi.md`; keeps persistent definitions in mdevctl's format
+//! and layout (`/etc/mdevctl.d/<parent>/<uuid>`), places and admits instances, writes
+//! libvirt XML, and exposes the counters (Prometheus text, `top`). The `vgpuctl`
+//! binary is a thin CLI over [`Manager`].
+//!
+//! Modules: the sysfs model ([`model`], [`counters`], [`sysfs`], [`stats`]; free of
+//! CLI formatting, so other crates can share it), live operations ([`manager`]),
+//! definitions ([`definition`], the store, [`lock`]), [`lifecycle`] verbs (`define.rs`,
+//! `start.rs`) with placement and admission ([`placement`]), batches ([`apply`] of a
+//! [`manifest`], `create --count`), operator spellings ([`units`]), and the outputs
+//! ([`render`], [`xml`], [`metrics`], [`top`]).
 //!
 //! Every path is rooted by an [`Environment`]: [`SystemEnvironment`] is the real `/`,
-//! [`RootedEnvironment`] any directory (tests, `vgpuctl --root`). [`fake::FakeSysfs`]
-//! builds a kernel-like tree for tests.
+//! [`RootedEnvironment`] any directory (tests, `vgpuctl --root`). Every sysfs write goes
+//! through [`Environment::write_attr`]. [`fake::FakeSysfs`] builds a kernel-like tree
+//! for tests, and [`fake_kernel::FakeKernel`] acts on writes to it as the kernel does
+//! (`create` makes an instance, `remove` removes it, knobs take their ranges).
+//!
+//! # Speed
+//! `vgpuctl` is run once per operation by scripts, so a call is mostly process start-up
+//! and sysfs reads; under emulation (the test VM, CI) both are expensive, and the
+//! benchmark (`scripts/bench-vgpuctl`, docs/benchmarks.md) holds it to a fraction of
+//! mdevctl's time. What keeps it there: the binary is static and not position
+//! independent (`.cargo/config.toml`), clap builds only the verb in use, the global
+//! allocator is dlmalloc, files are opened by raw `openat` (rustix: musl adds an
+//! `fcntl`) and read in one `read(2)`, directories by `getdents64`, instances are found
+//! in their types' `devices/` directories (no link per instance) and cost three
+//! attribute reads each, and verbs read only the parent and type they act on. Batches
+//! read the system once.
 //!
 //! Only mdev parents offering `vgpu_shim-*` types (the kernel names types
 //! `<driver>-<type>`) and instances of those types are managed; other drivers' parents
@@ -20,19 +43,59 @@
 //! - `uuid` (v4): RFC 4122 parsing/formatting and random instance UUIDs.
 //! - `log`: the logging facade (the binary installs a tiny stderr logger for `-v`).
 //! - `libc`: errno constants to map kernel write failures; already in the workspace.
+//! - `roxmltree`: a small, well-kept read-only XML parser (no unsafe, no C) for
+//!   `define --from-xml`; documents are written with plain escaping, so no XML writer.
+//! - `rustix` (`fs`): system calls without libc in between (`openat` with `O_CLOEXEC`
+//!   and no extra `fcntl`, `getdents64` into a Rust buffer); already in the workspace
+//!   through `tempfile`.
+//! - `dlmalloc` (the binary's allocator only): musl's allocator maps and unmaps pages
+//!   for a call's short bursts of allocations; dlmalloc keeps what it maps.
 //! - `tempfile` (dev only): self-cleaning temporary roots for tests.
+//! - `clap_complete`, `clap_mangen` (dev only, for `examples/vgpuctl-docs.rs`): the
+//!   package's shell completions and man pages, from the same clap definition, without
+//!   the generators in the binary.
+//!
+//! Not dependencies, on purpose: `flock` is `std::fs::File::lock` (Rust 1.89), the HTTP
+//! endpoint of `metrics --listen` is a few lines over `std::net` (one GET, loopback
+//! only), and the Prometheus output is checked in tests by the Prometheus project's own
+//! Python parser (`python3-prometheus-client` from Debian: the reference implementation,
+//! stricter than the Rust crates, and installed by `scripts/setup`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod admission;
+pub mod apply;
+pub mod counters;
+mod define;
+pub mod definition;
 pub mod env;
 pub mod error;
 pub mod fake;
+pub mod fake_kernel;
+pub mod lifecycle;
+pub mod lock;
 pub mod manager;
+pub mod manifest;
+pub mod metrics;
 pub mod model;
+pub mod placement;
 pub mod render;
+mod start;
+pub mod stats;
+mod store;
+pub mod sysfs;
+pub mod top;
+pub mod units;
+pub mod xml;
 
+pub use apply::{Applied, DefinitionChange, InstanceChange};
+pub use definition::{Definition, StartMode};
 pub use env::{Environment, RootedEnvironment, SystemEnvironment};
 pub use error::{Error, Result};
+pub use lifecycle::{DefinitionUpdate, Done, Outcome, Spec};
+pub use lock::Lock;
 pub use manager::{InstanceUpdate, Manager};
+pub use manifest::Manifest;
 pub use model::{DescriptionError, Instance, Parent, PoolInfo, TypeDescription, VgpuType};
+pub use placement::Placement;

@@ -1,17 +1,18 @@
 //! Reading and changing vgpu parents and instances through sysfs.
 
-use log::{debug, warn};
+use log::debug;
 use std::fs;
-use std::io::{self, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 use crate::env::Environment;
 use crate::error::{Error, Result};
 use crate::model::{
-    natural_key, parse_decimal, Instance, Parent, PoolInfo, TypeDescription, VgpuType, CAP_RANGE,
-    POOL_MB_RANGE, TYPE_PREFIX, WEIGHT_RANGE,
+    natural_key, Instance, Parent, PoolInfo, TypeDescription, VgpuType, CAP_RANGE, POOL_MB_RANGE,
+    TYPE_PREFIX, WEIGHT_RANGE,
 };
+use crate::sysfs::{list_dir, read_attr, read_u64, write_error};
+use crate::units;
 
 /// The vgpu mdev manager: every operation of `vgpuctl`, against one [`Environment`].
 ///
@@ -55,20 +56,43 @@ impl<E: Environment> Manager<E> {
         Ok(parents)
     }
 
-    /// One managed parent by name.
+    /// One managed parent by name (only its directory is read).
     pub fn parent(&self, name: &str) -> Result<Parent> {
+        let dir = self.env.parent_base().join(name);
+        let valid = !name.is_empty() && !name.contains('/') && name != "." && name != "..";
+        if valid && fs::symlink_metadata(&dir).is_ok() {
+            if let Some(p) = self.read_parent(name, &dir)? {
+                return Ok(p);
+            }
+        }
         let parents = self.parents()?;
         let mut known = join_or_none(parents.iter().map(|p| p.name.as_str()));
         if parents.is_empty() {
             known.push_str("; is the vgpu_shim module loaded?");
         }
-        parents
-            .into_iter()
-            .find(|p| p.name == name)
-            .ok_or_else(|| Error::ParentNotFound {
-                name: name.to_string(),
-                known,
-            })
+        Err(Error::ParentNotFound {
+            name: name.to_string(),
+            known,
+        })
+    }
+
+    /// A parent with only the type `spelling` names read, when the spelling names a type
+    /// directory (`vgpu_shim-1G`, `1G`, `1g`); otherwise ([`Self::parent`]) with all its
+    /// types. For the paths that create one instance of one type: the other types'
+    /// attributes are not needed there, and under emulation every file read counts.
+    pub(crate) fn parent_for_type(&self, name: &str, spelling: &str) -> Result<Parent> {
+        let dir = self.env.parent_base().join(name);
+        let direct = units::type_dir_name(spelling);
+        let found = match &direct {
+            Some(id) if !name.contains('/') && !name.is_empty() => {
+                self.read_parent_types(name, &dir, |t| t.eq_ignore_ascii_case(id))?
+            }
+            _ => None,
+        };
+        match found {
+            Some(p) => Ok(p),
+            None => self.parent(name),
+        }
     }
 
     /// The types of one parent, or of all managed parents.
@@ -79,58 +103,42 @@ impl<E: Environment> Manager<E> {
         })
     }
 
-    /// All managed instances, by parent then UUID.
-    pub fn instances(&self) -> Result<Vec<Instance>> {
-        let mut instances = Vec::new();
-        for (name, dir) in list_dir(&self.env.mdev_base())? {
-            let Ok(uuid) = Uuid::parse_str(&name) else {
-                debug!("ignoring {}: not a UUID", dir.display());
-                continue;
-            };
-            match self.read_instance(uuid, &dir) {
-                Ok(Some(i)) => instances.push(i),
-                Ok(None) => {}
-                // Removed while we were reading it.
-                Err(_) if fs::symlink_metadata(&dir).is_err() => {}
-                Err(e) => return Err(e),
-            }
-        }
-        instances.sort_by(|a, b| {
-            natural_key(&a.parent)
-                .cmp(&natural_key(&b.parent))
-                .then(a.uuid.cmp(&b.uuid))
-        });
-        Ok(instances)
-    }
-
-    /// One managed instance by UUID.
-    pub fn instance(&self, uuid: Uuid) -> Result<Instance> {
-        let dir = self.instance_dir(uuid);
-        if fs::symlink_metadata(&dir).is_err() {
-            return Err(Error::InstanceNotFound(uuid));
-        }
-        self.read_instance(uuid, &dir)?
-            .ok_or(Error::InstanceNotFound(uuid))
-    }
-
     /// Creates an instance of `type_id` on `parent` and returns its UUID.
     ///
-    /// `type_id` is the full id (`vgpu_shim-256M`) or its short form (`256M`). Without
-    /// `uuid` a random (v4) one is generated. Fails before writing anything if the UUID
-    /// is taken or the type has no available instance.
+    /// `type_id` is any unambiguous spelling of a type ([`units::resolve_type`]:
+    /// `vgpu_shim-256M`, `256M`, `256m`, `vgpu 256M`). Without `uuid` a random (v4) one is
+    /// generated. Fails before writing anything if the UUID is taken or the type has no
+    /// available instance.
     pub fn create(&self, parent: &str, type_id: &str, uuid: Option<Uuid>) -> Result<Uuid> {
         let p = self.parent(parent)?;
-        let type_id = full_type_id(type_id);
-        let t = p
+        let t = self.resolve_type(&p, type_id)?;
+        let uuid = uuid.unwrap_or_else(Uuid::new_v4);
+        self.create_on(&p, t, uuid)?;
+        Ok(uuid)
+    }
+
+    /// The type of `parent` that `spelling` names, or an error saying what is known.
+    pub fn resolve_type<'p>(&self, parent: &'p Parent, spelling: &str) -> Result<&'p VgpuType> {
+        let id =
+            units::resolve_type(spelling, &parent.types).map_err(|reason| Error::TypeNotFound {
+                parent: parent.name.clone(),
+                type_id: spelling.to_string(),
+                known: reason,
+            })?;
+        parent
             .types
             .iter()
-            .find(|t| t.id == type_id)
+            .find(|t| t.id == id)
             .ok_or_else(|| Error::TypeNotFound {
-                parent: p.name.clone(),
-                type_id: type_id.clone(),
-                known: join_or_none(p.types.iter().map(|t| t.id.as_str())),
-            })?;
-        let uuid = uuid.unwrap_or_else(Uuid::new_v4);
+                parent: parent.name.clone(),
+                type_id: spelling.to_string(),
+                known: join_or_none(parent.types.iter().map(|t| t.id.as_str())),
+            })
+    }
+
+    /// Writes `uuid` to the type's `create`, after checking that the UUID is free and
+    /// the type has an available instance.
+    pub(crate) fn create_on(&self, p: &Parent, t: &VgpuType, uuid: Uuid) -> Result<()> {
         if fs::symlink_metadata(self.instance_dir(uuid)).is_ok() {
             return Err(Error::UuidInUse(uuid));
         }
@@ -144,18 +152,19 @@ impl<E: Environment> Manager<E> {
         }
         let path = self.type_dir(&p.name, &t.id).join("create");
         debug!("writing {uuid} to {}", path.display());
-        write_attr(&path, &uuid.to_string()).map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOSPC) => Error::PoolFull {
-                parent: p.name.clone(),
-                type_id: t.id.clone(),
-                free_mb: read_u64(&self.pool_dir(&p.name).join("pool_free_mb"))
-                    .unwrap_or(p.pool_free_mb),
-                need_mb: t.description.vram_mb,
-            },
-            Some(libc::EEXIST) => Error::UuidInUse(uuid),
-            _ => write_error(path.clone(), e, format!("creating {} on {}", t.id, p.name)),
-        })?;
-        Ok(uuid)
+        self.env
+            .write_attr(&path, &uuid.to_string())
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOSPC) => Error::PoolFull {
+                    parent: p.name.clone(),
+                    type_id: t.id.clone(),
+                    free_mb: read_u64(&self.pool_dir(&p.name).join("pool_free_mb"))
+                        .unwrap_or(p.pool_free_mb),
+                    need_mb: t.description.vram_mb,
+                },
+                Some(libc::EEXIST) => Error::UuidInUse(uuid),
+                _ => write_error(path.clone(), e, format!("creating {} on {}", t.id, p.name)),
+            })
     }
 
     /// Removes an instance.
@@ -163,10 +172,12 @@ impl<E: Environment> Manager<E> {
         self.instance(uuid)?;
         let path = self.instance_dir(uuid).join("remove");
         debug!("writing 1 to {}", path.display());
-        write_attr(&path, "1").map_err(|e| match e.raw_os_error() {
-            Some(libc::ENODEV) | Some(libc::ENOENT) => Error::InstanceNotFound(uuid),
-            _ => write_error(path.clone(), e, format!("removing {uuid}")),
-        })
+        self.env
+            .write_attr(&path, "1")
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENODEV) | Some(libc::ENOENT) => Error::InstanceNotFound(uuid),
+                _ => write_error(path.clone(), e, format!("removing {uuid}")),
+            })
     }
 
     /// Changes an instance's weight and/or cap; returns the instance as it is afterwards.
@@ -185,7 +196,8 @@ impl<E: Environment> Manager<E> {
             if let Some(value) = value {
                 let path = vgpu.join(attr);
                 debug!("writing {value} to {}", path.display());
-                write_attr(&path, &value.to_string())
+                self.env
+                    .write_attr(&path, &value.to_string())
                     .map_err(|e| write_error(path, e, format!("{attr}={value} for {uuid}")))?;
             }
         }
@@ -232,24 +244,26 @@ impl<E: Environment> Manager<E> {
         }
         let path = self.pool_dir(&p.name).join("pool_mb");
         debug!("writing {pool_mb} to {}", path.display());
-        write_attr(&path, &pool_mb.to_string()).map_err(|e| match e.raw_os_error() {
-            Some(libc::EBUSY) => Error::PoolBusy {
-                parent: p.name.clone(),
-                requested_mb: pool_mb,
-                reserved_mb: self
-                    .pool(&p.name)
-                    .map_or(p.reserved_mb(), |i| i.reserved_mb),
-            },
-            _ => write_error(path.clone(), e, format!("pool_mb={pool_mb} for {}", p.name)),
-        })?;
+        self.env
+            .write_attr(&path, &pool_mb.to_string())
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EBUSY) => Error::PoolBusy {
+                    parent: p.name.clone(),
+                    requested_mb: pool_mb,
+                    reserved_mb: self
+                        .pool(&p.name)
+                        .map_or(p.reserved_mb(), |i| i.reserved_mb),
+                },
+                _ => write_error(path.clone(), e, format!("pool_mb={pool_mb} for {}", p.name)),
+            })?;
         self.pool(&p.name)
     }
 
-    fn pool_dir(&self, parent: &str) -> PathBuf {
+    pub(crate) fn pool_dir(&self, parent: &str) -> PathBuf {
         self.env.parent_base().join(parent).join("vgpu")
     }
 
-    fn type_dir(&self, parent: &str, type_id: &str) -> PathBuf {
+    pub(crate) fn type_dir(&self, parent: &str, type_id: &str) -> PathBuf {
         self.env
             .parent_base()
             .join(parent)
@@ -257,15 +271,25 @@ impl<E: Environment> Manager<E> {
             .join(type_id)
     }
 
-    fn instance_dir(&self, uuid: Uuid) -> PathBuf {
+    pub(crate) fn instance_dir(&self, uuid: Uuid) -> PathBuf {
         self.env.mdev_base().join(uuid.to_string())
     }
 
     /// Reads a parent; `None` if it offers no vgpu_shim type (another driver's parent).
     fn read_parent(&self, name: &str, dir: &Path) -> Result<Option<Parent>> {
+        self.read_parent_types(name, dir, |_| true)
+    }
+
+    /// Reads a parent with only the types `want` picks (by id).
+    fn read_parent_types(
+        &self,
+        name: &str,
+        dir: &Path,
+        want: impl Fn(&str) -> bool,
+    ) -> Result<Option<Parent>> {
         let mut types = Vec::new();
         for (id, tdir) in list_dir(&dir.join("mdev_supported_types"))? {
-            if id.starts_with(TYPE_PREFIX) {
+            if id.starts_with(TYPE_PREFIX) && want(&id) {
                 types.push(read_type(name, &id, &tdir)?);
             }
         }
@@ -280,49 +304,6 @@ impl<E: Environment> Manager<E> {
             pool_free_mb: read_u64(&vgpu.join("pool_free_mb"))?,
             vram_pages: read_u64(&vgpu.join("vram_pages"))?,
             types,
-        }))
-    }
-
-    /// Reads an instance; `None` if it is not of a vgpu_shim type.
-    fn read_instance(&self, uuid: Uuid, dir: &Path) -> Result<Option<Instance>> {
-        // sysfs links are relative (`../mdev_supported_types/<type>`), so resolve the
-        // link to see the parent device it lives under.
-        let link_path = dir.join("mdev_type");
-        let link = match fs::canonicalize(&link_path) {
-            Ok(link) => link,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                debug!("ignoring {}: no mdev_type link", dir.display());
-                return Ok(None);
-            }
-            Err(source) => {
-                return Err(Error::Read {
-                    path: link_path,
-                    source,
-                })
-            }
-        };
-        let Some((parent, type_id)) = parent_and_type(&link) else {
-            return Err(Error::Malformed {
-                path: link_path,
-                reason: format!(
-                    "link target {} does not end in <parent>/mdev_supported_types/<type>",
-                    link.display()
-                ),
-            });
-        };
-        if !type_id.starts_with(TYPE_PREFIX) {
-            debug!("ignoring {uuid}: type {type_id} is not a vgpu type");
-            return Ok(None);
-        }
-        let vgpu = dir.join("vgpu");
-        Ok(Some(Instance {
-            uuid,
-            parent,
-            type_id,
-            vram_mb: read_u64(&vgpu.join("vram_mb"))?,
-            vram_used_kb: read_u64(&vgpu.join("vram_used_kb"))?,
-            weight: read_u64(&vgpu.join("weight"))?,
-            cap: read_u64(&vgpu.join("cap"))?,
         }))
     }
 }
@@ -344,32 +325,6 @@ fn read_type(parent: &str, id: &str, dir: &Path) -> Result<VgpuType> {
         device_api: read_attr(&dir.join("device_api"))?,
         available_instances: read_u64(&dir.join("available_instances"))?,
     })
-}
-
-/// `…/<parent>/mdev_supported_types/<type>` → (parent, type).
-fn parent_and_type(link: &Path) -> Option<(String, String)> {
-    let names: Vec<&str> = link
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(s) => s.to_str(),
-            _ => None,
-        })
-        .collect();
-    match names.as_slice() {
-        [.., parent, "mdev_supported_types", type_id] => {
-            Some((parent.to_string(), type_id.to_string()))
-        }
-        _ => None,
-    }
-}
-
-/// `256M` → `vgpu_shim-256M`; full ids are kept.
-fn full_type_id(type_id: &str) -> String {
-    if type_id.starts_with(TYPE_PREFIX) {
-        type_id.to_string()
-    } else {
-        format!("{TYPE_PREFIX}{type_id}")
-    }
 }
 
 fn check_range(attr: &'static str, value: u64, (min, max): (u64, u64)) -> Result<()> {
@@ -394,74 +349,6 @@ fn join_or_none<'a>(names: impl Iterator<Item = &'a str>) -> String {
     }
 }
 
-/// Directory entries as (UTF-8 name, path), sorted by name; a missing directory is
-/// empty (e.g. no mdev parent registered at all).
-fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(Error::Read {
-                path: dir.to_path_buf(),
-                source,
-            })
-        }
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| Error::Read {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        match entry.file_name().into_string() {
-            Ok(name) => out.push((name, entry.path())),
-            Err(name) => warn!("ignoring {}: name is not UTF-8", dir.join(name).display()),
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// An attribute's text without the trailing newline sysfs adds.
-fn read_attr(path: &Path) -> Result<String> {
-    let mut s = fs::read_to_string(path).map_err(|source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if s.ends_with('\n') {
-        s.pop();
-    }
-    Ok(s)
-}
-
-/// A decimal attribute.
-fn read_u64(path: &Path) -> Result<u64> {
-    let s = read_attr(path)?;
-    parse_decimal(&s).ok_or_else(|| Error::Malformed {
-        path: path.to_path_buf(),
-        reason: format!("`{}` is not a decimal number", s.escape_debug()),
-    })
-}
-
-/// Writes an attribute in one `write(2)`. Never creates the file: a missing attribute
-/// is an error, not something to invent.
-fn write_attr(path: &Path, value: &str) -> io::Result<()> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(path)?;
-    f.write_all(value.as_bytes())
-}
-
-/// Maps a failed attribute write to an operator-facing error.
-fn write_error(path: PathBuf, e: io::Error, what: String) -> Error {
-    match e.raw_os_error() {
-        Some(libc::EACCES) | Some(libc::EPERM) => Error::PermissionDenied { path },
-        Some(libc::ENOENT) => Error::Write { path, source: e },
-        Some(_) => Error::Refused { what, source: e },
-        None => Error::Write { path, source: e },
-    }
-}
-
+mod instances;
 #[cfg(test)]
 mod tests;

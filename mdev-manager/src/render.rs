@@ -5,46 +5,58 @@
 
 use serde::Serialize;
 
+use crate::apply::Applied;
+use crate::definition::Definition;
 use crate::model::{Instance, Parent, PoolInfo, VgpuType};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Align {
+pub(crate) enum Align {
     Left,
     Right,
 }
-use Align::{Left, Right};
+pub(crate) use Align::{Left, Right};
 
 /// Formats rows under headers, columns separated by two spaces, without trailing
 /// blanks. Only the header is printed when there are no rows.
-fn table(headers: &[(&str, Align)], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(headers: &[(&str, Align)], rows: &[Vec<String>]) -> String {
+    let width = |s: &str| {
+        if s.is_ascii() {
+            s.len()
+        } else {
+            s.chars().count()
+        }
+    };
     let mut widths: Vec<usize> = headers.iter().map(|(h, _)| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+            *w = (*w).max(width(cell));
         }
     }
-    let mut out = String::new();
-    let header: Vec<String> = headers.iter().map(|(h, _)| h.to_string()).collect();
-    for row in std::iter::once(&header).chain(rows) {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
+    let line_len: usize = widths.iter().map(|w| w + 2).sum::<usize>() + 1;
+    let mut out = String::with_capacity(line_len * (rows.len() + 1));
+    let mut put = |cells: &mut dyn Iterator<Item = &str>| {
+        let start = out.len();
+        for (i, cell) in cells.enumerate() {
             if i > 0 {
-                line.push_str("  ");
+                out.push_str("  ");
             }
-            let pad = widths[i].saturating_sub(cell.chars().count());
-            match headers[i].1 {
-                Left => {
-                    line.push_str(cell);
-                    line.push_str(&" ".repeat(pad));
-                }
-                Right => {
-                    line.push_str(&" ".repeat(pad));
-                    line.push_str(cell);
-                }
+            let pad = widths[i].saturating_sub(width(cell));
+            if headers[i].1 == Right {
+                out.extend(std::iter::repeat_n(' ', pad));
+            }
+            out.push_str(cell);
+            if headers[i].1 == Left {
+                out.extend(std::iter::repeat_n(' ', pad));
             }
         }
-        out.push_str(line.trim_end());
+        // No trailing blanks (a left-aligned last column pads).
+        let kept = out[start..].trim_end().len();
+        out.truncate(start + kept);
         out.push('\n');
+    };
+    put(&mut headers.iter().map(|(h, _)| *h));
+    for row in rows {
+        put(&mut row.iter().map(String::as_str));
     }
     out
 }
@@ -161,6 +173,89 @@ pub fn pool_text(pool: &PoolInfo) -> String {
             pool.vram_pages.to_string(),
         ]],
     )
+}
+
+/// A definition with whether it runs now (`vgpuctl list --defined`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DefinedRow<'a> {
+    /// The definition.
+    #[serde(flatten)]
+    pub definition: &'a Definition,
+    /// Its weight (`null` = the type's default).
+    pub weight: Option<u64>,
+    /// Its cap (`null` = none).
+    pub cap: Option<u64>,
+    /// Whether an instance with its UUID runs now.
+    pub running: bool,
+}
+
+/// `vgpuctl list --defined`: a weight or cap the definition leaves to the type's
+/// default shows as `-`.
+pub fn definitions_table(rows: &[DefinedRow<'_>]) -> String {
+    let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.definition.uuid.to_string(),
+                r.definition.parent.clone(),
+                r.definition.mdev_type.clone(),
+                r.definition.start.to_string(),
+                opt(r.weight),
+                match r.cap {
+                    Some(0) => "none".to_string(),
+                    c => opt(c),
+                },
+                if r.running { "running" } else { "stopped" }.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            ("UUID", Left),
+            ("PARENT", Left),
+            ("TYPE", Left),
+            ("START", Left),
+            ("WEIGHT", Right),
+            ("CAP", Right),
+            ("STATE", Left),
+        ],
+        &rows,
+    )
+}
+
+/// `vgpuctl apply`: what happened to each vGPU (the words are the JSON values).
+pub fn applied_table(rows: &[Applied]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|a| {
+            vec![
+                a.uuid.to_string(),
+                a.parent.clone(),
+                a.type_id.clone(),
+                word(&a.definition),
+                word(&a.instance),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            ("UUID", Left),
+            ("PARENT", Left),
+            ("TYPE", Left),
+            ("DEFINITION", Left),
+            ("INSTANCE", Left),
+        ],
+        &rows,
+    )
+}
+
+/// The snake_case word serde gives a unit variant.
+fn word<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// Pretty JSON with a final newline.

@@ -18,7 +18,9 @@ mkdir -p "$out/src"
 find "$top/kmod-shim" -maxdepth 1 -type f \( -name '*.[ch]' -o -name Kbuild -o -name Makefile \) \
 	-exec cp {} "$out/src/" \;
 blog=$out/build.log
-if ! make -C "$out/src" KVER="$kver" KDIR="$RK_KDIR" >"$blog" 2>&1; then
+# The rig's module has the test hooks (module parameters test_*, see
+# docs/scheduler.md); builds for users (make, DKMS) do not.
+if ! make -C "$out/src" KVER="$kver" KDIR="$RK_KDIR" VGPU_TEST_HOOKS=y >"$blog" 2>&1; then
 	cat "$blog" >&2
 	die "module build for $kver failed"
 fi
@@ -26,9 +28,11 @@ if grep -qiE 'warning:' "$blog"; then
 	grep -iE -A3 'warning:' "$blog" >&2
 	die "module build for $kver has warnings"
 fi
-ko=$(find "$out/src" -name vgpu_shim.ko | head -n1)
-[ -n "$ko" ] || die "no vgpu_shim.ko after building for $kver"
-cp "$ko" "$out/vgpu_shim.ko"
+[ -f "$out/src/vgpu_shim.ko" ] || die "no vgpu_shim.ko after building for $kver"
+# Every module the build makes (vgpu_shim, and e.g. a KUnit test module on a
+# kernel with CONFIG_KUNIT) goes to the rig's /lib/vgpu/.
+rm -f "$out"/*.ko
+cp "$out"/src/*.ko "$out/"
 log "built vgpu_shim.ko for $kver"
 [ "${2:-}" = --module-only ] && exit 0
 (cd "$top" && cargo build -q --release --target x86_64-unknown-linux-musl \

@@ -13,9 +13,9 @@
 #   --smp N             guest vCPUs (default 1)
 #   --timeout S         wall-clock limit for the boot (default 900)
 #   --boot-timeout S    boot watchdog: if the guest has not reached the scenario
-#                       (RIG-BEGIN) after S s, or its console was silent for S/2 s
-#                       before that, kill it and boot once more (default 120;
-#                       300 for debug)
+#                       (RIG-BEGIN) after S s, or its console was silent for 60 s
+#                       (S/2 if less) before that, kill it and boot once more
+#                       (default 120; 300 for debug)
 #   --name NAME         log name: target/rig/logs/NAME-<kver>.log (default: rig)
 #   --no-build          reuse the module and guest binaries already built
 #   --module-only       build only the module; reuse the guest binaries already built
@@ -28,7 +28,8 @@
 #
 # The guest runs busybox as /init. vfio, vfio_iommu_type1 and mdev are loaded
 # (or built in); vgpu_shim is NOT (tests load it with their own parameters) and
-# sits at /lib/vgpu/vgpu_shim.ko. The guest binaries (vgpu-rig-tests, vgpuctl) are
+# sits at /lib/vgpu/vgpu_shim.ko, next to any other module its build made (a
+# KUnit test module on the debug kernel). The guest binaries (vgpu-rig-tests, vgpuctl) are
 # in /bin; debugfs is mounted on /sys/kernel/debug. The guest boots with
 # init_on_alloc=0 so a module that forgets to zero pages shows it. On a kernel
 # with kmemleak (debug), /init scans for leaks after the command and prints the
@@ -73,6 +74,7 @@ if [ "$flavour" = debug ]; then
 	kappend="console=ttyS0 panic=-1 loglevel=5 init_on_alloc=0"
 fi
 : "${mem:=1024}" "${boot_s:=120}"
+stall_s=$((boot_s / 2 < 60 ? boot_s / 2 : 60))
 
 case "$build" in
 1) "$top/tests/rig/build.sh" "$flavour" ;;
@@ -84,10 +86,13 @@ ko=$modbuild/vgpu_shim.ko
 # ---- initramfs ----------------------------------------------------------
 stage=$(mktemp -d "${TMPDIR:-/tmp}/vgpu-rig.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
+# The guest's / (mktemp made it 0700): unprivileged guest processes (tests that
+# drop to nobody) must be able to reach /sys.
+chmod 755 "$stage"
 mkdir -p "$stage"/{bin,sbin,dev,proc,sys,tmp,run,root,etc,lib/vgpu,lib/rig}
 cp /bin/busybox "$stage/bin/busybox"
 ln -s busybox "$stage/bin/sh"
-cp "$ko" "$stage/lib/vgpu/vgpu_shim.ko"
+cp "$modbuild"/*.ko "$stage/lib/vgpu/"
 for b in vgpu-rig-tests vgpuctl; do
 	[ -x "$musl/$b" ] && cp "$musl/$b" "$stage/bin/$b"
 done
@@ -97,7 +102,7 @@ done
 
 # Host modules the guest needs, dependencies first (resolved with modinfo).
 mods=(vfio vfio_iommu_type1 mdev)
-[ "$hostfs" = 1 ] && mods+=(virtio_pci 9pnet_virtio 9p)
+[ "$hostfs" = 1 ] && mods+=(virtio_pci 9pnet_virtio 9p) && touch "$stage/lib/rig/hostfs"
 pack_modules "$RK_DIR/lib/modules/$kver" "$stage/lib/rig" "${mods[@]}"
 
 # The command, quoted for the guest's sh.
@@ -123,7 +128,7 @@ export PATH=/bin:/sbin HOME=/root TERM=dumb RUST_BACKTRACE=1
 for m in $(cat /lib/rig/modules.order); do
 	insmod /lib/rig/$m.ko || echo "RIG: insmod $m failed"
 done
-if grep -q '^9p$' /lib/rig/modules.order; then
+if [ -e /lib/rig/hostfs ]; then
 	mkdir -p /host
 	mount -t 9p -o trans=virtio,version=9p2000.L,ro host /host
 	for d in dev sys proc; do mount --bind /$d /host/$d; done
@@ -132,7 +137,7 @@ fi
 printf "\nRIG-BEGIN\n"
 /lib/rig/cmd
 rc=$?
-echo "RIG-EXIT: $rc"
+printf "\nRIG-EXIT: %s\n" "$rc"	# on a line of its own even after output without a newline
 kml=/sys/kernel/debug/kmemleak
 if [ -e $kml ]; then
 	# kmemleak reports an object only once it is 5 s old and unchanged between
@@ -166,8 +171,9 @@ logf=$RIG_DIR/logs/$name-$kver.log
 
 # boot_once LOG: boot the guest, console to LOG. Returns QEMU's status (124: the
 # --timeout limit), or 125 when the boot watchdog gave up on it: no RIG-BEGIN
-# after boot_s seconds, or a console silent for boot_s/2 seconds before it (a
-# debug boot once in a while hangs right after the lockdep banner).
+# after boot_s seconds, or a console silent for stall_s seconds before it (a
+# debug boot on a loaded host once in a while hangs early, right after the
+# lockdep banner; a normal one prints a line every few seconds at loglevel=5).
 boot_once() {
 	local lf=$1 t0 now size last_size=-1 last_change rc
 	timeout -k 5 "$timeout_s" qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp "$smp" \
@@ -186,7 +192,13 @@ boot_once() {
 		if [ "$size" != "$last_size" ]; then
 			last_size=$size last_change=$now
 		fi
-		if [ $((now - t0)) -ge "$boot_s" ] || [ $((now - last_change)) -ge $((boot_s / 2)) ]; then
+		if [ $((now - t0)) -ge "$boot_s" ]; then
+			wd_why="no RIG-BEGIN after $((now - t0)) s"
+		elif [ $((now - last_change)) -ge "$stall_s" ]; then
+			wd_why="console silent for $((now - last_change)) s before RIG-BEGIN"
+		fi
+		if [ -n "$wd_why" ]; then
+			wd_why="$wd_why; last console line: $(tr -d '\r' <"$lf" | grep -av '^$' | tail -n1 | cut -c1-120)"
 			kill "$qpid" 2>/dev/null
 			wait "$qpid" 2>/dev/null
 			qpid=
@@ -201,12 +213,13 @@ boot_once() {
 
 log "booting $kver (TCG, ${mem} MiB, $smp vCPU): $*"
 start=$(date +%s%N)
-retried=
+retried= wd_why=
 qrc=0
 boot_once "$logf" || qrc=$?
 if [ "$qrc" = 125 ]; then
 	tr -d '\r' <"$logf" >"$logf.hung"
-	retried="boot watchdog: no RIG-BEGIN after $((($(date +%s%N) - start) / 1000000000)) s; console ended with: $(grep -av '^$' "$logf.hung" | tail -n1 | cut -c1-100)"
+	retried="boot watchdog: $wd_why"
+	wd_why=
 	log "$retried; booting once more (first console kept in $logf.hung)"
 	start=$(date +%s%N)
 	qrc=0
@@ -219,7 +232,7 @@ ms=$((($(date +%s%N) - start) / 1000000))
 } >"$logf.tmp" && mv "$logf.tmp" "$logf"
 
 # ---- verdict ----------------------------------------------------------------
-sed -n '/RIG-BEGIN$/,/^RIG-EXIT: /p' "$logf" | sed '1d;$d' | grep -v '^\[ *[0-9.]*\] ' || true
+sed -n '/RIG-BEGIN$/,/^RIG-EXIT: /p' "$logf" | sed '1d;$d' | sed '${/^$/d}' | grep -v '^\[ *[0-9.]*\] ' || true
 fail=
 exit_line=$(grep -a '^RIG-EXIT: ' "$logf" | tail -n1 || true)
 if [ -z "$exit_line" ]; then
@@ -238,12 +251,18 @@ if [ -n "$kmemleak" ]; then
 	printf '%s\n' "$kmemleak" | head -n 40 >&2
 	fail="${fail:+$fail; }kmemleak found unreferenced objects"
 fi
+# KUnit suites (built in, or in a module the scenario loads) report KTAP in dmesg,
+# where a kernel timestamp precedes each line; the guest's own TAP lines have none.
+kunit=$(grep -aE '^\[ *[0-9.]+\] +not ok [0-9]+ ' "$logf" || true)
+if [ -n "$kunit" ]; then
+	printf '%s\n' "$kunit" | head -n 20 >&2
+	fail="${fail:+$fail; }KUnit tests failed"
+fi
 # The kernel's own checkers: oopses and warnings; KASAN; lockdep (its reports are
 # WARNING: lines, named here too); sleeping in atomic context; DEBUG_OBJECTS;
 # kmemleak (its dmesg summary, in case the report above was cut short); list
-# debugging; refcount; hangs and stalls; and KUnit results (KTAP in dmesg, where
-# a kernel timestamp precedes them; the guest's own TAP lines have none).
-bad=$(grep -aE 'WARNING:|BUG:|Oops|general protection|Call Trace|kernel BUG|UBSAN:|KASAN:|possible (circular|recursive) locking|inconsistent lock state|suspicious RCU usage|lock held when returning|sleeping function called from invalid context|ODEBUG:|unreferenced object 0x|new suspected memory leaks|list_(add|del) corruption|refcount_t:|hung_task|soft lockup|rcu_sched self-detected|INFO: task .* blocked|^\[ *[0-9.]+\] +not ok [0-9]+ ' "$logf" || true)
+# debugging; refcount; hangs and stalls.
+bad=$(grep -aE 'WARNING:|BUG:|Oops|general protection|Call Trace|kernel BUG|UBSAN:|KASAN:|possible (circular|recursive) locking|inconsistent lock state|suspicious RCU usage|lock held when returning|sleeping function called from invalid context|ODEBUG:|unreferenced object 0x|new suspected memory leaks|list_(add|del) corruption|refcount_t:|hung_task|soft lockup|rcu_sched self-detected|INFO: task .* blocked' "$logf" || true)
 if [ -n "$bad" ]; then
 	printf '%s\n' "$bad" | head -n 20 >&2
 	fail="${fail:+$fail; }kernel reported problems (see $logf)"

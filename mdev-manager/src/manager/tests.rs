@@ -2,6 +2,8 @@ use super::*;
 use crate::env::test_env::TempEnvironment;
 use crate::fake::{FakeSysfs, SAMPLE_UUIDS};
 use crate::render;
+use crate::sysfs::{parent_and_type, write_attr};
+use std::io;
 
 fn sample() -> (Manager<TempEnvironment>, FakeSysfs) {
     let env = TempEnvironment::new();
@@ -187,8 +189,9 @@ fn create_rejects_unknown_type() {
     let e = m.create("vgpu_shim0", "3G", None).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "parent vgpu_shim0 has no type `vgpu_shim-3G` (known: vgpu_shim-128M, vgpu_shim-256M, \
-         vgpu_shim-512M, vgpu_shim-1G, vgpu_shim-2G, vgpu_shim-4G)"
+        "parent vgpu_shim0: unknown type `3G` (known: vgpu_shim-128M, vgpu_shim-256M, \
+         vgpu_shim-512M, vgpu_shim-1G, vgpu_shim-2G, vgpu_shim-4G; the short form `256M`, any \
+         case, or the quota in MiB also work)"
     );
     assert!(matches!(
         m.create("vgpu_shim0", "i915-GVTg_V5_4", None),
@@ -480,10 +483,4 @@ fn instance_links_are_parsed() {
         None
     );
     assert_eq!(parent_and_type(Path::new("mdev_supported_types/t")), None);
-}
-
-#[test]
-fn short_type_ids() {
-    assert_eq!(full_type_id("256M"), "vgpu_shim-256M");
-    assert_eq!(full_type_id("vgpu_shim-256M"), "vgpu_shim-256M");
 }

@@ -13,7 +13,6 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use vgpu_vfio::sysfs::{Instance, LatencyHist, Parent, Policy};
-use vgpu_vfio::Cmd;
 
 use crate::harness::{clean_state, remove_with_timeout, Context, Fail, REMOVE_TIMEOUT};
 use crate::sys;
@@ -295,35 +294,7 @@ fn victim_latencies(b: &Bench, with_neighbour: bool, samples: u32) -> Result<Lat
     let flag = 2 * MIB;
     let mut run = |_: &[Instance]| -> Result<LatencyHist, Fail> {
         std::thread::sleep(Duration::from_millis(300));
-        victim.inst.clear_latency_hist().ctx("clear latency_hist")?;
-        for i in 0..samples {
-            let (f, seq) = victim.eng.next_fence(false, Some(flag));
-            let cmds = [
-                Cmd::Fill {
-                    dst: DATA,
-                    len: 4096,
-                    value: i,
-                },
-                f,
-            ];
-            let t = Instant::now();
-            victim.eng.submit(&cmds)?;
-            while victim.vram().read_u64(flag)? != seq {
-                if t.elapsed() > Duration::from_secs(10) {
-                    return Err(Fail(format!("victim job {i} not done after 10 s")));
-                }
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            std::thread::sleep(gap);
-        }
-        let h = victim.inst.latency_hist().ctx("latency_hist")?;
-        if h.count() != u64::from(samples) {
-            return Err(Fail(format!(
-                "latency_hist counts {} submissions, the victim made {samples}",
-                h.count()
-            )));
-        }
-        Ok(h)
+        victim_latency(&mut victim, samples, gap, DATA, flag)
     };
     let r = if with_neighbour {
         with_load(b, gpus, run)

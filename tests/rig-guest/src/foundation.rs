@@ -1801,7 +1801,9 @@ fn multi_parent(ctx: &mut Ctx) -> TestResult {
     ensure_attr(ps[0].vram_pages(), 1024, "parent 0 vram_pages")?;
     ensure_attr(ps[1].vram_pages(), 1024, "parent 1 vram_pages")?;
     ensure_attr(ps[2].vram_pages(), 1, "parent 2 vram_pages")?;
-    drop((ma, mb, da, db, dc));
+    // (Closing a device frees its pages: a stays open to show b's removal leaves
+    // parent 0 alone.)
+    drop((mb, db, dc));
     ctx.remove(&b)?;
     ensure_eq!(
         check_pool(&ps[1], "parent 1 after remove")?,
@@ -1814,6 +1816,8 @@ fn multi_parent(ctx: &mut Ctx) -> TestResult {
         1024,
         "parent 0 vram_pages after removing b",
     )?;
+    drop((ma, da));
+    ensure_attr(ps[0].vram_pages(), 0, "parent 0 vram_pages after closing a")?;
     Ok(())
 }
 

@@ -238,14 +238,18 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// Run the tests of `suite` whose names contain `filter` (`repeat` times over); print
-/// TAP; return failures.
-pub fn run_suite(suite: &Suite, filter: Option<&str>, repeat: usize) -> usize {
+/// Run the tests of `suite` whose names contain `filter` and are not named in `skip`
+/// (`repeat` times over); print TAP; return failures.
+pub fn run_suite(suite: &Suite, filter: Option<&str>, skip: &[String], repeat: usize) -> usize {
     let once: Vec<&Test> = suite
         .tests
         .iter()
         .filter(|t| filter.is_none_or(|f| t.name.contains(f)))
+        .filter(|t| !skip.iter().any(|s| s == t.name))
         .collect();
+    if !skip.is_empty() {
+        println!("# skipped by request: {}", skip.join(", "));
+    }
     let tests: Vec<&Test> = (0..repeat.max(1))
         .flat_map(|_| once.iter().copied())
         .collect();

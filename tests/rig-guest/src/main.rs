@@ -1,6 +1,6 @@
 //! vgpu-rig-tests: guest-side tests run as root inside the kernel rig.
 //!
-//! `vgpu-rig-tests <suite> [--filter SUBSTR] [--list]` runs a suite of named tests and
+//! `vgpu-rig-tests <suite> [--filter SUBSTR] [--skip NAME,...] [--list]` runs a suite of named tests and
 //! prints TAP; the exit status is non-zero if any test failed. Each test starts with
 //! vgpu_shim unloaded, loads it with the parameters it needs, and the harness removes
 //! every instance and unloads the module afterwards, even on failure.
@@ -32,7 +32,9 @@ fn suites() -> Vec<Suite> {
 }
 
 fn usage(suites: &[Suite]) -> ! {
-    eprintln!("usage: vgpu-rig-tests <suite> [--filter SUBSTR] [--repeat N] [--list]");
+    eprintln!(
+        "usage: vgpu-rig-tests <suite> [--filter SUBSTR] [--skip NAME,...] [--repeat N] [--list]"
+    );
     eprintln!("       vgpu-rig-tests fuzz [--commands N] [--seed S]");
     eprintln!("       vgpu-rig-tests bench [--csv-dir DIR]");
     eprintln!("       vgpu-rig-tests touch <uuid> <MiB>");
@@ -79,6 +81,7 @@ fn main() {
     let mut filter = None;
     let mut list = false;
     let mut repeat = 1;
+    let mut skip: Vec<String> = Vec::new();
     let mut i = 1;
     while i < args.len() {
         match args[i].as_str() {
@@ -87,6 +90,19 @@ fn main() {
                     usage(&suites)
                 };
                 filter = Some(f.clone());
+                i += 2;
+            }
+            "--skip" => {
+                let Some(names) = args.get(i + 1) else {
+                    usage(&suites)
+                };
+                for n in names.split(',').filter(|n| !n.is_empty()) {
+                    if !suite.tests.iter().any(|t| t.name == n) {
+                        eprintln!("--skip: no test named {n:?} in suite {}", suite.name);
+                        std::process::exit(2);
+                    }
+                    skip.push(n.to_string());
+                }
                 i += 2;
             }
             "--list" => {
@@ -114,6 +130,6 @@ fn main() {
         }
         return;
     }
-    let failed = harness::run_suite(suite, filter.as_deref(), repeat);
+    let failed = harness::run_suite(suite, filter.as_deref(), &skip, repeat);
     std::process::exit(if failed == 0 { 0 } else { 1 });
 }

@@ -7,8 +7,8 @@ use vgpu_vfio::abi::{self, dispi};
 use vgpu_vfio::sysfs::{Instance, Parent};
 use vgpu_vfio::{region, Device};
 
-use crate::ensure_eq;
 use crate::harness::{Context, Fail};
+use crate::{ensure, ensure_eq};
 
 /// Name of an errno for messages.
 pub fn errno_name(e: i32) -> String {
@@ -251,6 +251,86 @@ pub fn ensure_attr(got: vgpu_vfio::Result<u64>, want: u64, what: &str) -> Result
     let g = got.ctx(what)?;
     ensure_eq!(g, want, "{what}");
     Ok(())
+}
+
+// ---- CPU placement ------------------------------------------------------------------
+
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+pub fn cpu_set(cpus: &[usize]) -> libc::cpu_set_t {
+    // SAFETY: cpu_set_t is plain data; all-zero bytes are the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        // SAFETY: `c` is below CPU_SETSIZE (the rig has a handful of CPUs).
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    set
+}
+
+/// sched_setaffinity of thread `tid` (0: the calling thread).
+pub fn set_affinity(tid: libc::pid_t, set: &libc::cpu_set_t) -> std::io::Result<()> {
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    let r = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), set) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub fn get_affinity() -> std::io::Result<libc::cpu_set_t> {
+    let mut set = cpu_set(&[]);
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(set)
+}
+
+/// The pid of the kernel thread named `comm`.
+pub fn kthread_pid(comm: &str) -> Result<libc::pid_t, Fail> {
+    for e in std::fs::read_dir("/proc").ctx("read /proc")?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<libc::pid_t>() else {
+            continue;
+        };
+        if std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == comm) {
+            return Ok(pid);
+        }
+    }
+    Err(Fail(format!("no thread named {comm}")))
+}
+
+/// The engine thread `vgpu0/e0` on one CPU and this thread (and every thread it starts
+/// from now on: submitters, attackers, readers, hogs) on another, so what the test
+/// measures is the module, not the guest's CPU scheduler sharing one CPU between the
+/// engine and an attack. Restores this thread's affinity on drop.
+pub struct Pinned {
+    old: libc::cpu_set_t,
+}
+
+impl Pinned {
+    /// The engine on CPU 1, this thread on CPU 0.
+    pub fn engine_apart() -> Result<Pinned, Fail> {
+        Self::engine_on(1, 0)
+    }
+
+    /// The engine thread on CPU `eng`, this thread on CPU `me`.
+    pub fn engine_on(eng: usize, me: usize) -> Result<Pinned, Fail> {
+        ensure!(cpu_count() >= 2, "needs 2 CPUs (run the rig with --smp 2)");
+        let old = get_affinity().ctx("sched_getaffinity")?;
+        let pid = kthread_pid("vgpu0/e0")?;
+        set_affinity(pid, &cpu_set(&[eng])).ctx(format!("pin the engine thread to CPU {eng}"))?;
+        set_affinity(0, &cpu_set(&[me])).ctx(format!("pin the test to CPU {me}"))?;
+        Ok(Pinned { old })
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        let _ = set_affinity(0, &self.old);
+    }
 }
 
 #[cfg(test)]

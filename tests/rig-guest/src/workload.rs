@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use vgpu_vfio::abi::engine as reg;
 use vgpu_vfio::reference::fnv1a64_words;
-use vgpu_vfio::sysfs::{Instance, InstanceStats, Parent, ParentStats};
+use vgpu_vfio::sysfs::{Instance, InstanceStats, LatencyHist, Parent, ParentStats};
 use vgpu_vfio::{region, Cmd, Device, Engine, EventFd, MappedRegion, EFD_NONBLOCK};
 
 use crate::ensure;
@@ -248,12 +248,19 @@ pub struct Saturator {
 impl Saturator {
     /// Start saturating `gpu` (its ring must be enabled).
     pub fn start(gpu: Gpu, cfg: SatConfig) -> Saturator {
+        Self::start_group(gpu, vec![cfg.gemm.cmd(); cfg.per_fence], cfg.refill)
+    }
+
+    /// Start keeping `gpu`'s ring full of `group` followed by a FENCE, over and over,
+    /// checking every `refill` (its ring must be enabled and hold the group and its
+    /// fence).
+    pub fn start_group(gpu: Gpu, group: Vec<Cmd>, refill: Duration) -> Saturator {
         let stop = Arc::new(AtomicBool::new(false));
         let paused = Arc::new(AtomicBool::new(false));
         let (s2, p2) = (stop.clone(), paused.clone());
         let handle = std::thread::spawn(move || {
             let mut gpu = gpu;
-            let r = saturate(&mut gpu, &cfg, &s2, &p2);
+            let r = saturate(&mut gpu, &group, refill, &s2, &p2);
             (gpu, r)
         });
         Saturator {
@@ -285,24 +292,24 @@ impl Saturator {
 
 fn saturate(
     gpu: &mut Gpu,
-    cfg: &SatConfig,
+    cmds: &[Cmd],
+    refill: Duration,
     stop: &AtomicBool,
     paused: &AtomicBool,
 ) -> Result<SatStats, Fail> {
-    let group = cfg.per_fence as u64 + 1;
+    let group = cmds.len() as u64 + 1;
     let mut st = SatStats::default();
-    let cmd = cfg.gemm.cmd();
     while !stop.load(Ordering::Relaxed) {
         if paused.load(Ordering::Relaxed) {
-            std::thread::sleep(cfg.refill);
+            std::thread::sleep(refill);
             continue;
         }
         let free = gpu.eng.free_slots().ctx("HEAD")?;
         let groups = free / group;
         if groups > 0 {
             for _ in 0..groups {
-                for _ in 0..cfg.per_fence {
-                    gpu.eng.push(&cmd).ctx("push GEMM")?;
+                for cmd in cmds {
+                    gpu.eng.push(cmd).ctx(format!("push {}", cmd.name()))?;
                 }
                 let (f, seq) = gpu.eng.next_fence(false, None);
                 gpu.eng.push(&f).ctx("push FENCE")?;
@@ -314,7 +321,7 @@ fn saturate(
         gpu.eng
             .check()
             .ctx(format!("saturated ring of {}", gpu.inst.uuid()))?;
-        std::thread::sleep(cfg.refill);
+        std::thread::sleep(refill);
     }
     Ok(st)
 }
@@ -465,6 +472,28 @@ impl Window {
     }
 }
 
+/// Wait until an engine of `parent` is seen asleep (nothing eligible): its `idle_ns`,
+/// which includes the idle periods in progress, grows between two reads. Everything the
+/// engine did before it went to sleep is then in the counters (a slice is charged before
+/// the engine looks for more work). Judged from the kernel's counters, so it holds on a
+/// host of any speed; `timeout` only guards against a hang.
+pub fn wait_engine_asleep(parent: &Parent, timeout: Duration) -> Result<(), Fail> {
+    let start = Instant::now();
+    let first = parent.idle_ns().ctx("idle_ns")?;
+    loop {
+        std::thread::sleep(Duration::from_millis(1));
+        let now = parent.idle_ns().ctx("idle_ns")?;
+        if now > first {
+            return Ok(());
+        }
+        ensure!(
+            start.elapsed() < timeout,
+            "{}: the engine never went to sleep within {timeout:?} (idle_ns stays {now})",
+            parent.name()
+        );
+    }
+}
+
 /// Sleep `settle`, then measure the counters over `dur`.
 pub fn measure(
     parent: &Parent,
@@ -485,6 +514,53 @@ pub fn pcts(v: &[f64]) -> String {
         .map(|x| format!("{x:.1}%"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+// ---- a victim's latency -------------------------------------------------------------
+
+/// The kernel's latency histogram (vgpu/latency_hist) of `samples` small jobs of
+/// `victim`: FILL 4 KiB at `scratch` + FENCE writing its seqno at `flag`, one doorbell
+/// each, one at a time, `gap` apart. The victim waits for each fence by sleeping and
+/// polling `flag` in its VRAM, so on a single vCPU it takes no engine time from the
+/// worker; the latency is the kernel's own, from the doorbell until the commands
+/// completed. The histogram is cleared first; it must count exactly `samples`.
+pub fn victim_latency(
+    victim: &mut Gpu,
+    samples: u32,
+    gap: Duration,
+    scratch: u64,
+    flag: u64,
+) -> Result<LatencyHist, Fail> {
+    victim.inst.clear_latency_hist().ctx("clear latency_hist")?;
+    for i in 0..samples {
+        let (f, seq) = victim.eng.next_fence(false, Some(flag));
+        let cmds = [
+            Cmd::Fill {
+                dst: scratch,
+                len: 4096,
+                value: i,
+            },
+            f,
+        ];
+        let t = Instant::now();
+        victim.eng.submit(&cmds).ctx("victim submit")?;
+        while victim.vram().read_u64(flag).ctx("victim flag")? != seq {
+            victim.eng.check().ctx(format!("victim job {i}"))?;
+            ensure!(
+                t.elapsed() < Duration::from_secs(10),
+                "victim job {i} not done after 10 s"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        std::thread::sleep(gap);
+    }
+    let h = victim.inst.latency_hist().ctx("latency_hist")?;
+    ensure!(
+        h.count() == u64::from(samples),
+        "latency_hist counts {} submissions, the victim made {samples}",
+        h.count()
+    );
+    Ok(h)
 }
 
 // ---- the neighbour: valid work next to a canary -------------------------------------

@@ -1,0 +1,302 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * vgpu_shim: the scheduler's policy arithmetic (docs/scheduler.md): rates
+ * and token buckets, virtual time, the pick and the charge. Functions of
+ * the scheduler state only, all called with vgpu_sched.lock held; used by
+ * vgpu_sched.c and tested by the KUnit module (vgpu_shim_kunit.c).
+ */
+#ifndef VGPU_SCHED_POLICY_H
+#define VGPU_SCHED_POLICY_H
+
+#include <linux/kernel.h>
+#include <linux/list.h>
+#include <linux/math64.h>
+#include <linux/minmax.h>
+
+#include "vgpu.h"
+
+#define VGPU_PPM		1000000ULL	/* rate unit: parts per million */
+#define VGPU_BUCKET_MIN_NS	(10 * NSEC_PER_MSEC)
+
+/* ---- virtual time ---- */
+
+#define VGPU_VT_REACH	(1ULL << 62)	/* how far behind vt_floor a vt may be */
+
+/*
+ * Virtual time grows by d * 1024 / w for d ns of engine time at weight w:
+ * at weight 1 it passes 2^64 after about 208 days of busy time, and then
+ * wraps around. So virtual times are compared as CFS compares vruntime, by
+ * the sign of their difference: right as long as the times compared are
+ * less than 2^63 apart (about 104 days at weight 1). Runnable instances
+ * stay within a few slices of each other; an instance that does not take
+ * part in the pick (idle, or waiting for its lock) is never left more than
+ * VGPU_VT_REACH (2^62, ~52 days at weight 1) behind vt_floor (see
+ * vgpu_sched_pick()).
+ *
+ * vgpu_vt_before(): whether virtual time @a comes before @b.
+ */
+static inline bool vgpu_vt_before(u64 a, u64 b)
+{
+	return (s64)(a - b) < 0;
+}
+
+static inline u64 vgpu_vt_max(u64 a, u64 b)
+{
+	return vgpu_vt_before(a, b) ? b : a;
+}
+
+static inline u64 vgpu_vt_min(u64 a, u64 b)
+{
+	return vgpu_vt_before(b, a) ? b : a;
+}
+
+/* ---- budgets, the pick, the charge ---- */
+
+/* Rate limit of @se in ppm of one engine; 0: none. */
+static inline u64 vgpu_sched_rate(struct vgpu_sched *s,
+				  struct vgpu_sched_ent *se)
+{
+	u64 rate = se->cap ? se->cap * (VGPU_PPM / 100) : 0;
+
+	if (s->policy == VGPU_POLICY_FIXED_SHARE && s->sum_weight) {
+		u64 share = div_u64((u64)s->nr_workers * se->weight * VGPU_PPM,
+				    s->sum_weight);
+
+		share = clamp_t(u64, share, 1, VGPU_PPM);
+		rate = rate ? min(rate, share) : share;
+	}
+	return rate;
+}
+
+static inline u64 vgpu_sched_depth(struct vgpu_sched *s, u64 rate)
+{
+	u64 win = max_t(u64, 2ULL * s->slice_us * NSEC_PER_USEC,
+			VGPU_BUCKET_MIN_NS);
+
+	return div_u64(win * rate, VGPU_PPM);
+}
+
+/* Token bucket: accrue @rate ns per ns of wall time up to the depth. */
+static inline void vgpu_sched_refill(struct vgpu_sched *s,
+				     struct vgpu_sched_ent *se,
+				     u64 rate, u64 now)
+{
+	s64 depth = vgpu_sched_depth(s, rate);
+	u64 dt;
+	u32 rem;
+
+	if (now <= se->refill_ns)
+		return;
+	dt = now - se->refill_ns;
+	se->refill_ns = now;
+	/* the bucket is at most 60 ms deep: 10 s of accrual fills any */
+	dt = min_t(u64, dt, 10 * NSEC_PER_SEC);
+	se->budget += div_u64_rem(dt * rate + se->budget_frac, VGPU_PPM, &rem);
+	se->budget_frac = rem;
+	if (se->budget >= depth) {
+		se->budget = depth;
+		se->budget_frac = 0;
+	}
+}
+
+/*
+ * When a throttled instance's budget turned (or turns) positive, as seen
+ * at @now: the end of its throttled interval. Read-only, so a sysfs read
+ * and the scheduler agree and throttled_ns never goes back.
+ */
+static inline u64 vgpu_sched_throttle_end(struct vgpu_sched *s,
+					  struct vgpu_sched_ent *se, u64 now)
+{
+	u64 rate = vgpu_sched_rate(s, se), dt, ago;
+	s64 budget = se->budget;
+
+	/* two engines' clock readings may cross by a little */
+	if (now <= se->throttled_since)
+		return se->throttled_since;
+	if (!rate)
+		return now;
+	dt = now > se->refill_ns ? now - se->refill_ns : 0;
+	dt = min_t(u64, dt, 10 * NSEC_PER_SEC);
+	budget += div_u64(dt * rate + se->budget_frac, VGPU_PPM);
+	budget = min_t(s64, budget, vgpu_sched_depth(s, rate));
+	if (budget <= 0)
+		return now;
+	ago = div_u64((u64)budget * VGPU_PPM, rate);
+	if (now - se->throttled_since <= ago)
+		return se->throttled_since;
+	return now - ago;
+}
+
+static inline u64 vgpu_sched_throttled_ns(struct vgpu_sched *s,
+					  struct vgpu_sched_ent *se, u64 now)
+{
+	if (!se->throttled)
+		return se->throttled_ns;
+	return se->throttled_ns +
+	       (vgpu_sched_throttle_end(s, se, now) - se->throttled_since);
+}
+
+/* End a throttled interval (eligible again, or no longer runnable). */
+static inline void vgpu_sched_unthrottle(struct vgpu_sched *s,
+					 struct vgpu_sched_ent *se, u64 now)
+{
+	if (!se->throttled)
+		return;
+	se->throttled_ns = vgpu_sched_throttled_ns(s, se, now);
+	se->throttled = false;
+}
+
+/*
+ * Pick the next instance for engine @w (see the file comment) and its
+ * slice limit; the instance @w has now (if any) may win again. Instances
+ * waiting for their lock are skipped. *@wake_at is when the earliest
+ * throttled instance that no engine runs gets budget again (0: none). An
+ * instance that becomes eligible again catches up with the eligible ones,
+ * as a waking one does: time held back by a cap or fixed share earns no
+ * credit either.
+ */
+static inline struct vgpu_sched_ent *
+vgpu_sched_pick(struct vgpu_sched *s, struct vgpu_worker *w, u64 now,
+		u64 *limit, u64 *wake_at)
+{
+	u64 slice = (u64)s->slice_us * NSEC_PER_USEC;
+	struct vgpu_sched_ent *se, *best = NULL;
+	bool back = false, have_min = false;
+	u64 min_vt = 0;
+
+	*wake_at = 0;
+	*limit = slice;
+	list_for_each_entry(se, &s->ents, node) {
+		u64 rate;
+
+		se->back = false;
+		if (!se->runnable || se->lockwait)
+			continue;
+		rate = vgpu_sched_rate(s, se);
+		if (rate) {
+			vgpu_sched_refill(s, se, rate, now);
+			if (se->budget <= 0) {
+				u64 t;
+
+				if (!se->throttled) {
+					se->throttled = true;
+					se->throttled_since = now;
+				}
+				t = now + div64_u64((1 - se->budget) * VGPU_PPM +
+						    rate - 1, rate);
+				if (!se->on && (!*wake_at || t < *wake_at))
+					*wake_at = t;
+				continue;
+			}
+		}
+		if (se->throttled) {
+			vgpu_sched_unthrottle(s, se, now);
+			se->back = true;
+			back = true;
+			continue;
+		}
+		min_vt = have_min ? vgpu_vt_min(min_vt, se->vt) : se->vt;
+		have_min = true;
+	}
+	if (have_min && vgpu_vt_before(s->vt_floor, min_vt))
+		s->vt_floor = min_vt;
+
+	list_for_each_entry(se, &s->ents, node) {
+		if (!se->runnable || se->lockwait) {
+			/*
+			 * Out of the race (it catches up when it is back
+			 * anyway): never let it fall so far behind the floor
+			 * that it would compare as ahead.
+			 */
+			if (vgpu_vt_before(se->vt, s->vt_floor - VGPU_VT_REACH))
+				se->vt = s->vt_floor - VGPU_VT_REACH;
+			continue;
+		}
+		if (se->throttled)
+			continue;
+		if (back && se->back && have_min)
+			se->vt = vgpu_vt_max(se->vt, min_vt);
+		if (se->on && se->on != w)
+			continue;
+		/* the list is in creation order: ties go to the older */
+		if (!best || vgpu_vt_before(se->vt, best->vt))
+			best = se;
+	}
+	if (best && vgpu_sched_rate(s, best))
+		*limit = min_t(u64, slice, best->budget);
+	return best;
+}
+
+/*
+ * The smallest vt among the runnable, eligible instances other than @skip
+ * (vt_floor if there is none): what an instance that becomes runnable or
+ * eligible again catches up with.
+ */
+static inline u64 vgpu_sched_min_vt(struct vgpu_sched *s,
+				    struct vgpu_sched_ent *skip)
+{
+	struct vgpu_sched_ent *o;
+	bool have_min = false;
+	u64 min_vt = 0;
+
+	list_for_each_entry(o, &s->ents, node) {
+		if (o == skip || !o->runnable || o->throttled || o->lockwait)
+			continue;
+		min_vt = have_min ? vgpu_vt_min(min_vt, o->vt) : o->vt;
+		have_min = true;
+	}
+	return have_min ? min_vt : s->vt_floor;
+}
+
+/* The weight @se's virtual time runs at under the current policy. */
+static inline unsigned int vgpu_sched_vt_weight(struct vgpu_sched *s,
+						struct vgpu_sched_ent *se)
+{
+	return s->policy == VGPU_POLICY_EQUAL_SHARE ? 1 : se->weight;
+}
+
+/*
+ * @se waited for its lock (another task held it) and is eligible again. As
+ * a waking instance it earns no credit for the wait, but it keeps up to one
+ * slice of lead over the others: what it may have lost of its slice when
+ * it left for the lock holder.
+ */
+static inline void vgpu_sched_lock_back(struct vgpu_sched *s,
+					struct vgpu_sched_ent *se)
+{
+	u64 lead = div_u64((u64)s->slice_us * NSEC_PER_USEC * 1024,
+			   vgpu_sched_vt_weight(s, se));
+
+	/* wraps like virtual time itself: compared as such */
+	se->vt = vgpu_vt_max(se->vt, vgpu_sched_min_vt(s, se) - lead);
+}
+
+/* Charge @d ns of engine time to @se. */
+static inline void vgpu_sched_charge(struct vgpu_sched *s,
+				     struct vgpu_sched_ent *se, u64 d, u64 now)
+{
+	unsigned int w = vgpu_sched_vt_weight(s, se);
+	u64 rate = vgpu_sched_rate(s, se);
+
+	se->busy_ns += d;
+	s->busy_ns += d;
+	se->vt += div_u64(d * 1024, w);
+	if (rate) {
+		vgpu_sched_refill(s, se, rate, now);
+		se->budget -= d;
+		if (se->budget <= 0 && se->runnable && !se->throttled) {
+			se->throttled = true;
+			se->throttled_since = now;
+		}
+	}
+}
+
+/* @se becomes runnable: no credit for idling, it catches up. */
+static inline void vgpu_sched_wake(struct vgpu_sched *s,
+				   struct vgpu_sched_ent *se)
+{
+	se->vt = vgpu_vt_max(se->vt, vgpu_sched_min_vt(s, se));
+	se->runnable = true;
+}
+
+#endif /* VGPU_SCHED_POLICY_H */

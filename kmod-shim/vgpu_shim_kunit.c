@@ -1,0 +1,263 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vgpu_shim: KUnit tests of the scheduler's policy arithmetic
+ * (vgpu_sched_policy.h), above all with virtual times around the u64
+ * wrap-around. A module of its own (vgpu_shim_kunit.ko), built only for
+ * kernels with CONFIG_KUNIT; loading it runs the suite "vgpu_shim_sched"
+ * and logs KTAP results.
+ */
+#include <kunit/test.h>
+#include <linux/list.h>
+#include <linux/module.h>
+#include <linux/string.h>
+
+#include "vgpu.h"
+#include "vgpu_sched_policy.h"
+
+#define SLICE_NS	(1000 * NSEC_PER_USEC)	/* slice_us 1000 */
+#define VT_SLICE	(SLICE_NS * 1024)	/* a slice of vt at weight 1 */
+
+struct sched_fixture {
+	struct vgpu_sched s;
+	struct vgpu_worker w;
+	struct vgpu_sched_ent e[3];
+	u64 now;
+};
+
+/* A parent with one engine and instances e[0..n), runnable, weights @wt. */
+static void fixture_init(struct sched_fixture *f, unsigned int n,
+			 const unsigned int *wt, u64 vt)
+{
+	unsigned int i;
+
+	memset(f, 0, sizeof(*f));
+	INIT_LIST_HEAD(&f->s.ents);
+	f->s.policy = VGPU_POLICY_BEST_EFFORT;
+	f->s.slice_us = SLICE_NS / NSEC_PER_USEC;
+	f->s.nr_workers = 1;
+	f->s.vt_floor = vt;
+	f->w.parent = NULL;
+	f->now = 1000 * NSEC_PER_SEC;
+	for (i = 0; i < n; i++) {
+		struct vgpu_sched_ent *se = &f->e[i];
+
+		se->seq = i + 1;
+		se->weight = wt[i];
+		se->vt = vt;
+		se->refill_ns = f->now;
+		se->attached = true;
+		se->runnable = true;
+		list_add_tail(&se->node, &f->s.ents);
+		f->s.sum_weight += wt[i];
+	}
+}
+
+/* One slice: pick, run it for a slice (or its limit), charge. */
+static struct vgpu_sched_ent *run_slice(struct sched_fixture *f)
+{
+	struct vgpu_sched_ent *se;
+	u64 limit, wake_at;
+
+	se = vgpu_sched_pick(&f->s, &f->w, f->now, &limit, &wake_at);
+	if (!se)
+		return NULL;
+	f->now += limit;
+	vgpu_sched_charge(&f->s, se, limit, f->now);
+	return se;
+}
+
+static void vt_compare_wraps(struct kunit *test)
+{
+	u64 late = U64_MAX - 5;		/* 16 before 10, through the wrap */
+
+	KUNIT_EXPECT_TRUE(test, vgpu_vt_before(late, 10));
+	KUNIT_EXPECT_FALSE(test, vgpu_vt_before(10, late));
+	KUNIT_EXPECT_FALSE(test, vgpu_vt_before(10, 10));
+	KUNIT_EXPECT_EQ(test, vgpu_vt_max(late, 10), 10ULL);
+	KUNIT_EXPECT_EQ(test, vgpu_vt_max(10, late), 10ULL);
+	KUNIT_EXPECT_EQ(test, vgpu_vt_min(late, 10), late);
+	KUNIT_EXPECT_TRUE(test, vgpu_vt_before(5, 10));
+	KUNIT_EXPECT_EQ(test, vgpu_vt_max(5, 10), 10ULL);
+}
+
+/* The earlier of two vts straddling the wrap is picked. */
+static void pick_across_wrap(struct kunit *test)
+{
+	static const unsigned int wt[] = { 1, 1 };
+	struct sched_fixture *f = kunit_kzalloc(test, sizeof(*f), GFP_KERNEL);
+	u64 limit, wake_at;
+
+	KUNIT_ASSERT_NOT_NULL(test, f);
+	fixture_init(f, 2, wt, U64_MAX - 1000);
+	f->e[1].vt = 1000;		/* 2001 after e[0] */
+	KUNIT_EXPECT_PTR_EQ(test, vgpu_sched_pick(&f->s, &f->w, f->now,
+						  &limit, &wake_at), &f->e[0]);
+	f->e[0].vt = 2000;		/* now e[0] is the later one */
+	KUNIT_EXPECT_PTR_EQ(test, vgpu_sched_pick(&f->s, &f->w, f->now,
+						  &limit, &wake_at), &f->e[1]);
+}
+
+/*
+ * Weights 1 and 2 from 10 slices of vt below the wrap, for 600 slices:
+ * engine time 1:2 all along (within two slices each), and the floor
+ * follows through the wrap.
+ */
+static void shares_across_wrap(struct kunit *test)
+{
+	static const unsigned int wt[] = { 1, 2 };
+	struct sched_fixture *f = kunit_kzalloc(test, sizeof(*f), GFP_KERNEL);
+	unsigned int i;
+
+	KUNIT_ASSERT_NOT_NULL(test, f);
+	fixture_init(f, 2, wt, U64_MAX - 10 * VT_SLICE);
+	for (i = 1; i <= 600; i++) {
+		s64 d;
+
+		KUNIT_ASSERT_NOT_NULL(test, run_slice(f));
+		d = 2 * (s64)f->e[0].busy_ns - (s64)f->e[1].busy_ns;
+		if (abs(d) > 4 * SLICE_NS) {
+			KUNIT_FAIL(test,
+				   "slice %u: busy %llu vs %llu ns (weights 1:2), vt %llu %llu",
+				   i, f->e[0].busy_ns, f->e[1].busy_ns,
+				   f->e[0].vt, f->e[1].vt);
+			return;
+		}
+	}
+	/* both wrapped; the floor is within a slice of the smallest vt */
+	KUNIT_EXPECT_LT(test, f->e[0].vt, 1000 * VT_SLICE);
+	KUNIT_EXPECT_LT(test, f->e[1].vt, 1000 * VT_SLICE);
+	KUNIT_EXPECT_LE(test, min(f->e[0].vt, f->e[1].vt) - f->s.vt_floor,
+			VT_SLICE);
+}
+
+/* An instance created after the wrap (at vt_floor) gets its share. */
+static void new_instance_after_wrap(struct kunit *test)
+{
+	static const unsigned int wt[] = { 1, 1, 1 };
+	struct sched_fixture *f = kunit_kzalloc(test, sizeof(*f), GFP_KERNEL);
+	unsigned int i, got = 0;
+
+	KUNIT_ASSERT_NOT_NULL(test, f);
+	fixture_init(f, 3, wt, U64_MAX - 5 * VT_SLICE);
+	list_del(&f->e[2].node);	/* not created yet */
+	f->s.sum_weight--;
+	for (i = 0; i < 100; i++)
+		KUNIT_ASSERT_NOT_NULL(test, run_slice(f));
+	f->e[2].vt = f->s.vt_floor;	/* as vgpu_sched_attach() does */
+	list_add_tail(&f->e[2].node, &f->s.ents);
+	f->s.sum_weight++;
+	for (i = 0; i < 300; i++)
+		got += run_slice(f) == &f->e[2];
+	/* a third of the slices, give or take the catch-up */
+	KUNIT_EXPECT_GE(test, got, 90U);
+	KUNIT_EXPECT_LE(test, got, 110U);
+}
+
+/*
+ * An instance idle while the others' vt moves on by more than 2^63 (200
+ * days of engine time at weight 1, done here in big steps) is not left
+ * so far behind that it compares as ahead: woken, it shares fairly.
+ */
+static void long_idle_stays_in_reach(struct kunit *test)
+{
+	static const unsigned int wt[] = { 1, 1 };
+	struct sched_fixture *f = kunit_kzalloc(test, sizeof(*f), GFP_KERNEL);
+	struct vgpu_sched_ent *a, *c;
+	unsigned int i, got = 0;
+	u64 limit, wake_at;
+
+	KUNIT_ASSERT_NOT_NULL(test, f);
+	fixture_init(f, 2, wt, 1ULL << 62);
+	a = &f->e[0];
+	c = &f->e[1];
+	c->runnable = false;
+	for (i = 0; i < 12; i++) {
+		/* 2^50 ns at weight 1: vt += 2^60 */
+		KUNIT_ASSERT_PTR_EQ(test, vgpu_sched_pick(&f->s, &f->w,
+							  f->now, &limit,
+							  &wake_at), a);
+		f->now += 1ULL << 50;
+		vgpu_sched_charge(&f->s, a, 1ULL << 50, f->now);
+	}
+	KUNIT_ASSERT_PTR_EQ(test, vgpu_sched_pick(&f->s, &f->w, f->now,
+						  &limit, &wake_at), a);
+	vgpu_sched_wake(&f->s, c);
+	for (i = 0; i < 100; i++)
+		got += run_slice(f) == c;
+	KUNIT_EXPECT_GE(test, got, 45U);
+	KUNIT_EXPECT_LE(test, got, 55U);
+}
+
+/*
+ * Back from waiting for its lock, an instance keeps at most one slice of
+ * lead, also across the wrap, and never jumps ahead of the others.
+ */
+static void lock_back_bounded(struct kunit *test)
+{
+	static const unsigned int wt[] = { 1, 1 };
+	struct sched_fixture *f = kunit_kzalloc(test, sizeof(*f), GFP_KERNEL);
+	struct vgpu_sched_ent *a, *b;
+
+	KUNIT_ASSERT_NOT_NULL(test, f);
+	fixture_init(f, 2, wt, 0);
+	a = &f->e[0];
+	b = &f->e[1];
+	/* near 0: a little behind b keeps its place */
+	a->vt = 50;
+	b->vt = 100;
+	vgpu_sched_lock_back(&f->s, a);
+	KUNIT_EXPECT_EQ(test, a->vt, 50ULL);
+	/* far behind (across the wrap): one slice of lead left */
+	b->vt = 5;
+	a->vt = U64_MAX - 20 * VT_SLICE;
+	vgpu_sched_lock_back(&f->s, a);
+	KUNIT_EXPECT_EQ(test, a->vt, 5 - VT_SLICE);
+	/* ahead: unchanged */
+	a->vt = 10 * VT_SLICE;
+	vgpu_sched_lock_back(&f->s, a);
+	KUNIT_EXPECT_EQ(test, a->vt, 10 * VT_SLICE);
+}
+
+/*
+ * While it waits for its lock an instance takes no part in the pick, but
+ * it keeps the lead the hand-over grants (one slice) when it is back.
+ */
+static void lock_lead_kept_across_picks(struct kunit *test)
+{
+	static const unsigned int wt[] = { 1, 1 };
+	struct sched_fixture *f = kunit_kzalloc(test, sizeof(*f), GFP_KERNEL);
+	struct vgpu_sched_ent *a, *b;
+	unsigned int i;
+
+	KUNIT_ASSERT_NOT_NULL(test, f);
+	fixture_init(f, 2, wt, U64_MAX - VT_SLICE);
+	a = &f->e[0];
+	b = &f->e[1];
+	a->lockwait = true;
+	for (i = 0; i < 5; i++)
+		KUNIT_ASSERT_PTR_EQ(test, run_slice(f), b);
+	vgpu_sched_lock_back(&f->s, a);
+	a->lockwait = false;
+	KUNIT_EXPECT_EQ(test, a->vt, b->vt - VT_SLICE);
+	KUNIT_EXPECT_PTR_EQ(test, run_slice(f), a);
+}
+
+static struct kunit_case vgpu_sched_cases[] = {
+	KUNIT_CASE(vt_compare_wraps),
+	KUNIT_CASE(pick_across_wrap),
+	KUNIT_CASE(shares_across_wrap),
+	KUNIT_CASE(new_instance_after_wrap),
+	KUNIT_CASE(long_idle_stays_in_reach),
+	KUNIT_CASE(lock_back_bounded),
+	KUNIT_CASE(lock_lead_kept_across_picks),
+	{}
+};
+
+static struct kunit_suite vgpu_sched_suite = {
+	.name = "vgpu_shim_sched",
+	.test_cases = vgpu_sched_cases,
+};
+kunit_test_suite(vgpu_sched_suite);
+
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("KUnit tests of vgpu_shim's scheduler policy");

@@ -1,0 +1,172 @@
+//! Reading instances. `vgpuctl list` reads every instance, so this is what decides
+//! how fast it is: the parents' type directories are listed (`<type>/devices/` names
+//! the instances of each type, so no link per instance has to be read), an
+//! instance's quota is its type's (`vgpu/vram_mb` is "the type's quota" in the ABI:
+//! one read per type in use), and each instance costs the three attributes only it
+//! knows (`vram_used_kb`, `weight`, `cap`), read through its device directory so
+//! no link is followed on each open. Under emulation an `open` of a sysfs attribute
+//! costs some 25 µs; a thousand of them were most of `list`.
+
+use log::debug;
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use uuid::Uuid;
+
+use super::Manager;
+use crate::env::Environment;
+use crate::error::{Error, Result};
+use crate::model::{natural_key, Instance, TypeDescription, TYPE_PREFIX};
+use crate::sysfs::{list_dir, list_names, parent_and_type, read_attr, read_u64, resolve_link};
+
+impl<E: Environment> Manager<E> {
+    /// All managed instances, by parent then UUID.
+    pub fn instances(&self) -> Result<Vec<Instance>> {
+        self.instances_except(&BTreeSet::new())
+    }
+
+    /// The UUIDs of every mdev device (of any driver), without reading them.
+    pub fn device_uuids(&self) -> Result<BTreeSet<Uuid>> {
+        Ok(list_dir(&self.env().mdev_base())?
+            .into_iter()
+            .filter_map(|(name, _)| Uuid::parse_str(&name).ok())
+            .collect())
+    }
+
+    /// All managed instances but those in `skip` (which are not read at all).
+    pub(crate) fn instances_except(&self, skip: &BTreeSet<Uuid>) -> Result<Vec<Instance>> {
+        let mut instances = Vec::new();
+        // Parents in natural order, each one's instances by UUID: sorted as a whole
+        // without comparing names per pair.
+        let mut parents = list_dir(&self.env().parent_base())?;
+        parents.sort_by(|a, b| natural_key(&a.0).cmp(&natural_key(&b.0)));
+        for (parent, link) in parents {
+            let first = instances.len();
+            // The parent's own directory: its instances are subdirectories of it.
+            let dir = resolve_link(&link).map_err(|source| Error::Read {
+                path: link.clone(),
+                source,
+            })?;
+            for (type_id, tdir) in list_dir(&dir.join("mdev_supported_types"))? {
+                if !type_id.starts_with(TYPE_PREFIX) {
+                    continue;
+                }
+                let uuids: Vec<Uuid> = list_names(&tdir.join("devices"))?
+                    .into_iter()
+                    .filter_map(|name| Uuid::parse_str(&name).ok())
+                    .filter(|u| !skip.contains(u))
+                    .collect();
+                if uuids.is_empty() {
+                    continue;
+                }
+                let desc_path = tdir.join("description");
+                let desc: TypeDescription =
+                    read_attr(&desc_path)?
+                        .parse()
+                        .map_err(|source| Error::Description {
+                            path: desc_path,
+                            source,
+                        })?;
+                // One path buffer for every attribute of every instance of the type
+                // (bytes: `PathBuf::pop` parses components, a truncate does not).
+                let mut path = dir.as_os_str().as_bytes().to_vec();
+                for uuid in uuids {
+                    path.push(b'/');
+                    path.extend_from_slice(
+                        uuid.hyphenated()
+                            .encode_lower(&mut Uuid::encode_buffer())
+                            .as_bytes(),
+                    );
+                    path.extend_from_slice(b"/vgpu/");
+                    let base = path.len();
+                    let mut attr = |name: &str| {
+                        path.truncate(base);
+                        path.extend_from_slice(name.as_bytes());
+                        read_u64(Path::new(OsStr::from_bytes(&path)))
+                    };
+                    let mut read = || -> Result<Instance> {
+                        Ok(Instance {
+                            uuid,
+                            parent: parent.clone(),
+                            type_id: type_id.clone(),
+                            vram_mb: desc.vram_mb,
+                            vram_used_kb: attr("vram_used_kb")?,
+                            weight: attr("weight")?,
+                            cap: attr("cap")?,
+                        })
+                    };
+                    let result = read();
+                    path.truncate(base);
+                    let gone =
+                        result.is_err() && fs::symlink_metadata(OsStr::from_bytes(&path)).is_err();
+                    path.truncate(dir.as_os_str().len());
+                    match result {
+                        Ok(i) => instances.push(i),
+                        // Removed while we were reading it.
+                        Err(_) if gone => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            instances[first..].sort_unstable_by_key(|i| i.uuid);
+        }
+        Ok(instances)
+    }
+
+    /// One managed instance by UUID.
+    pub fn instance(&self, uuid: Uuid) -> Result<Instance> {
+        // A missing instance is a missing link (`read_instance` gives `None`).
+        self.read_instance(uuid, &self.instance_dir(uuid))?
+            .ok_or(Error::InstanceNotFound(uuid))
+    }
+
+    /// Reads an instance; `None` if it is not of a vgpu_shim type. `dir` is its bus
+    /// link, `/sys/bus/mdev/devices/<uuid>`.
+    fn read_instance(&self, uuid: Uuid, dir: &Path) -> Result<Option<Instance>> {
+        // Both links are relative (`../../../devices/…/<parent>/<uuid>`, then
+        // `../mdev_supported_types/<type>`): two readlinks give parent and type.
+        let link_path = dir.join("mdev_type");
+        let resolved =
+            resolve_link(dir).and_then(|dev| Ok((resolve_link(&dev.join("mdev_type"))?, dev)));
+        let (link, dev) = match resolved {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                debug!("ignoring {}: no mdev_type link", dir.display());
+                return Ok(None);
+            }
+            Err(source) => {
+                return Err(Error::Read {
+                    path: link_path,
+                    source,
+                })
+            }
+        };
+        let Some((parent, type_id)) = parent_and_type(&link) else {
+            return Err(Error::Malformed {
+                path: link_path,
+                reason: format!(
+                    "link target {} does not end in <parent>/mdev_supported_types/<type>",
+                    link.display()
+                ),
+            });
+        };
+        if !type_id.starts_with(TYPE_PREFIX) {
+            debug!("ignoring {uuid}: type {type_id} is not a vgpu type");
+            return Ok(None);
+        }
+        // The device's own directory: no link to follow on each open.
+        let vgpu = dev.join("vgpu");
+        Ok(Some(Instance {
+            uuid,
+            parent,
+            type_id,
+            vram_mb: read_u64(&vgpu.join("vram_mb"))?,
+            vram_used_kb: read_u64(&vgpu.join("vram_used_kb"))?,
+            weight: read_u64(&vgpu.join("weight"))?,
+            cap: read_u64(&vgpu.join("cap"))?,
+        }))
+    }
+}

@@ -235,7 +235,11 @@ fn is_engine_comm(c: &str) -> bool {
 /// own allocations (vgpu_init_dev's page arrays), measured on this kernel: a create that
 /// admission refuses (a 4G instance in a 1 GiB pool, ENOSPC from vgpu_init_dev before it
 /// allocates anything) runs the same path up to that point, and fail-nth armed far away
-/// tells how many points it passed; the two page arrays add one each.
+/// tells how many points it passed (plus the few of its unwinding); the two page arrays
+/// add one each. The count varies between creates, upwards only: a slab that needs a new
+/// page is one more point (57 to 108 were measured for the same path), so the caller
+/// takes the smallest of several, and a real create reaches VFIO's group at least as late
+/// (about 35 points after the smallest count on this kernel).
 ///
 /// Creates are injected only up to there because of a bug in the kernel's VFIO core,
 /// not in the module: in 6.1 (and mainline as of this writing) vfio_create_group() takes

@@ -235,6 +235,7 @@ impl<'w> Th<'w> {
                     a: 0,
                     b: 0,
                     c: 0,
+                    fail_nth: 0,
                 },
                 Instant::now(),
             ));
@@ -355,6 +356,9 @@ impl<'w> Th<'w> {
         // Count first: nothing may allocate once armed.
         self.stats.inj.entry(self.kind).or_default().0 += 1;
         self.last_n = n;
+        if let Some((note, _)) = self.w.thread(self.id).cur.as_mut() {
+            note.fail_nth = n;
+        }
         if let Some(f) = self.nth.as_mut() {
             self.armed = f.arm(n).is_ok();
         }

@@ -150,6 +150,8 @@ pub struct OpNote {
     pub a: u64,
     pub b: u64,
     pub c: u64,
+    /// The injection point armed to fail (0: none).
+    pub fail_nth: u32,
 }
 
 impl std::fmt::Display for OpNote {
@@ -162,7 +164,11 @@ impl std::fmt::Display for OpNote {
             self.a,
             self.b,
             self.c
-        )
+        )?;
+        if self.fail_nth != 0 {
+            write!(f, "[fail-nth {}]", self.fail_nth)?;
+        }
+        Ok(())
     }
 }
 

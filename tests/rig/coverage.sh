@@ -77,7 +77,10 @@ done < <(grep -a '^GCDA-BEGIN ' "$logf")
 
 rm -rf "$cov"
 mkdir -p "$cov"
-(cd "$gdir/src" && gcov -o . vgpu_*.c) >"$cov/gcov.txt" 2>&1 || true
+# The sources of the module that ran (a .gcda each): not, e.g., the KUnit module's.
+srcs=$(cd "$gdir/src" && for f in *.gcda; do echo "${f%.gcda}.c"; done)
+# shellcheck disable=SC2086 # one word per source file
+(cd "$gdir/src" && gcov -o . $srcs) >"$cov/gcov.txt" 2>&1 || true
 mv "$gdir"/src/*.gcov "$cov/" 2>/dev/null || true
 awk '
 	/^File .*\.c'"'"'$/ { f = $2; gsub("'"'"'", "", f); sub(".*/", "", f); next }

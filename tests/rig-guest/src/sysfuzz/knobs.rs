@@ -30,6 +30,7 @@ const PARENT: &[(&str, A)] = &[
     ("watchdog_ms", A::Uint(10, 60000)),
     ("pool_free_mb", A::Ro),
     ("vram_pages", A::Ro),
+    ("display_pages", A::Ro),
     ("engines", A::Ro),
     ("busy_ns", A::Ro),
     ("idle_ns", A::Ro),

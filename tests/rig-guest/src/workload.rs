@@ -238,11 +238,21 @@ pub struct SatStats {
     pub last_seq: u64,
 }
 
-/// A thread that keeps one instance's ring full of GEMMs.
+/// A thread that keeps one instance's ring full of GEMMs. Dropped without `stop()` (a
+/// test that failed early), it stops and joins the thread, closing the device.
 pub struct Saturator {
     stop: Arc<AtomicBool>,
     paused: Arc<AtomicBool>,
-    handle: JoinHandle<(Gpu, Result<SatStats, Fail>)>,
+    handle: Option<JoinHandle<(Gpu, Result<SatStats, Fail>)>>,
+}
+
+impl Drop for Saturator {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 impl Saturator {
@@ -266,7 +276,7 @@ impl Saturator {
         Saturator {
             stop,
             paused,
-            handle,
+            handle: Some(handle),
         }
     }
 
@@ -277,13 +287,17 @@ impl Saturator {
 
     /// Whether the thread ended (an error).
     pub fn finished(&self) -> bool {
-        self.handle.is_finished()
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
     }
 
     /// Stop submitting and get the instance back (its ring still holds queued work).
-    pub fn stop(self) -> Result<(Gpu, SatStats), Fail> {
+    pub fn stop(mut self) -> Result<(Gpu, SatStats), Fail> {
         self.stop.store(true, Ordering::Relaxed);
-        match self.handle.join() {
+        let handle = self
+            .handle
+            .take()
+            .ok_or_else(|| Fail("saturator already stopped".into()))?;
+        match handle.join() {
             Ok((gpu, r)) => Ok((gpu, r?)),
             Err(_) => Err(Fail("saturator thread panicked".into())),
         }
@@ -596,12 +610,25 @@ pub struct NeighbourReport {
 }
 
 /// An instance doing checked valid work in a loop (CHECKSUM of a canary, FILL, FENCE)
-/// while tests abuse other instances.
+/// while tests abuse other instances. Dropped without `finish()` (a test that failed
+/// early), it stops its loop and joins the thread, so its device is closed before the
+/// harness removes the instance (a device left open makes `remove` block).
 pub struct Neighbour {
     stop: Arc<AtomicBool>,
     rounds: Arc<AtomicU64>,
-    handle: JoinHandle<(Gpu, Result<NeighbourReport, Fail>)>,
+    handle: Option<JoinHandle<(Gpu, Result<NeighbourReport, Fail>)>>,
     seed: u64,
+}
+
+impl Drop for Neighbour {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            // The loop ends within one round (each wait is bounded); the Gpu it
+            // returns is dropped here, closing the device.
+            let _ = h.join();
+        }
+    }
 }
 
 /// The canary word pattern of a neighbour (by VRAM offset).
@@ -634,7 +661,7 @@ impl Neighbour {
         Ok(Neighbour {
             stop,
             rounds,
-            handle,
+            handle: Some(handle),
             seed,
         })
     }
@@ -651,7 +678,7 @@ impl Neighbour {
         let start = Instant::now();
         while self.rounds() < r0 + n {
             ensure!(
-                !self.handle.is_finished(),
+                !self.handle.as_ref().is_none_or(|h| h.is_finished()),
                 "{what}: the neighbour stopped (see its error at the end)"
             );
             ensure!(
@@ -666,10 +693,13 @@ impl Neighbour {
 
     /// Stop, then check: no error in its loop, its ring is healthy, its cmds_failed is 0,
     /// its jobs equal what it submitted, and both canaries are intact.
-    pub fn finish(self) -> Result<(Gpu, NeighbourReport), Fail> {
+    pub fn finish(mut self) -> Result<(Gpu, NeighbourReport), Fail> {
         self.stop.store(true, Ordering::Relaxed);
-        let (gpu, r) = self
+        let handle = self
             .handle
+            .take()
+            .ok_or_else(|| Fail("neighbour already finished".into()))?;
+        let (gpu, r) = handle
             .join()
             .map_err(|_| Fail("neighbour thread panicked".into()))?;
         let rep = r.map_err(|e| Fail(format!("neighbour: {}", e.0)))?;

@@ -1700,31 +1700,41 @@ fn watchdog_giant_job(ctx: &mut Ctx) -> TestResult {
 fn watchdog_keep_alive(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
     let mut g = new_gpu(ctx, &p)?;
-    let wd = 200u64;
-    let gm = long_gemm(&mut g, Duration::from_millis(wd / 4))?;
+    let wd = 300u64;
+    // A fence every ~wd/12 of engine time: a chunk stretched by a vCPU stall counts as
+    // engine time (the watchdog's clock is the engine's), so the gap between fences
+    // leaves room for a 12x stretch of one GEMM, not 4x as a fence every wd/4 did.
+    let gm = long_gemm(&mut g, Duration::from_millis(wd / 12))?;
     p.set_watchdog_ms(&wd.to_string()).ctx("watchdog_ms")?;
     let busy0 = g.inst.busy_ns()?;
-    // 16 GEMMs of ~wd/4 each, a FENCE after each: 4x watchdog_ms in all, never hung.
-    let mut cmds = Vec::new();
-    let mut last = 0;
-    for _ in 0..16 {
-        cmds.push(gm.cmd());
-        let (f, s) = g.eng.next_fence(false, None);
-        cmds.push(f);
-        last = s;
+    // Batches of 24 (GEMM, FENCE) pairs until the stream used 2x watchdog_ms of engine
+    // time in all (judged from busy_ns, not from the calibration: a calibration run
+    // the host slowed down makes shorter GEMMs), never hung.
+    let mut used = 0.0;
+    let mut batches = 0;
+    while used <= 2.0 * wd as f64 && batches < 20 {
+        let mut cmds = Vec::new();
+        let mut last = 0;
+        for _ in 0..24 {
+            cmds.push(gm.cmd());
+            let (f, s) = g.eng.next_fence(false, None);
+            cmds.push(f);
+            last = s;
+        }
+        g.eng.submit(&cmds)?;
+        g.eng
+            .wait_fence(last, Duration::from_secs(120))
+            .ctx("fenced stream longer than watchdog_ms")?;
+        used = (g.inst.busy_ns()? - busy0) as f64 / 1e6;
+        batches += 1;
     }
-    g.eng.submit(&cmds)?;
-    g.eng
-        .wait_fence(last, Duration::from_secs(120))
-        .ctx("fenced stream longer than watchdog_ms")?;
-    let used = (g.inst.busy_ns()? - busy0) as f64 / 1e6;
     ctx.note(format!(
-        "{used:.0} ms of engine time with a fence every ~{} ms",
-        wd / 4
+        "{used:.0} ms of engine time in {batches} batches with a fence every ~{} ms",
+        wd / 12
     ));
     ensure!(
-        used > wd as f64 * 1.5,
-        "the stream took only {used:.0} ms of engine time: calibration off"
+        used > 2.0 * wd as f64,
+        "the stream took only {used:.0} ms of engine time in {batches} batches"
     );
     ok_status(&g, "after a long fenced stream")
 }
@@ -1844,29 +1854,63 @@ fn run_shares(
         "{policy}: commands failed while saturating: {:?}",
         w.failed
     );
-    let got = if of_wall { w.utils() } else { w.shares() };
     ctx.note(format!(
-        "engine utilisation {:.1}%, {} switches",
+        "engine utilisation {:.1}%, idle {:.1}%, {} switches",
         w.parent_util(),
+        w.idle_pct(1),
         w.switches
     ));
-    expect_shares(ctx, &got, want, SHARE_TOL, policy.as_str())?;
     if policy == Policy::FixedShare {
-        let u = w.utils();
-        ensure!(
-            u.iter().zip(want).all(|(g, w)| *g <= w + 2.0),
-            "fixed_share: above the share of wall time: {} (shares {})",
-            pcts(&u),
-            pcts(want)
-        );
+        // Non-work-conserving: each instance is a token bucket of rate `want`; it is
+        // judged as one (see check_rates), not by its part of busy time, which budget
+        // lost to vCPU stalls skews.
+        return check_rates(ctx, &w, want, policy.as_str());
     }
+    let got = if of_wall { w.utils() } else { w.shares() };
+    expect_shares(ctx, &got, want, SHARE_TOL, policy.as_str())?;
     if !of_wall {
+        // Work-conserving with every ring full: the engine never sleeps (idle_ns grows
+        // only while it sleeps with nothing eligible). Busy time of wall would also
+        // count the time the host took the vCPU away.
         ensure!(
-            w.parent_util() > 85.0,
-            "{policy}: a saturated engine was busy only {:.1}% of the time",
+            w.idle_pct(1) < 5.0,
+            "{policy}: a saturated engine slept {:.1}% of the time (busy {:.1}%)",
+            w.idle_pct(1),
             w.parent_util()
         );
     }
+    Ok(())
+}
+
+/// Saturated instances with rate limits `rates` (percent of one engine) got them:
+/// never more than the rate of wall time (invariant 4: a host stall can only lower
+/// it), and at least the rate while they competed (`Window::rate`: busy / (busy +
+/// throttled), which a host stall cannot lower).
+fn check_rates(ctx: &mut Ctx, w: &Window, rates: &[f64], what: &str) -> TestResult {
+    let u = w.utils();
+    let r: Vec<f64> = (0..rates.len()).map(|i| w.rate(i)).collect();
+    ctx.note(format!(
+        "{what}: busy of wall {}, busy of (busy + throttled) {}, want {}",
+        pcts(&u),
+        pcts(&r),
+        pcts(rates)
+    ));
+    let mut bad = Vec::new();
+    for (i, want) in rates.iter().enumerate() {
+        if u[i] > want + 2.0 {
+            bad.push(format!(
+                "#{i} {:.1}% of wall, above its rate {want:.1}%",
+                u[i]
+            ));
+        }
+        if r[i] < want - SHARE_TOL {
+            bad.push(format!(
+                "#{i} {:.1}% of the time it competed, below its rate {want:.1}%",
+                r[i]
+            ));
+        }
+    }
+    ensure!(bad.is_empty(), "{what}: {}", bad.join(", "));
     Ok(())
 }
 
@@ -1910,13 +1954,12 @@ fn share_fixed_share(ctx: &mut Ctx) -> TestResult {
         "alone with share 25%: busy {u:.1}% of wall, engine idle {idle_pct:.1}%, throttled {thr:.1}%"
     ));
     drop(idle);
+    check_rates(ctx, &w, &[25.0], "alone with a 25% fixed share")?;
+    // The engine sleeps while the instance is out of budget (it does not spin): at
+    // least what the share leaves (75%) less the tolerance. More when the host stalls.
     ensure!(
-        within(u, 25.0, SHARE_TOL),
-        "alone with a 25% fixed share: got {u:.1}%"
-    );
-    ensure!(
-        within(idle_pct, 75.0, 2.0 * SHARE_TOL),
-        "engine idle {idle_pct:.1}% (want ≈75%)"
+        idle_pct >= 75.0 - 2.0 * SHARE_TOL,
+        "engine idle {idle_pct:.1}% (want ≥ 65%)"
     );
     // Throttled = runnable with no budget (not the time until the engine wakes up).
     ensure!(
@@ -1947,10 +1990,7 @@ fn cap_alone(ctx: &mut Ctx) -> TestResult {
             "{policy}: cap 30 alone: {u:.1}% busy, throttled {thr:.1}%, engine idle {:.1}%, {per_s:.0} slices/s",
             100.0 * w.parent_idle / w.wall_ns
         ));
-        ensure!(
-            within(u, 30.0, SHARE_TOL),
-            "{policy}: cap 30 alone got {u:.1}%"
-        );
+        check_rates(ctx, &w, &[30.0], &format!("{policy}: cap 30 alone"))?;
         // Throttled = runnable with no budget: some of the 70% (the rest is the time
         // from the budget turning positive until the engine runs it).
         ensure!(
@@ -1973,22 +2013,23 @@ fn cap_with_neighbour(ctx: &mut Ctx) -> TestResult {
 /// rest to instance 1 (work-conserving: hardly idle).
 fn check_cap_and_rest(ctx: &mut Ctx, w: &Window, cap: f64, what: &str) -> TestResult {
     let u = w.utils();
-    let idle = 100.0 * w.parent_idle / w.wall_ns;
+    let sh = w.shares();
+    let idle = w.idle_pct(1);
     ctx.note(format!(
-        "{what}: {} of wall, engine idle {idle:.1}%",
-        pcts(&u)
+        "{what}: {} of wall, {} of busy, engine idle {idle:.1}%",
+        pcts(&u),
+        pcts(&sh)
     ));
+    let r = check_rates(ctx, w, &[cap], what);
+    // Work-conserving: the engine never sleeps while the neighbour has work, and the
+    // neighbour gets most of the engine time (judged against busy time, not wall:
+    // wall includes the time the host took the vCPU away).
     ensure!(
-        within(u[0], cap, SHARE_TOL),
-        "{what}: capped instance got {:.1}%",
-        u[0]
+        idle < 5.0 && sh[1] > 50.0,
+        "{what}: the uncapped instance got {:.1}% of busy time with the engine idle {idle:.1}%",
+        sh[1]
     );
-    ensure!(
-        idle < 5.0 && u[1] > 50.0,
-        "{what}: the uncapped instance got {:.1}% with the engine idle {idle:.1}%",
-        u[1]
-    );
-    Ok(())
+    r
 }
 
 /// After a cap is lifted, the formerly capped instance gets its fair share, not the
@@ -2045,8 +2086,9 @@ fn live_changes(ctx: &mut Ctx) -> TestResult {
     let (gpus, ns) = fleet(ctx, &p, &[1, 1])?;
     with_saturated(gpus, ns, |insts| {
         let a = &insts[0];
-        let w = phase(ctx, &p, insts, "weights 1:1", &[50.0, 50.0], false)?;
-        let s1 = w.mean_slice_ns(0) / 1e3;
+        phase(ctx, &p, insts, "weights 1:1", &[50.0, 50.0], false)?;
+        let ws1 = slice_windows(&p, insts, 1000, Duration::ZERO)?;
+        let (m1, l1, ok1) = slice_bounds(&ws1, 1000);
         a.set_weight("3").ctx("weight")?;
         phase(ctx, &p, insts, "weight 1 -> 3", &[75.0, 25.0], false)?;
         a.set_cap("20").ctx("cap")?;
@@ -2056,35 +2098,75 @@ fn live_changes(ctx: &mut Ctx) -> TestResult {
             Duration::from_millis(400),
             Duration::from_secs(2),
         )?;
-        let r = check_cap_and_rest(ctx, &w, 20.0, "cap 20");
+        let r = check_cap_and_rest(ctx, &w, 20.0, "cap 20 (weight 3)");
         ctx.soft(r);
         a.set_cap("0").ctx("cap")?;
         p.set_policy("equal_share").ctx("policy")?;
         phase(ctx, &p, insts, "equal_share", &[50.0, 50.0], false)?;
         p.set_policy("fixed_share").ctx("policy")?;
-        let w = phase(ctx, &p, insts, "fixed_share 3:1", &[75.0, 25.0], false)?;
-        let u = w.utils();
-        ensure!(
-            u[0] <= 77.0 && u[1] <= 27.0,
-            "fixed_share 3:1: above the shares of wall time: {}",
-            pcts(&u)
-        );
+        let w = measure(
+            &p,
+            insts,
+            Duration::from_millis(400),
+            Duration::from_secs(2),
+        )?;
+        check_rates(ctx, &w, &[75.0, 25.0], "fixed_share 3:1")?;
         p.set_policy("best_effort").ctx("policy")?;
         a.set_weight("1").ctx("weight")?;
         p.set_slice_us("5000").ctx("slice_us")?;
-        let w = phase(ctx, &p, insts, "slice_us 5000", &[50.0, 50.0], false)?;
-        let s5 = w.mean_slice_ns(0) / 1e3;
+        phase(ctx, &p, insts, "slice_us 5000", &[50.0, 50.0], false)?;
+        let ws5 = slice_windows(&p, insts, 5000, Duration::ZERO)?;
+        let (m5, l5, ok5) = slice_bounds(&ws5, 5000);
         ctx.note(format!(
-            "mean slice: {s1:.0} us at slice_us 1000, {s5:.0} us at 5000"
+            "slices (mean, least stretched window): {m1:.0} / {l1:.0} us at slice_us 1000, {m5:.0} / {l5:.0} us at 5000"
         ));
-        // One slice plus one chunk, plus whatever a loaded TCG host adds.
         ensure!(
-            (700.0..=3000.0).contains(&s1) && (3500.0..=10000.0).contains(&s5) && s5 > 2.5 * s1,
-            "mean slice {s1:.0} us with slice_us 1000, {s5:.0} us with 5000"
+            ok1 && ok5,
+            "slices (mean, least stretched window) {m1:.0} / {l1:.0} us with slice_us 1000, {m5:.0} / {l5:.0} us with 5000"
         );
         Ok(())
     })
     .map(|_| ())
+}
+
+/// Windows of about 30 slices each (at least 50 ms), after `settle`, to judge slice
+/// lengths at `slice_us` (see [`slice_bounds`]).
+fn slice_windows(
+    p: &Parent,
+    insts: &[Instance],
+    slice_us: u64,
+    settle: Duration,
+) -> Result<Vec<Window>, Fail> {
+    let dur = Duration::from_micros((30 * slice_us).max(50_000));
+    measure_windows(p, insts, settle, dur, 12)
+}
+
+/// Slice lengths at `slice_us` from the kernel's busy_ns / slices: `(mean, least
+/// stretched)` in µs, and whether they are right. The mean over all windows bounds
+/// them from below (a vCPU stall only lengthens a slice; a slice ends early only when
+/// its submitter takes the instance's lock, a few times per refill): at least 0.8 ×
+/// slice_us. The least stretched window bounds them from above: one slice plus one
+/// chunk (≤ 1.5 × slice_us + 200 µs) in the window the host disturbed least, since a
+/// stall stretches the chunk it falls in (the unit of preemption) but a scheduler that
+/// ignores slice_us is off in every window.
+fn slice_bounds(ws: &[Window], slice_us: u64) -> (f64, f64, bool) {
+    let busy: f64 = ws.iter().map(|w| w.busy.iter().sum::<f64>()).sum();
+    let slices: u64 = ws.iter().map(|w| w.slices.iter().sum::<u64>()).sum();
+    let mean = busy / slices.max(1) as f64 / 1e3;
+    let least = least_stretched_slice_ns(ws) / 1e3;
+    let want = slice_us as f64;
+    (
+        mean,
+        least,
+        mean >= 0.8 * want && least <= 1.5 * want + 200.0,
+    )
+}
+
+fn show_slices(ws: &[Window]) -> String {
+    ws.iter()
+        .map(|w| format!("{:.0}", w.mean_slice_all_ns() / 1e3))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// slice_us changed while the engine is busy: slices follow (one slice plus a chunk).
@@ -2095,20 +2177,16 @@ fn slice_us_live(ctx: &mut Ctx) -> TestResult {
         let mut bad = Vec::new();
         for us in [1000u64, 5000, 300, 2000] {
             p.set_slice_us(&us.to_string()).ctx("slice_us")?;
-            let w = measure(
-                &p,
-                insts,
-                Duration::from_millis(300),
-                Duration::from_millis(1500),
-            )?;
-            let mean = (w.mean_slice_ns(0) + w.mean_slice_ns(1)) / 2e3;
+            let ws = slice_windows(&p, insts, us, Duration::from_millis(300))?;
+            let (mean, least, ok) = slice_bounds(&ws, us);
             ctx.note(format!(
-                "slice_us {us}: mean slice {mean:.0} us, {:.0} switches/s",
-                w.switches as f64 / (w.wall_ns / 1e9)
+                "slice_us {us}: mean slice {mean:.0} us, least stretched window {least:.0} us (windows: {} us)",
+                show_slices(&ws)
             ));
-            let want = us as f64;
-            if mean < 0.8 * want || mean > 1.5 * want + 200.0 {
-                bad.push(format!("slice_us {us}: mean slice {mean:.0} us"));
+            if !ok {
+                bad.push(format!(
+                    "slice_us {us}: mean slice {mean:.0} us, least stretched window {least:.0} us"
+                ));
             }
         }
         ensure!(bad.is_empty(), "{}", bad.join("; "));
@@ -3110,19 +3188,25 @@ fn two_engines(ctx: &mut Ctx) -> TestResult {
     gpus.push(b);
     gpus[0].inst.set_weight("1")?;
     gpus[1].inst.set_weight("3")?;
-    let u = saturated_window(&p, gpus, ns)?.utils();
-    ctx.note(format!("fixed_share, 2 engines, weights 1:3: {}", pcts(&u)));
-    // A: 2·1/4 = 50% of an engine; B: min(1, 2·3/4) = a whole engine, i.e. what one
-    // saturating instance got above (`cap1`: less than 100% under TCG).
+    let w = saturated_window(&p, gpus, ns)?;
+    ctx.note(format!(
+        "fixed_share, 2 engines, weights 1:3: {} of wall (best_effort: ≥ {cap1:.1}% each), queue_depth at the end {:?}",
+        pcts(&w.utils()),
+        w.depth_end
+    ));
+    // A: 2·1/4 = 50% of an engine; B: min(1, 2·3/4) = a whole engine (never throttled).
+    // Judged as token buckets (check_rates): of wall time a loaded host takes the
+    // vCPUs of both engine threads away, and A's budget beyond its bucket is lost.
+    check_rates(
+        ctx,
+        &w,
+        &[50.0, 100.0],
+        "fixed_share, 2 engines, weights 1:3",
+    )?;
     ensure!(
-        within(u[0], 50.0, SHARE_TOL + 3.0),
-        "weight 1 of 4 on 2 engines: {:.1}% (want 50)",
-        u[0]
-    );
-    ensure!(
-        u[1] >= 0.85 * cap1,
-        "weight 3 of 4 on 2 engines: {:.1}% (want a whole engine, ≈{cap1:.1}% here)",
-        u[1]
+        w.depth_end.iter().all(|d| *d > 0),
+        "a saturated ring ran dry: queue_depth {:?}",
+        w.depth_end
     );
     Ok(())
 }

@@ -416,6 +416,8 @@ pub struct Window {
     pub switches: u64,
     /// Parent macs increment.
     pub parent_macs: u64,
+    /// queue_depth of each instance at the end of the window.
+    pub depth_end: Vec<u64>,
 }
 
 /// Increments from `a` to `b`.
@@ -440,6 +442,7 @@ pub fn window(a: &Snap, b: &Snap) -> Window {
         parent_idle: b.parent.idle_ns.saturating_sub(a.parent.idle_ns) as f64,
         switches: b.parent.switches.saturating_sub(a.parent.switches),
         parent_macs: b.parent.macs.saturating_sub(a.parent.macs),
+        depth_end: b.inst.iter().map(|s| s.queue_depth).collect(),
     }
 }
 
@@ -466,10 +469,67 @@ impl Window {
         100.0 * self.parent_busy / self.wall_ns.max(1.0)
     }
 
-    /// Mean slice length of instance `i`, ns.
-    pub fn mean_slice_ns(&self, i: usize) -> f64 {
-        self.busy[i] / (self.slices[i].max(1) as f64)
+    /// Mean slice length over all instances of the window, ns.
+    pub fn mean_slice_all_ns(&self) -> f64 {
+        let s: u64 = self.slices.iter().sum();
+        self.busy.iter().sum::<f64>() / (s.max(1) as f64)
     }
+
+    /// Instance `i`'s rate while it competed for engine time, in percent:
+    /// `busy / (busy + throttled)`. A token bucket of rate `r` gives `busy ≥ r · (busy +
+    /// throttled) − depth` in any window in which the instance stays runnable (throttled
+    /// time is exactly the time its budget took to turn positive again), however long
+    /// the host kept the vCPU away: a stall stretches a chunk (busy, spent from the
+    /// budget) or the wait for the engine (neither busy nor throttled; budget beyond the
+    /// bucket's depth is lost then, which lowers `busy / wall` but not this ratio). So a
+    /// rate set too low shows here on a host of any speed, while `busy / wall`
+    /// ([`Window::utils`]) bounds it from above (invariant 4).
+    pub fn rate(&self, i: usize) -> f64 {
+        let d = self.busy[i] + self.throttled[i];
+        if d > 0.0 {
+            100.0 * self.busy[i] / d
+        } else {
+            0.0
+        }
+    }
+
+    /// Parent idle time (engines asleep with nothing eligible) as a percentage of
+    /// `engines` × wall time.
+    pub fn idle_pct(&self, engines: u64) -> f64 {
+        100.0 * self.parent_idle / (self.wall_ns.max(1.0) * engines.max(1) as f64)
+    }
+}
+
+/// Sleep `settle`, then measure `n` consecutive windows of `dur` each (one snap ends a
+/// window and starts the next).
+pub fn measure_windows(
+    parent: &Parent,
+    insts: &[Instance],
+    settle: Duration,
+    dur: Duration,
+    n: usize,
+) -> Result<Vec<Window>, Fail> {
+    std::thread::sleep(settle);
+    let mut a = snap(parent, insts)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        std::thread::sleep(dur);
+        let b = snap(parent, insts)?;
+        out.push(window(&a, &b));
+        a = b;
+    }
+    Ok(out)
+}
+
+/// The shortest mean slice (ns, all instances) among `ws`: the window the host
+/// disturbed least. A vCPU stall inside a chunk stretches that chunk and so the slice
+/// that holds it; it never shortens one. The scheduler ends a slice at the first chunk
+/// boundary past `slice_us`, so an undisturbed window's mean is `slice_us` plus at most
+/// a chunk, and a scheduler that ignores `slice_us` is off in every window.
+pub fn least_stretched_slice_ns(ws: &[Window]) -> f64 {
+    ws.iter()
+        .map(Window::mean_slice_all_ns)
+        .fold(f64::MAX, f64::min)
 }
 
 /// Wait until an engine of `parent` is seen asleep (nothing eligible): its `idle_ns`,

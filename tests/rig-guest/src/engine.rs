@@ -29,6 +29,8 @@ pub(crate) const DATA: u64 = MIB;
 const SAT_RING: u64 = 16 * KIB;
 /// Target engine time of one saturating GEMM.
 const SAT_GEMM: Duration = Duration::from_millis(3);
+/// Windows [`check_rates`] measures at most before it judges a rate too low.
+const RATE_ATTEMPTS: usize = 10;
 /// Tolerance of share checks, percentage points (TCG).
 pub(crate) const SHARE_TOL: f64 = 5.0;
 
@@ -1848,6 +1850,22 @@ fn run_shares(
     let p = ctx.parent(0)?;
     p.set_policy(policy.as_str()).ctx("policy")?;
     let (gpus, ns) = fleet(ctx, &p, weights)?;
+    if policy == Policy::FixedShare {
+        // Non-work-conserving: each instance is a token bucket of rate `want`, judged
+        // as one (check_rates), not by its part of busy time, which budget lost to
+        // vCPU stalls skews.
+        return with_saturated(gpus, ns, |is| {
+            check_rates(ctx, &p, is, want, policy.as_str())?;
+            let w = measure(&p, is, Duration::ZERO, Duration::from_secs(1))?;
+            ensure!(
+                w.failed.iter().all(|f| *f == 0),
+                "{policy}: commands failed while saturating: {:?}",
+                w.failed
+            );
+            Ok(())
+        })
+        .map(|_| ());
+    }
     let w = saturated_window(&p, gpus, ns)?;
     ensure!(
         w.failed.iter().all(|f| *f == 0),
@@ -1860,12 +1878,6 @@ fn run_shares(
         w.idle_pct(1),
         w.switches
     ));
-    if policy == Policy::FixedShare {
-        // Non-work-conserving: each instance is a token bucket of rate `want`; it is
-        // judged as one (see check_rates), not by its part of busy time, which budget
-        // lost to vCPU stalls skews.
-        return check_rates(ctx, &w, want, policy.as_str());
-    }
     let got = if of_wall { w.utils() } else { w.shares() };
     expect_shares(ctx, &got, want, SHARE_TOL, policy.as_str())?;
     if !of_wall {
@@ -1882,36 +1894,74 @@ fn run_shares(
     Ok(())
 }
 
-/// Saturated instances with rate limits `rates` (percent of one engine) got them:
-/// never more than the rate of wall time (invariant 4: a host stall can only lower
-/// it), and at least the rate while they competed (`Window::rate`: busy / (busy +
-/// throttled), which a host stall cannot lower).
-fn check_rates(ctx: &mut Ctx, w: &Window, rates: &[f64], what: &str) -> TestResult {
-    let u = w.utils();
-    let r: Vec<f64> = (0..rates.len()).map(|i| w.rate(i)).collect();
-    ctx.note(format!(
-        "{what}: busy of wall {}, busy of (busy + throttled) {}, want {}",
-        pcts(&u),
-        pcts(&r),
-        pcts(rates)
-    ));
-    let mut bad = Vec::new();
-    for (i, want) in rates.iter().enumerate() {
-        if u[i] > want + 2.0 {
-            bad.push(format!(
-                "#{i} {:.1}% of wall, above its rate {want:.1}%",
-                u[i]
-            ));
+/// Saturated instances `insts` with rate limits `rates` (percent of one engine, for
+/// the first `rates.len()` instances) get them. Upper bound: in every window, busy ≤
+/// rate of wall time + 2 pp (invariant 4, host-independent: a vCPU stall only lowers
+/// it). Lower bound: busy ≥ rate − SHARE_TOL of wall in the best of up to
+/// RATE_ATTEMPTS windows of 500 ms. A token bucket loses the budget a stall keeps it
+/// from spending (beyond the bucket's depth), so a loaded host lowers the share of
+/// wall in the windows it disturbs; a rate set too low, by invariant 4, is below the
+/// bound in every window, so retrying cannot hide it. Every attempt is reported.
+/// Returns the windows measured.
+fn check_rates(
+    ctx: &mut Ctx,
+    p: &Parent,
+    insts: &[Instance],
+    rates: &[f64],
+    what: &str,
+) -> Result<Vec<Window>, Fail> {
+    std::thread::sleep(Duration::from_millis(300));
+    let mut ws = Vec::new();
+    let mut best = vec![0.0f64; rates.len()];
+    let mut high = Vec::new();
+    let mut tries = Vec::new();
+    for _ in 0..RATE_ATTEMPTS {
+        let w = measure(p, insts, Duration::ZERO, Duration::from_millis(500))?;
+        let u = w.utils();
+        tries.push(format!(
+            "[{} thr {}]",
+            pcts(&u),
+            pcts(
+                &w.throttled
+                    .iter()
+                    .map(|t| 100.0 * t / w.wall_ns)
+                    .collect::<Vec<_>>()
+            )
+        ));
+        for (i, want) in rates.iter().enumerate() {
+            if u[i] > want + 2.0 {
+                high.push(format!(
+                    "#{i} {:.1}% of wall, above its rate {want:.1}%",
+                    u[i]
+                ));
+            }
+            best[i] = best[i].max(u[i]);
         }
-        if r[i] < want - SHARE_TOL {
-            bad.push(format!(
-                "#{i} {:.1}% of the time it competed, below its rate {want:.1}%",
-                r[i]
-            ));
+        ws.push(w);
+        if !high.is_empty() || best.iter().zip(rates).all(|(b, r)| *b >= r - SHARE_TOL) {
+            break;
         }
     }
-    ensure!(bad.is_empty(), "{what}: {}", bad.join(", "));
-    Ok(())
+    ctx.note(format!(
+        "{what}: want {}; busy (and throttled) of wall per window: {}",
+        pcts(rates),
+        tries.join(" ")
+    ));
+    ensure!(high.is_empty(), "{what}: {}", high.join(", "));
+    let low: Vec<String> = best
+        .iter()
+        .zip(rates)
+        .enumerate()
+        .filter(|(_, (b, r))| **b < **r - SHARE_TOL)
+        .map(|(i, (b, r))| format!("#{i} at most {b:.1}% vs {r:.1}%"))
+        .collect();
+    ensure!(
+        low.is_empty(),
+        "{what}: below the rate of wall time in all {} windows: {}",
+        ws.len(),
+        low.join(", ")
+    );
+    Ok(ws)
 }
 
 fn share_best_effort(ctx: &mut Ctx) -> TestResult {
@@ -1946,25 +1996,35 @@ fn share_fixed_share(ctx: &mut Ctx) -> TestResult {
     p.set_policy("fixed_share").ctx("policy")?;
     let (mut gpus, ns) = fleet(ctx, &p, &[1, 3])?;
     let idle = gpus.pop().ok_or_else(|| Fail("fleet".into()))?;
-    let w = saturated_window(&p, gpus, ns)?;
+    with_saturated(gpus, ns, |is| {
+        let ws = check_rates(ctx, &p, is, &[25.0], "alone with a 25% fixed share")?;
+        idle_and_throttled(ctx, &ws, "alone with a 25% fixed share")
+    })?;
+    drop(idle);
+    Ok(())
+}
+
+/// A rate-limited instance alone on the engine (the last of `ws`, the window that
+/// passed check_rates): the engine sleeps while it is out of budget (it does not
+/// spin): idle at least what the rate leaves less 2 × SHARE_TOL (more when the host
+/// stalls); throttled (runnable with no budget) some of the rest, and never
+/// overlapping busy time.
+fn idle_and_throttled(ctx: &mut Ctx, ws: &[Window], what: &str) -> TestResult {
+    let w = ws.last().ok_or_else(|| Fail("no window".into()))?;
     let u = w.utils()[0];
-    let idle_pct = 100.0 * w.parent_idle / w.wall_ns;
+    let idle_pct = w.idle_pct(1);
     let thr = 100.0 * w.throttled[0] / w.wall_ns;
     ctx.note(format!(
-        "alone with share 25%: busy {u:.1}% of wall, engine idle {idle_pct:.1}%, throttled {thr:.1}%"
+        "{what}: busy {u:.1}% of wall, engine idle {idle_pct:.1}%, throttled {thr:.1}%, {:.0} slices/s",
+        w.slices[0] as f64 / (w.wall_ns / 1e9)
     ));
-    drop(idle);
-    check_rates(ctx, &w, &[25.0], "alone with a 25% fixed share")?;
-    // The engine sleeps while the instance is out of budget (it does not spin): at
-    // least what the share leaves (75%) less the tolerance. More when the host stalls.
     ensure!(
-        idle_pct >= 75.0 - 2.0 * SHARE_TOL,
-        "engine idle {idle_pct:.1}% (want ≥ 65%)"
+        idle_pct >= 100.0 - u - 3.0 * SHARE_TOL,
+        "{what}: engine idle {idle_pct:.1}% with {u:.1}% busy"
     );
-    // Throttled = runnable with no budget (not the time until the engine wakes up).
     ensure!(
         thr >= 5.0 && thr + u <= 102.0,
-        "throttled_ns grew {thr:.1}% of wall with {u:.1}% busy"
+        "{what}: throttled_ns grew {thr:.1}% of wall with {u:.1}% busy"
     );
     Ok(())
 }
@@ -1982,21 +2042,11 @@ fn cap_alone(ctx: &mut Ctx) -> TestResult {
         p.set_policy(policy.as_str()).ctx("policy")?;
         let (gpus, ns) = fleet(ctx, &p, &[1])?;
         gpus[0].inst.set_cap("30").ctx("cap")?;
-        let w = saturated_window(&p, gpus, ns)?;
-        let u = w.utils()[0];
-        let thr = 100.0 * w.throttled[0] / w.wall_ns;
-        let per_s = w.slices[0] as f64 / (w.wall_ns / 1e9);
-        ctx.note(format!(
-            "{policy}: cap 30 alone: {u:.1}% busy, throttled {thr:.1}%, engine idle {:.1}%, {per_s:.0} slices/s",
-            100.0 * w.parent_idle / w.wall_ns
-        ));
-        check_rates(ctx, &w, &[30.0], &format!("{policy}: cap 30 alone"))?;
-        // Throttled = runnable with no budget: some of the 70% (the rest is the time
-        // from the budget turning positive until the engine runs it).
-        ensure!(
-            thr >= 5.0 && thr + u <= 102.0,
-            "{policy}: throttled_ns grew {thr:.1}% of wall with {u:.1}% busy"
-        );
+        let what = format!("{policy}: cap 30 alone");
+        with_saturated(gpus, ns, |is| {
+            let ws = check_rates(ctx, &p, is, &[30.0], &what)?;
+            idle_and_throttled(ctx, &ws, &what)
+        })?;
     }
     Ok(())
 }
@@ -2005,31 +2055,34 @@ fn cap_with_neighbour(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
     let (gpus, ns) = fleet(ctx, &p, &[1, 1])?;
     gpus[0].inst.set_cap("20").ctx("cap")?;
-    let w = saturated_window(&p, gpus, ns)?;
-    check_cap_and_rest(ctx, &w, 20.0, "cap 20 next to an uncapped neighbour")
+    with_saturated(gpus, ns, |is| {
+        check_cap_and_rest(ctx, &p, is, 20.0, "cap 20 next to an uncapped neighbour")
+    })
+    .map(|_| ())
 }
 
-/// Instance 0 capped at `cap` % gets that much of wall time; the engine gives the
-/// rest to instance 1 (work-conserving: hardly idle).
-fn check_cap_and_rest(ctx: &mut Ctx, w: &Window, cap: f64, what: &str) -> TestResult {
-    let u = w.utils();
-    let sh = w.shares();
-    let idle = w.idle_pct(1);
-    ctx.note(format!(
-        "{what}: {} of wall, {} of busy, engine idle {idle:.1}%",
-        pcts(&u),
-        pcts(&sh)
-    ));
-    let r = check_rates(ctx, w, &[cap], what);
-    // Work-conserving: the engine never sleeps while the neighbour has work, and the
-    // neighbour gets most of the engine time (judged against busy time, not wall:
-    // wall includes the time the host took the vCPU away).
-    ensure!(
-        idle < 5.0 && sh[1] > 50.0,
-        "{what}: the uncapped instance got {:.1}% of busy time with the engine idle {idle:.1}%",
-        sh[1]
-    );
-    r
+/// Instance 0 capped at `cap` % gets that much of wall time (check_rates); the engine
+/// gives the rest to instance 1 (work-conserving: it never sleeps, and the neighbour
+/// gets most of the busy time; busy, not wall: wall includes the time the host took
+/// the vCPU away).
+fn check_cap_and_rest(
+    ctx: &mut Ctx,
+    p: &Parent,
+    insts: &[Instance],
+    cap: f64,
+    what: &str,
+) -> TestResult {
+    let ws = check_rates(ctx, p, insts, &[cap], what)?;
+    for w in &ws {
+        let sh = w.shares();
+        let idle = w.idle_pct(1);
+        ensure!(
+            idle < 5.0 && sh[1] > 50.0,
+            "{what}: the uncapped instance got {:.1}% of busy time with the engine idle {idle:.1}%",
+            sh[1]
+        );
+    }
+    Ok(())
 }
 
 /// After a cap is lifted, the formerly capped instance gets its fair share, not the
@@ -2087,38 +2140,24 @@ fn live_changes(ctx: &mut Ctx) -> TestResult {
     with_saturated(gpus, ns, |insts| {
         let a = &insts[0];
         phase(ctx, &p, insts, "weights 1:1", &[50.0, 50.0], false)?;
-        let ws1 = slice_windows(&p, insts, 1000, Duration::ZERO)?;
-        let (m1, l1, ok1) = slice_bounds(&ws1, 1000);
+        let (m1, l1, ok1, sh1) = judge_slices(&p, insts, 1000, Duration::ZERO)?;
         a.set_weight("3").ctx("weight")?;
         phase(ctx, &p, insts, "weight 1 -> 3", &[75.0, 25.0], false)?;
         a.set_cap("20").ctx("cap")?;
-        let w = measure(
-            &p,
-            insts,
-            Duration::from_millis(400),
-            Duration::from_secs(2),
-        )?;
-        let r = check_cap_and_rest(ctx, &w, 20.0, "cap 20 (weight 3)");
+        let r = check_cap_and_rest(ctx, &p, insts, 20.0, "cap 20 (weight 3)");
         ctx.soft(r);
         a.set_cap("0").ctx("cap")?;
         p.set_policy("equal_share").ctx("policy")?;
         phase(ctx, &p, insts, "equal_share", &[50.0, 50.0], false)?;
         p.set_policy("fixed_share").ctx("policy")?;
-        let w = measure(
-            &p,
-            insts,
-            Duration::from_millis(400),
-            Duration::from_secs(2),
-        )?;
-        check_rates(ctx, &w, &[75.0, 25.0], "fixed_share 3:1")?;
+        check_rates(ctx, &p, insts, &[75.0, 25.0], "fixed_share 3:1")?;
         p.set_policy("best_effort").ctx("policy")?;
         a.set_weight("1").ctx("weight")?;
         p.set_slice_us("5000").ctx("slice_us")?;
         phase(ctx, &p, insts, "slice_us 5000", &[50.0, 50.0], false)?;
-        let ws5 = slice_windows(&p, insts, 5000, Duration::ZERO)?;
-        let (m5, l5, ok5) = slice_bounds(&ws5, 5000);
+        let (m5, l5, ok5, sh5) = judge_slices(&p, insts, 5000, Duration::ZERO)?;
         ctx.note(format!(
-            "slices (mean, least stretched window): {m1:.0} / {l1:.0} us at slice_us 1000, {m5:.0} / {l5:.0} us at 5000"
+            "slices (mean, least stretched window): {m1:.0} / {l1:.0} us at slice_us 1000 (windows {sh1}), {m5:.0} / {l5:.0} us at 5000 (windows {sh5})"
         ));
         ensure!(
             ok1 && ok5,
@@ -2129,44 +2168,45 @@ fn live_changes(ctx: &mut Ctx) -> TestResult {
     .map(|_| ())
 }
 
-/// Windows of about 30 slices each (at least 50 ms), after `settle`, to judge slice
-/// lengths at `slice_us` (see [`slice_bounds`]).
-fn slice_windows(
+/// Slice lengths at `slice_us` from the kernel's busy_ns / slices, over windows of
+/// about 15 slices (at least 30 ms) after `settle`: `(mean, least stretched, ok,
+/// per-window means)`, lengths in µs. The mean over all windows bounds them from
+/// below (a vCPU stall only lengthens a slice; a slice ends early only when its
+/// submitter takes the instance's lock, a few times per refill): at least 0.8 ×
+/// slice_us. The least stretched window bounds them from above: one slice plus one
+/// chunk (≤ 1.5 × slice_us + 200 µs). A stall stretches the chunk it falls in (the
+/// unit of preemption), and on a loaded host it falls in most slices, so this needs
+/// a window the host left alone: up to 3 rounds of 12 windows are measured until one
+/// is (every window is reported). A scheduler that ignores slice_us is off in every
+/// window, so the retries cannot hide it.
+fn judge_slices(
     p: &Parent,
     insts: &[Instance],
     slice_us: u64,
     settle: Duration,
-) -> Result<Vec<Window>, Fail> {
-    let dur = Duration::from_micros((30 * slice_us).max(50_000));
-    measure_windows(p, insts, settle, dur, 12)
-}
-
-/// Slice lengths at `slice_us` from the kernel's busy_ns / slices: `(mean, least
-/// stretched)` in µs, and whether they are right. The mean over all windows bounds
-/// them from below (a vCPU stall only lengthens a slice; a slice ends early only when
-/// its submitter takes the instance's lock, a few times per refill): at least 0.8 ×
-/// slice_us. The least stretched window bounds them from above: one slice plus one
-/// chunk (≤ 1.5 × slice_us + 200 µs) in the window the host disturbed least, since a
-/// stall stretches the chunk it falls in (the unit of preemption) but a scheduler that
-/// ignores slice_us is off in every window.
-fn slice_bounds(ws: &[Window], slice_us: u64) -> (f64, f64, bool) {
+) -> Result<(f64, f64, bool, String), Fail> {
+    let dur = Duration::from_micros((15 * slice_us).max(30_000));
+    let want = slice_us as f64;
+    let mut ws = Vec::new();
+    let mut settle = settle;
+    for _ in 0..3 {
+        ws.extend(measure_windows(p, insts, settle, dur, 12)?);
+        settle = Duration::ZERO;
+        if least_stretched_slice_ns(&ws) / 1e3 <= 1.5 * want + 200.0 {
+            break;
+        }
+    }
     let busy: f64 = ws.iter().map(|w| w.busy.iter().sum::<f64>()).sum();
     let slices: u64 = ws.iter().map(|w| w.slices.iter().sum::<u64>()).sum();
     let mean = busy / slices.max(1) as f64 / 1e3;
-    let least = least_stretched_slice_ns(ws) / 1e3;
-    let want = slice_us as f64;
-    (
-        mean,
-        least,
-        mean >= 0.8 * want && least <= 1.5 * want + 200.0,
-    )
-}
-
-fn show_slices(ws: &[Window]) -> String {
-    ws.iter()
+    let least = least_stretched_slice_ns(&ws) / 1e3;
+    let shown = ws
+        .iter()
         .map(|w| format!("{:.0}", w.mean_slice_all_ns() / 1e3))
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(" ");
+    let ok = mean >= 0.8 * want && least <= 1.5 * want + 200.0;
+    Ok((mean, least, ok, shown))
 }
 
 /// slice_us changed while the engine is busy: slices follow (one slice plus a chunk).
@@ -2177,11 +2217,10 @@ fn slice_us_live(ctx: &mut Ctx) -> TestResult {
         let mut bad = Vec::new();
         for us in [1000u64, 5000, 300, 2000] {
             p.set_slice_us(&us.to_string()).ctx("slice_us")?;
-            let ws = slice_windows(&p, insts, us, Duration::from_millis(300))?;
-            let (mean, least, ok) = slice_bounds(&ws, us);
+            let (mean, least, ok, shown) =
+                judge_slices(&p, insts, us, Duration::from_millis(300))?;
             ctx.note(format!(
-                "slice_us {us}: mean slice {mean:.0} us, least stretched window {least:.0} us (windows: {} us)",
-                show_slices(&ws)
+                "slice_us {us}: mean slice {mean:.0} us, least stretched window {least:.0} us (windows: {shown} us)"
             ));
             if !ok {
                 bad.push(format!(
@@ -3188,27 +3227,29 @@ fn two_engines(ctx: &mut Ctx) -> TestResult {
     gpus.push(b);
     gpus[0].inst.set_weight("1")?;
     gpus[1].inst.set_weight("3")?;
-    let w = saturated_window(&p, gpus, ns)?;
-    ctx.note(format!(
-        "fixed_share, 2 engines, weights 1:3: {} of wall (best_effort: ≥ {cap1:.1}% each), queue_depth at the end {:?}",
-        pcts(&w.utils()),
-        w.depth_end
-    ));
-    // A: 2·1/4 = 50% of an engine; B: min(1, 2·3/4) = a whole engine (never throttled).
-    // Judged as token buckets (check_rates): of wall time a loaded host takes the
-    // vCPUs of both engine threads away, and A's budget beyond its bucket is lost.
-    check_rates(
-        ctx,
-        &w,
-        &[50.0, 100.0],
-        "fixed_share, 2 engines, weights 1:3",
-    )?;
-    ensure!(
-        w.depth_end.iter().all(|d| *d > 0),
-        "a saturated ring ran dry: queue_depth {:?}",
-        w.depth_end
-    );
-    Ok(())
+    // A: 2·1/4 = 50% of an engine (check_rates); B: min(1, 2·3/4) = a whole engine,
+    // i.e. what a saturating instance got above (`cap1`: less than 100% under TCG), in
+    // its best window (a stall only lowers it).
+    with_saturated(gpus, ns, |is| {
+        let ws = check_rates(
+            ctx,
+            &p,
+            is,
+            &[50.0],
+            "fixed_share, 2 engines, weight 1 of 4",
+        )?;
+        let b = ws.iter().map(|w| w.utils()[1]).fold(0.0, f64::max);
+        ctx.note(format!(
+            "weight 3 of 4: at best {b:.1}% of wall; queue_depth at the end {:?}",
+            ws.last().map(|w| w.depth_end.clone())
+        ));
+        ensure!(
+            b >= 0.85 * cap1,
+            "weight 3 of 4 on 2 engines: at most {b:.1}% (want a whole engine, ≈{cap1:.1}% here)"
+        );
+        Ok(())
+    })
+    .map(|_| ())
 }
 
 fn multi_parent(ctx: &mut Ctx) -> TestResult {

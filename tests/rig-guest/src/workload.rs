@@ -475,24 +475,6 @@ impl Window {
         self.busy.iter().sum::<f64>() / (s.max(1) as f64)
     }
 
-    /// Instance `i`'s rate while it competed for engine time, in percent:
-    /// `busy / (busy + throttled)`. A token bucket of rate `r` gives `busy ≥ r · (busy +
-    /// throttled) − depth` in any window in which the instance stays runnable (throttled
-    /// time is exactly the time its budget took to turn positive again), however long
-    /// the host kept the vCPU away: a stall stretches a chunk (busy, spent from the
-    /// budget) or the wait for the engine (neither busy nor throttled; budget beyond the
-    /// bucket's depth is lost then, which lowers `busy / wall` but not this ratio). So a
-    /// rate set too low shows here on a host of any speed, while `busy / wall`
-    /// ([`Window::utils`]) bounds it from above (invariant 4).
-    pub fn rate(&self, i: usize) -> f64 {
-        let d = self.busy[i] + self.throttled[i];
-        if d > 0.0 {
-            100.0 * self.busy[i] / d
-        } else {
-            0.0
-        }
-    }
-
     /// Parent idle time (engines asleep with nothing eligible) as a percentage of
     /// `engines` × wall time.
     pub fn idle_pct(&self, engines: u64) -> f64 {

@@ -29,6 +29,8 @@ pub(crate) const DATA: u64 = MIB;
 const SAT_RING: u64 = 16 * KIB;
 /// Target engine time of one saturating GEMM.
 const SAT_GEMM: Duration = Duration::from_millis(3);
+/// Rounds of 12 windows [`judge_slices`] measures at most.
+const SLICE_ROUNDS: usize = 8;
 /// Windows [`check_rates`] measures at most before it judges a rate too low.
 const RATE_ATTEMPTS: usize = 10;
 /// Windows [`check_rates`] measures at least (the upper bound is judged over all).
@@ -2181,7 +2183,8 @@ fn live_changes(ctx: &mut Ctx) -> TestResult {
 /// mean says little; the window the host disturbed least (the shortest mean among
 /// windows of ≥ 20 slices) must show one slice plus at most one chunk: between 0.8 ×
 /// slice_us (a slice ends early only when its submitter takes the instance's lock)
-/// and 1.5 × slice_us + 200 µs. Up to 3 rounds of 12 windows are measured until one
+/// and 1.5 × slice_us + 200 µs. Up to SLICE_ROUNDS rounds of 12 windows are measured
+/// (the host's quiet spells seen under load last ~0.1–0.5 s) until one
 /// is within bounds (every window is reported). A scheduler that ignores slice_us is
 /// off in every window, stretched or not, so the retries cannot hide it.
 fn judge_slices(
@@ -2195,7 +2198,7 @@ fn judge_slices(
     let inside = |l: f64| l >= 0.8 * want && l <= 1.5 * want + 200.0;
     let mut ws = Vec::new();
     let mut settle = settle;
-    for _ in 0..3 {
+    for _ in 0..SLICE_ROUNDS {
         ws.extend(measure_windows(p, insts, settle, dur, 12)?);
         settle = Duration::ZERO;
         if inside(least_stretched_slice_ns(&ws, 20) / 1e3) {

@@ -3223,16 +3223,23 @@ fn two_engines(ctx: &mut Ctx) -> TestResult {
     let one = vec![gpus.pop().ok_or_else(|| Fail("fleet".into()))?];
     let insts1 = insts_of(&one);
     let sats = saturate_fleet(one, ns);
-    let w = measure(
+    // busy_ns is charged at the end of each slice, so a window also holds the rest
+    // of a slice begun before it, which a vCPU stall may have stretched: judge the
+    // least of up to 5 windows of 1 s (an instance on two engines at once is near
+    // 200% in every window).
+    let ws = measure_windows(
         &p,
         &insts1,
         Duration::from_millis(500),
-        Duration::from_secs(2),
+        Duration::from_secs(1),
+        5,
     );
     let mut gpus = stop_all(sats)?;
-    let u = w?.utils()[0];
+    let us: Vec<f64> = ws?.iter().map(|w| w.utils()[0]).collect();
+    let u = us.iter().copied().fold(f64::MAX, f64::min);
     ctx.note(format!(
-        "one instance alone with 2 engines: {u:.1}% of wall"
+        "one instance alone with 2 engines: {} of wall per window",
+        pcts(&us)
     ));
     ensure!(
         u <= 103.0,

@@ -2235,22 +2235,43 @@ fn judge_slices(
     Ok((mean, least, ws.iter().any(good), shown))
 }
 
-/// slice_us changed while the engine is busy: slices follow (one slice plus a chunk).
+/// slice_us changed while the engine is busy: slices follow. Judged by the GEMM work
+/// per slice (macs / slices), relative to slice_us 1000: a slice ends after slice_us
+/// of engine time (plus at most a chunk), and the work done in it is the engine time
+/// the host did not take away; on a host that takes the vCPU away a fraction f of the
+/// time, every setting's work per slice scales by (1 − f) alike. Engine time per
+/// slice (busy_ns / slices) counts those stalls and so stretches with the host's load
+/// (seen: a 1000 µs slice measured at 4–6 ms under load, by busy_ns and by wall
+/// time), and it cannot tell a scheduler that ignores slice_us from a loaded host.
+/// Each setting's work per slice must be its slice_us / 1000 times that at 1000,
+/// within a factor of 2 (the host's load may change between the settings).
 fn slice_us_live(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
     let (gpus, ns) = fleet(ctx, &p, &[1, 1])?;
     with_saturated(gpus, ns, |insts| {
         let mut bad = Vec::new();
+        let mut base = None;
         for us in [1000u64, 5000, 300, 2000] {
             p.set_slice_us(&us.to_string()).ctx("slice_us")?;
-            let (mean, least, ok, shown) =
-                judge_slices(&p, insts, us, Duration::from_millis(300))?;
+            let w = measure(
+                &p,
+                insts,
+                Duration::from_millis(300),
+                Duration::from_millis(1500),
+            )?;
+            let n = w.slices.iter().sum::<u64>().max(1) as f64;
+            let per = w.parent_macs as f64 / n;
+            let base = *base.get_or_insert(per);
+            let ratio = per / base.max(1.0);
+            let want = us as f64 / 1000.0;
             ctx.note(format!(
-                "slice_us {us}: mean slice {mean:.0} us, least stretched window {least:.0} us (windows: {shown} us)"
+                "slice_us {us}: {per:.0} macs per slice ({ratio:.2}x that at 1000, want {want:.2}x), engine time per slice {:.0} us, wall per slice {:.0} us, {n} slices",
+                w.mean_slice_all_ns() / 1e3,
+                w.wall_ns / n / 1e3
             ));
-            if !ok {
+            if ratio < want / 2.0 || ratio > want * 2.0 {
                 bad.push(format!(
-                    "slice_us {us}: mean slice {mean:.0} us, least stretched window {least:.0} us"
+                    "slice_us {us}: work per slice {ratio:.2}x that at 1000 (want {want:.2}x)"
                 ));
             }
         }

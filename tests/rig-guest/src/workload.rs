@@ -503,21 +503,6 @@ pub fn measure_windows(
     Ok(out)
 }
 
-/// The shortest mean slice (ns, all instances) among the windows of `ws` that hold
-/// at least `min_slices` slices (`f64::MAX` if none): the window the host disturbed
-/// least. A vCPU stall inside a chunk stretches that chunk and so the slice that
-/// holds it; it never shortens one. The scheduler ends a slice at the first chunk
-/// boundary past `slice_us`, so an undisturbed window's mean is `slice_us` plus at
-/// most a chunk, and a scheduler that ignores `slice_us` is off in every window. (A
-/// slice is counted when it is picked and its busy time when it ends, so a window of
-/// few slices can read short: hence `min_slices`.)
-pub fn least_stretched_slice_ns(ws: &[Window], min_slices: u64) -> f64 {
-    ws.iter()
-        .filter(|w| w.slices.iter().sum::<u64>() >= min_slices)
-        .map(Window::mean_slice_all_ns)
-        .fold(f64::MAX, f64::min)
-}
-
 /// Wait until an engine of `parent` is seen asleep (nothing eligible): its `idle_ns`,
 /// which includes the idle periods in progress, grows between two reads. Everything the
 /// engine did before it went to sleep is then in the counters (a slice is charged before

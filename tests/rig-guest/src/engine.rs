@@ -2162,14 +2162,16 @@ fn live_changes(ctx: &mut Ctx) -> TestResult {
         p.set_slice_us("5000").ctx("slice_us")?;
         phase(ctx, &p, insts, "slice_us 5000", &[50.0, 50.0], false)?;
         let per5 = macs_per_slice(&p, insts)?;
-        // GEMM work per slice (see slice_us_live): ×5 from 1000 to 5000, within a
-        // factor of 2.
+        // GEMM work per slice (see slice_us_live): ×5 from 1000 to 5000. Seen with a
+        // correct module on loaded hosts: 2.0–4.1× (long slices end early more often,
+        // when a submitter takes the instance's lock); with slice_us ignored:
+        // 0.8–1.0×. At least 1.8×.
         let ratio = per5 / per1.max(1.0);
         ctx.note(format!(
             "GEMM work per slice: {per1:.0} macs at slice_us 1000, {per5:.0} at 5000 ({ratio:.2}x, want 5x)"
         ));
         ensure!(
-            (2.5..=10.0).contains(&ratio),
+            (1.8..=10.0).contains(&ratio),
             "work per slice at slice_us 5000 is {ratio:.2}x that at 1000 (want 5x)"
         );
         Ok(())

@@ -430,6 +430,8 @@ pub struct Window {
     pub switches: u64,
     /// Parent macs increment.
     pub parent_macs: u64,
+    /// queue_depth of each instance at the end of the window.
+    pub depth_end: Vec<u64>,
 }
 
 /// Increments from `a` to `b`.
@@ -454,6 +456,7 @@ pub fn window(a: &Snap, b: &Snap) -> Window {
         parent_idle: b.parent.idle_ns.saturating_sub(a.parent.idle_ns) as f64,
         switches: b.parent.switches.saturating_sub(a.parent.switches),
         parent_macs: b.parent.macs.saturating_sub(a.parent.macs),
+        depth_end: b.inst.iter().map(|s| s.queue_depth).collect(),
     }
 }
 
@@ -480,10 +483,38 @@ impl Window {
         100.0 * self.parent_busy / self.wall_ns.max(1.0)
     }
 
-    /// Mean slice length of instance `i`, ns.
-    pub fn mean_slice_ns(&self, i: usize) -> f64 {
-        self.busy[i] / (self.slices[i].max(1) as f64)
+    /// Mean slice length over all instances of the window, ns.
+    pub fn mean_slice_all_ns(&self) -> f64 {
+        let s: u64 = self.slices.iter().sum();
+        self.busy.iter().sum::<f64>() / (s.max(1) as f64)
     }
+
+    /// Parent idle time (engines asleep with nothing eligible) as a percentage of
+    /// `engines` × wall time.
+    pub fn idle_pct(&self, engines: u64) -> f64 {
+        100.0 * self.parent_idle / (self.wall_ns.max(1.0) * engines.max(1) as f64)
+    }
+}
+
+/// Sleep `settle`, then measure `n` consecutive windows of `dur` each (one snap ends a
+/// window and starts the next).
+pub fn measure_windows(
+    parent: &Parent,
+    insts: &[Instance],
+    settle: Duration,
+    dur: Duration,
+    n: usize,
+) -> Result<Vec<Window>, Fail> {
+    std::thread::sleep(settle);
+    let mut a = snap(parent, insts)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        std::thread::sleep(dur);
+        let b = snap(parent, insts)?;
+        out.push(window(&a, &b));
+        a = b;
+    }
+    Ok(out)
 }
 
 /// Wait until an engine of `parent` is seen asleep (nothing eligible): its `idle_ns`,

@@ -29,6 +29,10 @@ pub(crate) const DATA: u64 = MIB;
 const SAT_RING: u64 = 16 * KIB;
 /// Target engine time of one saturating GEMM.
 const SAT_GEMM: Duration = Duration::from_millis(3);
+/// Windows [`check_rates`] measures at most before it judges a rate too low.
+const RATE_ATTEMPTS: usize = 10;
+/// Windows [`check_rates`] measures at least (the upper bound is judged over all).
+const RATE_MIN: usize = 4;
 /// Tolerance of share checks, percentage points (TCG).
 pub(crate) const SHARE_TOL: f64 = 5.0;
 
@@ -1679,7 +1683,10 @@ fn watchdog_giant_job(ctx: &mut Ctx) -> TestResult {
     let mut g = new_gpu(ctx, &p)?;
     g.msi(reg::IRQ_ERROR | reg::IRQ_WATCHDOG)?;
     let wd = 300;
-    let big = long_gemm(&mut g, Duration::from_millis(wd * 4))?;
+    // Sized far beyond the watchdog: a host stall during calibration inflates the
+    // measured cost (a 4x margin once gave a GEMM that finished under watchdog_ms);
+    // the watchdog stops it at watchdog_ms whatever its size.
+    let big = long_gemm(&mut g, Duration::from_millis(wd * 20))?;
     p.set_watchdog_ms(&wd.to_string()).ctx("watchdog_ms")?;
     g.eng.recover()?;
     let busy0 = g.inst.busy_ns()?;
@@ -1700,31 +1707,41 @@ fn watchdog_giant_job(ctx: &mut Ctx) -> TestResult {
 fn watchdog_keep_alive(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
     let mut g = new_gpu(ctx, &p)?;
-    let wd = 200u64;
-    let gm = long_gemm(&mut g, Duration::from_millis(wd / 4))?;
+    let wd = 300u64;
+    // A fence every ~wd/12 of engine time: a chunk stretched by a vCPU stall counts as
+    // engine time (the watchdog's clock is the engine's), so the gap between fences
+    // leaves room for a 12x stretch of one GEMM, not 4x as a fence every wd/4 did.
+    let gm = long_gemm(&mut g, Duration::from_millis(wd / 12))?;
     p.set_watchdog_ms(&wd.to_string()).ctx("watchdog_ms")?;
     let busy0 = g.inst.busy_ns()?;
-    // 16 GEMMs of ~wd/4 each, a FENCE after each: 4x watchdog_ms in all, never hung.
-    let mut cmds = Vec::new();
-    let mut last = 0;
-    for _ in 0..16 {
-        cmds.push(gm.cmd());
-        let (f, s) = g.eng.next_fence(false, None);
-        cmds.push(f);
-        last = s;
+    // Batches of 24 (GEMM, FENCE) pairs until the stream used 2x watchdog_ms of engine
+    // time in all (judged from busy_ns, not from the calibration: a calibration run
+    // the host slowed down makes shorter GEMMs), never hung.
+    let mut used = 0.0;
+    let mut batches = 0;
+    while used <= 2.0 * wd as f64 && batches < 20 {
+        let mut cmds = Vec::new();
+        let mut last = 0;
+        for _ in 0..24 {
+            cmds.push(gm.cmd());
+            let (f, s) = g.eng.next_fence(false, None);
+            cmds.push(f);
+            last = s;
+        }
+        g.eng.submit(&cmds)?;
+        g.eng
+            .wait_fence(last, Duration::from_secs(120))
+            .ctx("fenced stream longer than watchdog_ms")?;
+        used = (g.inst.busy_ns()? - busy0) as f64 / 1e6;
+        batches += 1;
     }
-    g.eng.submit(&cmds)?;
-    g.eng
-        .wait_fence(last, Duration::from_secs(120))
-        .ctx("fenced stream longer than watchdog_ms")?;
-    let used = (g.inst.busy_ns()? - busy0) as f64 / 1e6;
     ctx.note(format!(
-        "{used:.0} ms of engine time with a fence every ~{} ms",
-        wd / 4
+        "{used:.0} ms of engine time in {batches} batches with a fence every ~{} ms",
+        wd / 12
     ));
     ensure!(
-        used > wd as f64 * 1.5,
-        "the stream took only {used:.0} ms of engine time: calibration off"
+        used > 2.0 * wd as f64,
+        "the stream took only {used:.0} ms of engine time in {batches} batches"
     );
     ok_status(&g, "after a long fenced stream")
 }
@@ -1838,36 +1855,122 @@ fn run_shares(
     let p = ctx.parent(0)?;
     p.set_policy(policy.as_str()).ctx("policy")?;
     let (gpus, ns) = fleet(ctx, &p, weights)?;
+    if policy == Policy::FixedShare {
+        // Non-work-conserving: each instance is a token bucket of rate `want`, judged
+        // as one (check_rates), not by its part of busy time, which budget lost to
+        // vCPU stalls skews.
+        return with_saturated(gpus, ns, |is| {
+            check_rates(ctx, &p, is, want, policy.as_str())?;
+            let w = measure(&p, is, Duration::ZERO, Duration::from_secs(1))?;
+            ensure!(
+                w.failed.iter().all(|f| *f == 0),
+                "{policy}: commands failed while saturating: {:?}",
+                w.failed
+            );
+            Ok(())
+        })
+        .map(|_| ());
+    }
     let w = saturated_window(&p, gpus, ns)?;
     ensure!(
         w.failed.iter().all(|f| *f == 0),
         "{policy}: commands failed while saturating: {:?}",
         w.failed
     );
-    let got = if of_wall { w.utils() } else { w.shares() };
     ctx.note(format!(
-        "engine utilisation {:.1}%, {} switches",
+        "engine utilisation {:.1}%, idle {:.1}%, {} switches",
         w.parent_util(),
+        w.idle_pct(1),
         w.switches
     ));
+    let got = if of_wall { w.utils() } else { w.shares() };
     expect_shares(ctx, &got, want, SHARE_TOL, policy.as_str())?;
-    if policy == Policy::FixedShare {
-        let u = w.utils();
-        ensure!(
-            u.iter().zip(want).all(|(g, w)| *g <= w + 2.0),
-            "fixed_share: above the share of wall time: {} (shares {})",
-            pcts(&u),
-            pcts(want)
-        );
-    }
     if !of_wall {
+        // Work-conserving with every ring full: the engine never sleeps (idle_ns grows
+        // only while it sleeps with nothing eligible). Busy time of wall would also
+        // count the time the host took the vCPU away.
         ensure!(
-            w.parent_util() > 85.0,
-            "{policy}: a saturated engine was busy only {:.1}% of the time",
+            w.idle_pct(1) < 5.0,
+            "{policy}: a saturated engine slept {:.1}% of the time (busy {:.1}%)",
+            w.idle_pct(1),
             w.parent_util()
         );
     }
     Ok(())
+}
+
+/// Saturated instances `insts` with rate limits `rates` (percent of one engine, for
+/// the first `rates.len()` instances) get them, judged over windows of 500 ms (at
+/// least RATE_MIN windows, at most RATE_ATTEMPTS). Upper bound: over all the windows
+/// together (≥ 2 s), busy ≤ rate of wall time + 2 pp (invariant 4: r·T + depth + one
+/// chunk; not per window, as a chunk a vCPU stall stretched overruns the budget by the
+/// stall and is paid back by a longer throttle after). Lower bound: busy ≥ rate −
+/// SHARE_TOL of wall in the best window. A token bucket loses the budget a stall
+/// keeps it from spending (beyond the bucket's depth), so a loaded host lowers the
+/// share of wall in the windows it disturbs; a rate set too low is below the bound
+/// in every undisturbed window, so retrying cannot hide it. Every window is
+/// reported. Returns the windows measured.
+fn check_rates(
+    ctx: &mut Ctx,
+    p: &Parent,
+    insts: &[Instance],
+    rates: &[f64],
+    what: &str,
+) -> Result<Vec<Window>, Fail> {
+    std::thread::sleep(Duration::from_millis(300));
+    let mut ws: Vec<Window> = Vec::new();
+    let mut best = vec![0.0f64; rates.len()];
+    let mut tries = Vec::new();
+    for n in 1..=RATE_ATTEMPTS {
+        let w = measure(p, insts, Duration::ZERO, Duration::from_millis(500))?;
+        let u = w.utils();
+        tries.push(format!(
+            "[{} thr {}]",
+            pcts(&u),
+            pcts(
+                &w.throttled
+                    .iter()
+                    .map(|t| 100.0 * t / w.wall_ns)
+                    .collect::<Vec<_>>()
+            )
+        ));
+        for (b, x) in best.iter_mut().zip(&u) {
+            *b = b.max(*x);
+        }
+        ws.push(w);
+        if n >= RATE_MIN && best.iter().zip(rates).all(|(b, r)| *b >= r - SHARE_TOL) {
+            break;
+        }
+    }
+    let wall: f64 = ws.iter().map(|w| w.wall_ns).sum();
+    let total: Vec<f64> = (0..rates.len())
+        .map(|i| 100.0 * ws.iter().map(|w| w.busy[i]).sum::<f64>() / wall.max(1.0))
+        .collect();
+    ctx.note(format!(
+        "{what}: want {}; over all {:.0} ms {}; busy (and throttled) of wall per window: {}",
+        pcts(rates),
+        wall / 1e6,
+        pcts(&total),
+        tries.join(" ")
+    ));
+    let mut bad = Vec::new();
+    for (i, r) in rates.iter().enumerate() {
+        if total[i] > r + 2.0 {
+            bad.push(format!(
+                "#{i} {:.1}% of wall in all, above its rate {r:.1}%",
+                total[i]
+            ));
+        }
+        if best[i] < r - SHARE_TOL {
+            bad.push(format!(
+                "#{i} at most {:.1}% of wall in {} windows, below its rate {r:.1}%",
+                best[i],
+                ws.len()
+            ));
+        }
+    }
+    ensure!(bad.is_empty(), "{what}: {}", bad.join(", "));
+    Ok(ws)
 }
 
 fn share_best_effort(ctx: &mut Ctx) -> TestResult {
@@ -1902,26 +2005,35 @@ fn share_fixed_share(ctx: &mut Ctx) -> TestResult {
     p.set_policy("fixed_share").ctx("policy")?;
     let (mut gpus, ns) = fleet(ctx, &p, &[1, 3])?;
     let idle = gpus.pop().ok_or_else(|| Fail("fleet".into()))?;
-    let w = saturated_window(&p, gpus, ns)?;
+    with_saturated(gpus, ns, |is| {
+        let ws = check_rates(ctx, &p, is, &[25.0], "alone with a 25% fixed share")?;
+        idle_and_throttled(ctx, &ws, "alone with a 25% fixed share")
+    })?;
+    drop(idle);
+    Ok(())
+}
+
+/// A rate-limited instance alone on the engine (the last of `ws`, the window that
+/// passed check_rates): the engine sleeps while it is out of budget (it does not
+/// spin): idle at least what the rate leaves less 2 × SHARE_TOL (more when the host
+/// stalls); throttled (runnable with no budget) some of the rest, and never
+/// overlapping busy time.
+fn idle_and_throttled(ctx: &mut Ctx, ws: &[Window], what: &str) -> TestResult {
+    let w = ws.last().ok_or_else(|| Fail("no window".into()))?;
     let u = w.utils()[0];
-    let idle_pct = 100.0 * w.parent_idle / w.wall_ns;
+    let idle_pct = w.idle_pct(1);
     let thr = 100.0 * w.throttled[0] / w.wall_ns;
     ctx.note(format!(
-        "alone with share 25%: busy {u:.1}% of wall, engine idle {idle_pct:.1}%, throttled {thr:.1}%"
+        "{what}: busy {u:.1}% of wall, engine idle {idle_pct:.1}%, throttled {thr:.1}%, {:.0} slices/s",
+        w.slices[0] as f64 / (w.wall_ns / 1e9)
     ));
-    drop(idle);
     ensure!(
-        within(u, 25.0, SHARE_TOL),
-        "alone with a 25% fixed share: got {u:.1}%"
+        idle_pct >= 100.0 - u - 3.0 * SHARE_TOL,
+        "{what}: engine idle {idle_pct:.1}% with {u:.1}% busy"
     );
-    ensure!(
-        within(idle_pct, 75.0, 2.0 * SHARE_TOL),
-        "engine idle {idle_pct:.1}% (want ≈75%)"
-    );
-    // Throttled = runnable with no budget (not the time until the engine wakes up).
     ensure!(
         thr >= 5.0 && thr + u <= 102.0,
-        "throttled_ns grew {thr:.1}% of wall with {u:.1}% busy"
+        "{what}: throttled_ns grew {thr:.1}% of wall with {u:.1}% busy"
     );
     Ok(())
 }
@@ -1939,24 +2051,11 @@ fn cap_alone(ctx: &mut Ctx) -> TestResult {
         p.set_policy(policy.as_str()).ctx("policy")?;
         let (gpus, ns) = fleet(ctx, &p, &[1])?;
         gpus[0].inst.set_cap("30").ctx("cap")?;
-        let w = saturated_window(&p, gpus, ns)?;
-        let u = w.utils()[0];
-        let thr = 100.0 * w.throttled[0] / w.wall_ns;
-        let per_s = w.slices[0] as f64 / (w.wall_ns / 1e9);
-        ctx.note(format!(
-            "{policy}: cap 30 alone: {u:.1}% busy, throttled {thr:.1}%, engine idle {:.1}%, {per_s:.0} slices/s",
-            100.0 * w.parent_idle / w.wall_ns
-        ));
-        ensure!(
-            within(u, 30.0, SHARE_TOL),
-            "{policy}: cap 30 alone got {u:.1}%"
-        );
-        // Throttled = runnable with no budget: some of the 70% (the rest is the time
-        // from the budget turning positive until the engine runs it).
-        ensure!(
-            thr >= 5.0 && thr + u <= 102.0,
-            "{policy}: throttled_ns grew {thr:.1}% of wall with {u:.1}% busy"
-        );
+        let what = format!("{policy}: cap 30 alone");
+        with_saturated(gpus, ns, |is| {
+            let ws = check_rates(ctx, &p, is, &[30.0], &what)?;
+            idle_and_throttled(ctx, &ws, &what)
+        })?;
     }
     Ok(())
 }
@@ -1965,29 +2064,33 @@ fn cap_with_neighbour(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
     let (gpus, ns) = fleet(ctx, &p, &[1, 1])?;
     gpus[0].inst.set_cap("20").ctx("cap")?;
-    let w = saturated_window(&p, gpus, ns)?;
-    check_cap_and_rest(ctx, &w, 20.0, "cap 20 next to an uncapped neighbour")
+    with_saturated(gpus, ns, |is| {
+        check_cap_and_rest(ctx, &p, is, 20.0, "cap 20 next to an uncapped neighbour")
+    })
+    .map(|_| ())
 }
 
-/// Instance 0 capped at `cap` % gets that much of wall time; the engine gives the
-/// rest to instance 1 (work-conserving: hardly idle).
-fn check_cap_and_rest(ctx: &mut Ctx, w: &Window, cap: f64, what: &str) -> TestResult {
-    let u = w.utils();
-    let idle = 100.0 * w.parent_idle / w.wall_ns;
-    ctx.note(format!(
-        "{what}: {} of wall, engine idle {idle:.1}%",
-        pcts(&u)
-    ));
-    ensure!(
-        within(u[0], cap, SHARE_TOL),
-        "{what}: capped instance got {:.1}%",
-        u[0]
-    );
-    ensure!(
-        idle < 5.0 && u[1] > 50.0,
-        "{what}: the uncapped instance got {:.1}% with the engine idle {idle:.1}%",
-        u[1]
-    );
+/// Instance 0 capped at `cap` % gets that much of wall time (check_rates); the engine
+/// gives the rest to instance 1 (work-conserving: it never sleeps, and the neighbour
+/// gets most of the busy time; busy, not wall: wall includes the time the host took
+/// the vCPU away).
+fn check_cap_and_rest(
+    ctx: &mut Ctx,
+    p: &Parent,
+    insts: &[Instance],
+    cap: f64,
+    what: &str,
+) -> TestResult {
+    let ws = check_rates(ctx, p, insts, &[cap], what)?;
+    for w in &ws {
+        let sh = w.shares();
+        let idle = w.idle_pct(1);
+        ensure!(
+            idle < 5.0 && sh[1] > 50.0,
+            "{what}: the uncapped instance got {:.1}% of busy time with the engine idle {idle:.1}%",
+            sh[1]
+        );
+    }
     Ok(())
 }
 
@@ -2045,54 +2148,68 @@ fn live_changes(ctx: &mut Ctx) -> TestResult {
     let (gpus, ns) = fleet(ctx, &p, &[1, 1])?;
     with_saturated(gpus, ns, |insts| {
         let a = &insts[0];
-        let w = phase(ctx, &p, insts, "weights 1:1", &[50.0, 50.0], false)?;
-        let s1 = w.mean_slice_ns(0) / 1e3;
+        phase(ctx, &p, insts, "weights 1:1", &[50.0, 50.0], false)?;
+        let per1 = macs_per_slice(&p, insts)?;
         a.set_weight("3").ctx("weight")?;
         phase(ctx, &p, insts, "weight 1 -> 3", &[75.0, 25.0], false)?;
         a.set_cap("20").ctx("cap")?;
-        let w = measure(
-            &p,
-            insts,
-            Duration::from_millis(400),
-            Duration::from_secs(2),
-        )?;
-        let r = check_cap_and_rest(ctx, &w, 20.0, "cap 20");
+        let r = check_cap_and_rest(ctx, &p, insts, 20.0, "cap 20 (weight 3)");
         ctx.soft(r);
         a.set_cap("0").ctx("cap")?;
         p.set_policy("equal_share").ctx("policy")?;
         phase(ctx, &p, insts, "equal_share", &[50.0, 50.0], false)?;
         p.set_policy("fixed_share").ctx("policy")?;
-        let w = phase(ctx, &p, insts, "fixed_share 3:1", &[75.0, 25.0], false)?;
-        let u = w.utils();
-        ensure!(
-            u[0] <= 77.0 && u[1] <= 27.0,
-            "fixed_share 3:1: above the shares of wall time: {}",
-            pcts(&u)
-        );
+        check_rates(ctx, &p, insts, &[75.0, 25.0], "fixed_share 3:1")?;
         p.set_policy("best_effort").ctx("policy")?;
         a.set_weight("1").ctx("weight")?;
         p.set_slice_us("5000").ctx("slice_us")?;
-        let w = phase(ctx, &p, insts, "slice_us 5000", &[50.0, 50.0], false)?;
-        let s5 = w.mean_slice_ns(0) / 1e3;
+        phase(ctx, &p, insts, "slice_us 5000", &[50.0, 50.0], false)?;
+        let per5 = macs_per_slice(&p, insts)?;
+        // GEMM work per slice (see slice_us_live): ×5 from 1000 to 5000. Seen with a
+        // correct module on loaded hosts: 2.0–4.1× (long slices end early more often,
+        // when a submitter takes the instance's lock); with slice_us ignored:
+        // 0.8–1.0×. At least 1.8×.
+        let ratio = per5 / per1.max(1.0);
         ctx.note(format!(
-            "mean slice: {s1:.0} us at slice_us 1000, {s5:.0} us at 5000"
+            "GEMM work per slice: {per1:.0} macs at slice_us 1000, {per5:.0} at 5000 ({ratio:.2}x, want 5x)"
         ));
-        // One slice plus one chunk, plus whatever a loaded TCG host adds.
         ensure!(
-            (700.0..=3000.0).contains(&s1) && (3500.0..=10000.0).contains(&s5) && s5 > 2.5 * s1,
-            "mean slice {s1:.0} us with slice_us 1000, {s5:.0} us with 5000"
+            (1.8..=10.0).contains(&ratio),
+            "work per slice at slice_us 5000 is {ratio:.2}x that at 1000 (want 5x)"
         );
         Ok(())
     })
     .map(|_| ())
 }
 
-/// slice_us changed while the engine is busy: slices follow (one slice plus a chunk).
+/// GEMM work per slice (parent macs / the instances' slices) over 1.5 s of
+/// saturation (see [`slice_us_live`]).
+fn macs_per_slice(p: &Parent, insts: &[Instance]) -> Result<f64, Fail> {
+    let w = measure(
+        p,
+        insts,
+        Duration::from_millis(300),
+        Duration::from_millis(1500),
+    )?;
+    Ok(w.parent_macs as f64 / w.slices.iter().sum::<u64>().max(1) as f64)
+}
+
+/// slice_us changed while the engine is busy: slices follow. Judged by the GEMM work
+/// per slice (macs / slices), relative to slice_us 1000: a slice ends after slice_us
+/// of engine time (plus at most a chunk), and the work done in it is the engine time
+/// the host did not take away; on a host that takes the vCPU away a fraction f of the
+/// time, every setting's work per slice scales by (1 − f) alike. Engine time per
+/// slice (busy_ns / slices) counts those stalls and so stretches with the host's load
+/// (seen: a 1000 µs slice measured at 4–6 ms under load, by busy_ns and by wall
+/// time), and it cannot tell a scheduler that ignores slice_us from a loaded host.
+/// Each setting's work per slice must be its slice_us / 1000 times that at 1000,
+/// within a factor of 2 (the host's load may change between the settings).
 fn slice_us_live(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
     let (gpus, ns) = fleet(ctx, &p, &[1, 1])?;
     with_saturated(gpus, ns, |insts| {
         let mut bad = Vec::new();
+        let mut base = None;
         for us in [1000u64, 5000, 300, 2000] {
             p.set_slice_us(&us.to_string()).ctx("slice_us")?;
             let w = measure(
@@ -2101,14 +2218,20 @@ fn slice_us_live(ctx: &mut Ctx) -> TestResult {
                 Duration::from_millis(300),
                 Duration::from_millis(1500),
             )?;
-            let mean = (w.mean_slice_ns(0) + w.mean_slice_ns(1)) / 2e3;
+            let n = w.slices.iter().sum::<u64>().max(1) as f64;
+            let per = w.parent_macs as f64 / n;
+            let base = *base.get_or_insert(per);
+            let ratio = per / base.max(1.0);
+            let want = us as f64 / 1000.0;
             ctx.note(format!(
-                "slice_us {us}: mean slice {mean:.0} us, {:.0} switches/s",
-                w.switches as f64 / (w.wall_ns / 1e9)
+                "slice_us {us}: {per:.0} macs per slice ({ratio:.2}x that at 1000, want {want:.2}x), engine time per slice {:.0} us, wall per slice {:.0} us, {n} slices",
+                w.mean_slice_all_ns() / 1e3,
+                w.wall_ns / n / 1e3
             ));
-            let want = us as f64;
-            if mean < 0.8 * want || mean > 1.5 * want + 200.0 {
-                bad.push(format!("slice_us {us}: mean slice {mean:.0} us"));
+            if ratio < want / 2.0 || ratio > want * 2.0 {
+                bad.push(format!(
+                    "slice_us {us}: work per slice {ratio:.2}x that at 1000 (want {want:.2}x)"
+                ));
             }
         }
         ensure!(bad.is_empty(), "{}", bad.join("; "));
@@ -3090,16 +3213,23 @@ fn two_engines(ctx: &mut Ctx) -> TestResult {
     let one = vec![gpus.pop().ok_or_else(|| Fail("fleet".into()))?];
     let insts1 = insts_of(&one);
     let sats = saturate_fleet(one, ns);
-    let w = measure(
+    // busy_ns is charged at the end of each slice, so a window also holds the rest
+    // of a slice begun before it, which a vCPU stall may have stretched: judge the
+    // least of up to 5 windows of 1 s (an instance on two engines at once is near
+    // 200% in every window).
+    let ws = measure_windows(
         &p,
         &insts1,
         Duration::from_millis(500),
-        Duration::from_secs(2),
+        Duration::from_secs(1),
+        5,
     );
     let mut gpus = stop_all(sats)?;
-    let u = w?.utils()[0];
+    let us: Vec<f64> = ws?.iter().map(|w| w.utils()[0]).collect();
+    let u = us.iter().copied().fold(f64::MAX, f64::min);
     ctx.note(format!(
-        "one instance alone with 2 engines: {u:.1}% of wall"
+        "one instance alone with 2 engines: {} of wall per window",
+        pcts(&us)
     ));
     ensure!(
         u <= 103.0,
@@ -3110,21 +3240,29 @@ fn two_engines(ctx: &mut Ctx) -> TestResult {
     gpus.push(b);
     gpus[0].inst.set_weight("1")?;
     gpus[1].inst.set_weight("3")?;
-    let u = saturated_window(&p, gpus, ns)?.utils();
-    ctx.note(format!("fixed_share, 2 engines, weights 1:3: {}", pcts(&u)));
-    // A: 2·1/4 = 50% of an engine; B: min(1, 2·3/4) = a whole engine, i.e. what one
-    // saturating instance got above (`cap1`: less than 100% under TCG).
-    ensure!(
-        within(u[0], 50.0, SHARE_TOL + 3.0),
-        "weight 1 of 4 on 2 engines: {:.1}% (want 50)",
-        u[0]
-    );
-    ensure!(
-        u[1] >= 0.85 * cap1,
-        "weight 3 of 4 on 2 engines: {:.1}% (want a whole engine, ≈{cap1:.1}% here)",
-        u[1]
-    );
-    Ok(())
+    // A: 2·1/4 = 50% of an engine (check_rates); B: min(1, 2·3/4) = a whole engine,
+    // i.e. what a saturating instance got above (`cap1`: less than 100% under TCG), in
+    // its best window (a stall only lowers it).
+    with_saturated(gpus, ns, |is| {
+        let ws = check_rates(
+            ctx,
+            &p,
+            is,
+            &[50.0],
+            "fixed_share, 2 engines, weight 1 of 4",
+        )?;
+        let b = ws.iter().map(|w| w.utils()[1]).fold(0.0, f64::max);
+        ctx.note(format!(
+            "weight 3 of 4: at best {b:.1}% of wall; queue_depth at the end {:?}",
+            ws.last().map(|w| w.depth_end.clone())
+        ));
+        ensure!(
+            b >= 0.85 * cap1,
+            "weight 3 of 4 on 2 engines: at most {b:.1}% (want a whole engine, ≈{cap1:.1}% here)"
+        );
+        Ok(())
+    })
+    .map(|_| ())
 }
 
 fn multi_parent(ctx: &mut Ctx) -> TestResult {

@@ -238,11 +238,21 @@ pub struct SatStats {
     pub last_seq: u64,
 }
 
-/// A thread that keeps one instance's ring full of GEMMs.
+/// A thread that keeps one instance's ring full of GEMMs. Dropped without `stop()` (a
+/// test that failed early), it stops and joins the thread, closing the device.
 pub struct Saturator {
     stop: Arc<AtomicBool>,
     paused: Arc<AtomicBool>,
-    handle: JoinHandle<(Gpu, Result<SatStats, Fail>)>,
+    handle: Option<JoinHandle<(Gpu, Result<SatStats, Fail>)>>,
+}
+
+impl Drop for Saturator {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 impl Saturator {
@@ -266,7 +276,7 @@ impl Saturator {
         Saturator {
             stop,
             paused,
-            handle,
+            handle: Some(handle),
         }
     }
 
@@ -277,13 +287,17 @@ impl Saturator {
 
     /// Whether the thread ended (an error).
     pub fn finished(&self) -> bool {
-        self.handle.is_finished()
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
     }
 
     /// Stop submitting and get the instance back (its ring still holds queued work).
-    pub fn stop(self) -> Result<(Gpu, SatStats), Fail> {
+    pub fn stop(mut self) -> Result<(Gpu, SatStats), Fail> {
         self.stop.store(true, Ordering::Relaxed);
-        match self.handle.join() {
+        let handle = self
+            .handle
+            .take()
+            .ok_or_else(|| Fail("saturator already stopped".into()))?;
+        match handle.join() {
             Ok((gpu, r)) => Ok((gpu, r?)),
             Err(_) => Err(Fail("saturator thread panicked".into())),
         }
@@ -416,6 +430,8 @@ pub struct Window {
     pub switches: u64,
     /// Parent macs increment.
     pub parent_macs: u64,
+    /// queue_depth of each instance at the end of the window.
+    pub depth_end: Vec<u64>,
 }
 
 /// Increments from `a` to `b`.
@@ -440,6 +456,7 @@ pub fn window(a: &Snap, b: &Snap) -> Window {
         parent_idle: b.parent.idle_ns.saturating_sub(a.parent.idle_ns) as f64,
         switches: b.parent.switches.saturating_sub(a.parent.switches),
         parent_macs: b.parent.macs.saturating_sub(a.parent.macs),
+        depth_end: b.inst.iter().map(|s| s.queue_depth).collect(),
     }
 }
 
@@ -466,10 +483,38 @@ impl Window {
         100.0 * self.parent_busy / self.wall_ns.max(1.0)
     }
 
-    /// Mean slice length of instance `i`, ns.
-    pub fn mean_slice_ns(&self, i: usize) -> f64 {
-        self.busy[i] / (self.slices[i].max(1) as f64)
+    /// Mean slice length over all instances of the window, ns.
+    pub fn mean_slice_all_ns(&self) -> f64 {
+        let s: u64 = self.slices.iter().sum();
+        self.busy.iter().sum::<f64>() / (s.max(1) as f64)
     }
+
+    /// Parent idle time (engines asleep with nothing eligible) as a percentage of
+    /// `engines` × wall time.
+    pub fn idle_pct(&self, engines: u64) -> f64 {
+        100.0 * self.parent_idle / (self.wall_ns.max(1.0) * engines.max(1) as f64)
+    }
+}
+
+/// Sleep `settle`, then measure `n` consecutive windows of `dur` each (one snap ends a
+/// window and starts the next).
+pub fn measure_windows(
+    parent: &Parent,
+    insts: &[Instance],
+    settle: Duration,
+    dur: Duration,
+    n: usize,
+) -> Result<Vec<Window>, Fail> {
+    std::thread::sleep(settle);
+    let mut a = snap(parent, insts)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        std::thread::sleep(dur);
+        let b = snap(parent, insts)?;
+        out.push(window(&a, &b));
+        a = b;
+    }
+    Ok(out)
 }
 
 /// Wait until an engine of `parent` is seen asleep (nothing eligible): its `idle_ns`,
@@ -596,12 +641,25 @@ pub struct NeighbourReport {
 }
 
 /// An instance doing checked valid work in a loop (CHECKSUM of a canary, FILL, FENCE)
-/// while tests abuse other instances.
+/// while tests abuse other instances. Dropped without `finish()` (a test that failed
+/// early), it stops its loop and joins the thread, so its device is closed before the
+/// harness removes the instance (a device left open makes `remove` block).
 pub struct Neighbour {
     stop: Arc<AtomicBool>,
     rounds: Arc<AtomicU64>,
-    handle: JoinHandle<(Gpu, Result<NeighbourReport, Fail>)>,
+    handle: Option<JoinHandle<(Gpu, Result<NeighbourReport, Fail>)>>,
     seed: u64,
+}
+
+impl Drop for Neighbour {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            // The loop ends within one round (each wait is bounded); the Gpu it
+            // returns is dropped here, closing the device.
+            let _ = h.join();
+        }
+    }
 }
 
 /// The canary word pattern of a neighbour (by VRAM offset).
@@ -634,7 +692,7 @@ impl Neighbour {
         Ok(Neighbour {
             stop,
             rounds,
-            handle,
+            handle: Some(handle),
             seed,
         })
     }
@@ -651,7 +709,7 @@ impl Neighbour {
         let start = Instant::now();
         while self.rounds() < r0 + n {
             ensure!(
-                !self.handle.is_finished(),
+                !self.handle.as_ref().is_none_or(|h| h.is_finished()),
                 "{what}: the neighbour stopped (see its error at the end)"
             );
             ensure!(
@@ -666,10 +724,13 @@ impl Neighbour {
 
     /// Stop, then check: no error in its loop, its ring is healthy, its cmds_failed is 0,
     /// its jobs equal what it submitted, and both canaries are intact.
-    pub fn finish(self) -> Result<(Gpu, NeighbourReport), Fail> {
+    pub fn finish(mut self) -> Result<(Gpu, NeighbourReport), Fail> {
         self.stop.store(true, Ordering::Relaxed);
-        let (gpu, r) = self
+        let handle = self
             .handle
+            .take()
+            .ok_or_else(|| Fail("neighbour already finished".into()))?;
+        let (gpu, r) = handle
             .join()
             .map_err(|_| Fail("neighbour thread panicked".into()))?;
         let rep = r.map_err(|e| Fail(format!("neighbour: {}", e.0)))?;

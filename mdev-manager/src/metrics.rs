@@ -240,7 +240,7 @@ pub fn render(snap: &Snapshot) -> String {
         (
             "vgpu_instance_vram_used_bytes",
             "gauge",
-            "VRAM touched so far (vram_used_kb).",
+            "VRAM touched since the device was opened (vram_used_kb; 0 after the last close).",
             |i| (i.instance.vram_used_kb * 1024).to_string(),
         ),
         (

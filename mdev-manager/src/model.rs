@@ -67,7 +67,7 @@ pub struct Instance {
     pub type_id: String,
     /// VRAM quota in MiB.
     pub vram_mb: u64,
-    /// VRAM touched so far, in KiB.
+    /// VRAM touched since the device was opened, in KiB (0 after the last close).
     pub vram_used_kb: u64,
     /// Scheduler weight, 1–100.
     pub weight: u64,

@@ -3,7 +3,6 @@
 //! failed write undone.
 
 use std::fs;
-use std::path::Path;
 use uuid::Uuid;
 
 use vgpu_mdev_manager::fake::{FakeSysfs, SAMPLE_UUIDS};
@@ -20,17 +19,6 @@ fn sample() -> (tempfile::TempDir, Manager<FakeKernel>) {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeSysfs::sample(dir.path()).unwrap();
     (dir, Manager::new(FakeKernel::new(fake)))
-}
-
-fn golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        fs::write(&path, actual).unwrap();
-    }
-    let want = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(actual, want, "differs from {}", path.display());
 }
 
 fn manifest(entries: &[&str]) -> Manifest {
@@ -71,6 +59,9 @@ fn def_files(m: &Manager<FakeKernel>) -> Vec<String> {
 }
 
 use vgpu_mdev_manager::Environment;
+
+mod common;
+use common::golden;
 
 #[test]
 fn apply_defines_and_starts_then_changes_nothing() {

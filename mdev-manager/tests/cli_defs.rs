@@ -7,6 +7,9 @@ use std::process::{Command, Output};
 
 use vgpu_mdev_manager::fake::{FakeSysfs, SAMPLE_UUIDS};
 
+mod common;
+use common::golden;
+
 const A: &str = "55555555-5555-4555-8555-555555555555";
 const B: &str = "66666666-6666-4666-8666-666666666666";
 
@@ -26,17 +29,6 @@ fn vgpuctl(root: &Path, args: &[&str]) -> (i32, String, String) {
         String::from_utf8(stdout).unwrap(),
         String::from_utf8(stderr).unwrap(),
     )
-}
-
-fn golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        fs::write(&path, actual).unwrap();
-    }
-    let want = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(actual, want, "differs from {}", path.display());
 }
 
 fn sample() -> (tempfile::TempDir, FakeSysfs) {

@@ -10,16 +10,8 @@ use std::process::{Command, Stdio};
 use vgpu_mdev_manager::fake::{FakeSysfs, SAMPLE_UUIDS};
 use vgpu_mdev_manager::{render, top, Manager, RootedEnvironment};
 
-fn golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        fs::write(&path, actual).unwrap();
-    }
-    let want = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(actual, want, "differs from {}", path.display());
-}
+mod common;
+use common::golden;
 
 /// The sample tree after some engine work: instance 0 busy 0.6 s of a 1 s window, 1
 /// throttled by its cap.

@@ -8,6 +8,9 @@ use std::process::Command;
 
 use vgpu_mdev_manager::fake::{FakeSysfs, SAMPLE_UUIDS};
 
+mod common;
+use common::golden;
+
 const A: &str = "55555555-5555-4555-8555-555555555555";
 
 fn vgpuctl(root: &Path, args: &[&str]) -> (i32, String, String) {
@@ -28,17 +31,6 @@ fn ok(root: &Path, args: &[&str]) -> String {
     let (code, out, err) = vgpuctl(root, args);
     assert_eq!(code, 0, "{args:?}: {err}");
     out
-}
-
-fn golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        fs::write(&path, actual).unwrap();
-    }
-    let want = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(actual, want, "differs from {}", path.display());
 }
 
 /// Runs virt-xml-validate on `doc` as `kind`; `false` (with a message) if the tool is

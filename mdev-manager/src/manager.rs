@@ -308,15 +308,16 @@ impl<E: Environment> Manager<E> {
     }
 }
 
+/// The parsed `description` of the type directory `dir`.
+fn read_description(dir: &Path) -> Result<TypeDescription> {
+    let path = dir.join("description");
+    read_attr(&path)?
+        .parse()
+        .map_err(|source| Error::Description { path, source })
+}
+
 fn read_type(parent: &str, id: &str, dir: &Path) -> Result<VgpuType> {
-    let desc_path = dir.join("description");
-    let description: TypeDescription =
-        read_attr(&desc_path)?
-            .parse()
-            .map_err(|source| Error::Description {
-                path: desc_path,
-                source,
-            })?;
+    let description = read_description(dir)?;
     Ok(VgpuType {
         id: id.to_string(),
         parent: parent.to_string(),

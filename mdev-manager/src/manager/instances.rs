@@ -19,8 +19,8 @@ use uuid::Uuid;
 use super::Manager;
 use crate::env::Environment;
 use crate::error::{Error, Result};
-use crate::model::{natural_key, Instance, TypeDescription, TYPE_PREFIX};
-use crate::sysfs::{list_dir, list_names, parent_and_type, read_attr, read_u64, resolve_link};
+use crate::model::{natural_key, Instance, TYPE_PREFIX};
+use crate::sysfs::{list_dir, list_names, parent_and_type, read_u64, resolve_link};
 
 impl<E: Environment> Manager<E> {
     /// All managed instances, by parent then UUID.
@@ -62,14 +62,7 @@ impl<E: Environment> Manager<E> {
                 if uuids.is_empty() {
                     continue;
                 }
-                let desc_path = tdir.join("description");
-                let desc: TypeDescription =
-                    read_attr(&desc_path)?
-                        .parse()
-                        .map_err(|source| Error::Description {
-                            path: desc_path,
-                            source,
-                        })?;
+                let desc = super::read_description(&tdir)?;
                 // One path buffer for every attribute of every instance of the type
                 // (bytes: `PathBuf::pop` parses components, a truncate does not).
                 let mut path = dir.as_os_str().as_bytes().to_vec();

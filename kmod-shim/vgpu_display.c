@@ -6,13 +6,40 @@
  * VRAM into the display region (index 9, offset 0): a snapshot, so a mapped
  * display region never aliases VRAM the guest may reuse.
  */
+#include <linux/delay.h>
 #include <linux/highmem.h>
 #include <linux/kernel.h>
+#include <linux/moduleparam.h>
 #include <linux/uaccess.h>
 #include <drm/drm_fourcc.h>
 #include <drm/drm_plane.h>
 
 #include "vgpu.h"
+
+/*
+ * Test hook, built only with VGPU_TEST_HOOKS (the rig's builds): a plane
+ * query sleeps this long before it lets go of the instance's lock, so a test
+ * can hold the lock for a known time whatever the host's speed (the 16 MiB
+ * copy is the longest legitimate hold; see docs/scheduler.md).
+ */
+#ifdef VGPU_TEST_HOOKS
+static unsigned int vgpu_test_plane_hold_us;
+module_param_named(test_plane_hold_us, vgpu_test_plane_hold_us, uint, 0644);
+MODULE_PARM_DESC(test_plane_hold_us,
+		 "test only: a plane query holds the instance's lock this long");
+
+static void vgpu_test_plane_hold(void)
+{
+	unsigned int us = READ_ONCE(vgpu_test_plane_hold_us);
+
+	if (us)
+		fsleep(us);
+}
+#else
+static void vgpu_test_plane_hold(void)
+{
+}
+#endif
 
 u64 vgpu_display_size(u64 vram_size)
 {
@@ -151,6 +178,7 @@ static int vgpu_query_plane(struct vgpu_device *vg,
 			plane->region_index = VGPU_DISPLAY_REGION;
 		}
 	}
+	vgpu_test_plane_hold();
 	vgpu_unlock(vg);
 	return ret;
 }

@@ -10,8 +10,9 @@
 //!   plane) must not stall the engine: the other instance keeps its engine time and the
 //!   engine's time stays accounted (busy + idle ≈ wall), from the kernel's counters.
 //! * `lock_wait_not_charged` (6): time an engine cannot run an instance because another
-//!   task holds its lock is not that instance's engine time: busy_ns per MAC of two
-//!   identical instances, one of them under a plane-copy attacker, and the watchdog.
+//!   task holds its lock is not that instance's engine time: a NOP rung while a plane
+//!   query holds the lock for 300 ms (test hook `test_plane_hold_us`) is charged
+//!   microseconds of busy_ns, not the hold.
 //! * `vt_wrap_fairness` (7): virtual time starting just below 2^64 (test hook
 //!   `test_vt_start`): shares stay by weight as it wraps.
 //! * `kunit_sched` (7): loads the KUnit module of the scheduler's policy code (built only
@@ -34,7 +35,7 @@ use vgpu_vfio::{irq, Cmd, Device, EventFd, EFD_NONBLOCK};
 use crate::engine::{fleet, new_gpu, with_saturated, DATA, RING, RING_SIZE, SHARE_TOL, T128};
 use crate::harness::{Context, Ctx, Fail, Test, TestResult, REMOVE_TIMEOUT};
 use crate::sys::{self, Kmsg};
-use crate::util::{cpu_set, ensure_attr, set_affinity, set_mode, Mode, Pinned};
+use crate::util::{ensure_attr, set_mode, Mode, Pinned};
 use crate::workload::{measure, pcts, snap, wait_engine_asleep, window, Gemm, Gpu, Neighbour, MIB};
 use crate::{ensure, ensure_eq};
 
@@ -456,118 +457,36 @@ fn engine_stall_attack(ctx: &mut Ctx) -> TestResult {
 
 // ---- finding 6: lock waits are not engine time ---------------------------------------
 
-/// Full kernel preemption (PREEMPT_DYNAMIC, debugfs `sched/preempt`) while it lives; the
-/// mode it found comes back on drop. Under it, a task holding an instance's lock can be
-/// preempted in the middle of what it does under the lock.
-struct FullPreemption {
-    old: String,
-}
+/// How long a plane query holds the instance's lock (the `test_plane_hold_us` hook).
+const HOLD: Duration = Duration::from_millis(300);
 
-const PREEMPT_KNOB: &str = "/sys/kernel/debug/sched/preempt";
+/// A test hook's module parameter set to a value while it lives, back to 0 on drop.
+struct HookSet(PathBuf);
 
-impl FullPreemption {
-    /// Switch to full preemption; None when this kernel cannot at run time (no
-    /// PREEMPT_DYNAMIC knob: the debug kernel has no SCHED_DEBUG) and was not booted
-    /// with `preempt=full`.
-    fn on() -> Result<Option<FullPreemption>, Fail> {
-        let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-        if cmdline.split_whitespace().any(|a| a == "preempt=full") {
-            return Ok(Some(FullPreemption { old: "full".into() }));
-        }
-        if !Path::new(PREEMPT_KNOB).exists() {
-            let (src, dst, fs) = (c"none", c"/sys/kernel/debug", c"debugfs");
-            // SAFETY: NUL-terminated strings that outlive the call; no mount data.
-            let r = unsafe {
-                libc::mount(src.as_ptr(), dst.as_ptr(), fs.as_ptr(), 0, std::ptr::null())
-            };
-            let _ = r;
-            if !Path::new(PREEMPT_KNOB).exists() {
-                return Ok(None);
-            }
-        }
-        let modes = std::fs::read_to_string(PREEMPT_KNOB).ctx(PREEMPT_KNOB)?;
-        let old = modes
-            .split_whitespace()
-            .find_map(|m| m.strip_prefix('(').and_then(|m| m.strip_suffix(')')))
-            .ok_or_else(|| Fail(format!("{PREEMPT_KNOB}: no current mode in {modes:?}")))?
-            .to_string();
-        std::fs::write(PREEMPT_KNOB, "full").ctx("preempt <- full")?;
-        Ok(Some(FullPreemption { old }))
+impl HookSet {
+    fn new(name: &str, value: u64) -> Result<HookSet, Fail> {
+        let p = hook(name)?;
+        vgpu_vfio::sysfs::write_attr(&p, &value.to_string()).ctx(format!("set {name}"))?;
+        Ok(HookSet(p))
     }
 }
 
-impl Drop for FullPreemption {
+impl Drop for HookSet {
     fn drop(&mut self) {
-        if Path::new(PREEMPT_KNOB).exists() {
-            let _ = std::fs::write(PREEMPT_KNOB, &self.old);
-        }
+        let _ = vgpu_vfio::sysfs::write_attr(&self.0, "0");
     }
 }
 
-/// How long a real-time spinner keeps a lock holder off its CPU.
-const HOLD_SPIN: Duration = Duration::from_millis(300);
-
-/// SCHED_FIFO at `prio` for the calling thread.
-fn set_fifo(prio: libc::c_int) -> TestResult {
-    // SAFETY: `prio` (the kernel's struct sched_param) outlives the call; pid 0 is the
-    // calling thread.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_sched_setscheduler,
-            0,
-            libc::SCHED_FIFO,
-            &prio as *const libc::c_int,
-        )
-    };
-    if r != 0 {
-        return Err(Fail(format!(
-            "SCHED_FIFO: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    Ok(())
-}
-
-/// One query of `dev`'s 16 MiB plane (a copy under the instance's lock) by a thread on
-/// CPU 0 that a real-time spinner on the same CPU preempts half a millisecond into the
-/// copy, for [`HOLD_SPIN`] (full preemption): the lock stays held that long, whatever
-/// the host's speed. The holder's thread id goes to `tid`. Returns how long the query
-/// took.
-fn preempted_copy(dev: &Device, tid: &AtomicI32) -> Result<Duration, Fail> {
-    let (tx, rx) = std::sync::mpsc::channel::<Instant>();
-    std::thread::scope(|sc| {
-        let spinner = sc.spawn(move || -> TestResult {
-            set_affinity(0, &cpu_set(&[0])).ctx("pin the spinner to CPU 0")?;
-            set_fifo(10)?;
-            let Ok(at) = rx.recv() else {
-                return Ok(());
-            };
-            std::thread::sleep(at.saturating_duration_since(Instant::now()));
-            let t = Instant::now();
-            let mut x = 0u64;
-            while t.elapsed() < HOLD_SPIN {
-                x = std::hint::black_box(x.wrapping_add(1));
-            }
-            Ok(())
-        });
-        let holder = sc.spawn(move || -> Result<Duration, Fail> {
-            set_affinity(0, &cpu_set(&[0])).ctx("pin the holder to CPU 0")?;
-            // SAFETY: gettid has no preconditions.
-            tid.store(unsafe { libc::gettid() }, Ordering::SeqCst);
-            let t = Instant::now();
-            let _ = tx.send(t + Duration::from_micros(500));
-            dev.query_gfx_plane(drm::PLANE_TYPE_PRIMARY)
-                .ctx("QUERY_GFX_PLANE")?;
-            Ok(t.elapsed())
-        });
-        let held = holder
-            .join()
-            .map_err(|_| Fail("holder thread panicked".into()))?;
-        spinner
-            .join()
-            .map_err(|_| Fail("spinner thread panicked".into()))??;
-        held
-    })
+/// One query of `dev`'s plane (a copy under the instance's lock, then the hook's
+/// sleep, still under it) on a thread whose id goes to `tid`. Returns how long the
+/// query took.
+fn held_copy(dev: &Device, tid: &AtomicI32) -> Result<Duration, Fail> {
+    // SAFETY: gettid has no preconditions.
+    tid.store(unsafe { libc::gettid() }, Ordering::SeqCst);
+    let t = Instant::now();
+    dev.query_gfx_plane(drm::PLANE_TYPE_PRIMARY)
+        .ctx("QUERY_GFX_PLANE")?;
+    Ok(t.elapsed())
 }
 
 /// Whether thread `tid` of this process is inside vgpu_shim now (its kernel stack).
@@ -576,24 +495,25 @@ fn in_module(tid: i32) -> bool {
         .is_ok_and(|s| s.contains("[vgpu_shim]"))
 }
 
-/// Run `during` while a preempted copy holds `dev`'s lock (once the holder's kernel
-/// stack shows it inside the module: in the copy, holding the lock); returns what
-/// `during` returned and how long the query took. Tries again (up to 10 times) when the
-/// spinner did not catch the copy in the act (the setup, not the check: on a loaded
-/// host 3 tries once missed it).
+/// Run `during` while a plane query holds `dev`'s lock (once the holder's kernel stack
+/// shows it inside the module, where the `test_plane_hold_us` hook keeps it for
+/// [`HOLD`]); returns what `during` returned and how long the query took. Tries again
+/// (up to 10 times) when the holder was not seen inside the module (the setup, not the
+/// check).
 fn while_held<T>(
     dev: &Device,
     mut during: impl FnMut() -> Result<T, Fail>,
 ) -> Result<(T, Duration), Fail> {
+    let _hold = HookSet::new("test_plane_hold_us", HOLD.as_micros() as u64)?;
     let mut missed = Vec::new();
     for _ in 0..10 {
         let tid = AtomicI32::new(0);
         let (r, held) = std::thread::scope(|sc| {
             let tid = &tid;
-            let holder = sc.spawn(move || preempted_copy(dev, tid));
+            let holder = sc.spawn(move || held_copy(dev, tid));
             let t = Instant::now();
             let mut caught = false;
-            while !holder.is_finished() && t.elapsed() < HOLD_SPIN / 2 {
+            while !holder.is_finished() && t.elapsed() < HOLD / 2 {
                 let id = tid.load(Ordering::SeqCst);
                 if id != 0 && in_module(id) {
                     caught = true;
@@ -614,23 +534,13 @@ fn while_held<T>(
         missed.push(held);
     }
     Err(Fail(format!(
-        "setup: never saw the holder preempted inside the module (queries took {missed:?}; \
+        "setup: never saw the holder inside the module (queries took {missed:?}; \
          /proc/<tid>/stack needs CONFIG_STACKTRACE)"
     )))
 }
 
 fn lock_wait_not_charged(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
-    // The engine on CPU 1 with this test's threads; a lock holder kept off CPU 0 by a
-    // real-time spinner.
-    let _pin = Pinned::engine_on(1, 1)?;
-    let Some(_preempt) = FullPreemption::on()? else {
-        ctx.note(format!(
-            "not run: needs full preemption (no {PREEMPT_KNOB}: a kernel without \
-             PREEMPT_DYNAMIC + SCHED_DEBUG; boot it with preempt=full)"
-        ));
-        return Ok(());
-    };
     lock_wait_phases(ctx, &p)
 }
 
@@ -664,7 +574,7 @@ fn lock_wait_phases(ctx: &mut Ctx, p: &Parent) -> TestResult {
         );
     }
     ctx.note(format!(
-        "a 16 MiB plane copy takes {copy:?} alone; a NOP rung while a preempted copy \
+        "a 16 MiB plane copy takes {copy:?} alone; a NOP rung while a plane query \
          holds the lock was charged: {}",
         v.join(", ")
     ));

@@ -246,7 +246,10 @@ if [ -z "$exit_line" ]; then
 elif [ "${exit_line#RIG-EXIT: }" != 0 ]; then
 	fail="guest command exited ${exit_line#RIG-EXIT: }"
 fi
-kmemleak=$(sed -n '/^RIG-KMEMLEAK-BEGIN$/,/^RIG-KMEMLEAK-END$/p' "$logf" | sed '1d;$d')
+# The report is what `cat kmemleak` printed; kernel console lines (a timestamp first)
+# may interleave with it and are not part of it.
+kmemleak=$(sed -n '/^RIG-KMEMLEAK-BEGIN$/,/^RIG-KMEMLEAK-END$/p' "$logf" | sed '1d;$d' |
+	grep -av '^\[ *[0-9]*\.[0-9]*\] ' || true)
 if [ -n "$kmemleak" ]; then
 	printf '%s\n' "$kmemleak" | head -n 40 >&2
 	fail="${fail:+$fail; }kmemleak found unreferenced objects"

@@ -18,6 +18,7 @@ mod foundation;
 mod fuzz;
 mod hardening;
 mod harness;
+mod preempt;
 mod rng;
 mod sys;
 mod sysfuzz;
@@ -28,7 +29,12 @@ mod workload;
 use harness::Suite;
 
 fn suites() -> Vec<Suite> {
-    vec![foundation::suite(), engine::suite(), hardening::suite()]
+    vec![
+        foundation::suite(),
+        engine::suite(),
+        hardening::suite(),
+        preempt::suite(),
+    ]
 }
 
 fn usage(suites: &[Suite]) -> ! {

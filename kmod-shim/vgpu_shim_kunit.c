@@ -290,12 +290,12 @@ static void preempt_after_exact(struct kunit *test)
 	fixture_init(f, 2, wt, 0);
 	KUNIT_EXPECT_EQ(test, vgpu_sched_preempt_after(&f->s, f->e[1].vt,
 						       &f->e[0], gran), 0ULL);
-	/* equal_share: vt runs at weight 1 */
+	/* equal_share: vt runs at weight 1 (100 us ahead: above the granularity) */
 	f->s.policy = VGPU_POLICY_EQUAL_SHARE;
-	f->e[1].vt = 5 * 1024 * 1024;
+	f->e[1].vt = 100 * 1024 * 1024;
 	KUNIT_EXPECT_EQ(test, vgpu_sched_preempt_after(&f->s, f->e[1].vt,
 						       &f->e[0], SLICE_NS),
-			5ULL * 1024 + 1);
+			100ULL * 1024 + 1);
 }
 
 /*

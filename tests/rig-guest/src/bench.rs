@@ -595,8 +595,8 @@ pub fn main(args: &[String]) -> ToolResult {
     Ok(())
 }
 
-/// `only`: run just the sections whose name contains it (the timeline is a section
-/// named "timeline").
+/// `only`: run just the sections whose name contains one of its comma-separated words
+/// (the timeline is a section named "timeline").
 fn run(dir: Option<&str>, quick: bool, only: Option<&str>) -> ToolResult {
     let start = Instant::now();
     let p = Parent::vgpu(0);
@@ -649,7 +649,7 @@ fn run(dir: Option<&str>, quick: bool, only: Option<&str>) -> ToolResult {
     ];
     let mut errors = Vec::new();
     for (name, f) in sections {
-        if only.is_some_and(|o| !name.contains(o)) {
+        if only.is_some_and(|o| !o.split(',').any(|x| name.contains(x))) {
             continue;
         }
         let mut out = String::new();
@@ -664,7 +664,7 @@ fn run(dir: Option<&str>, quick: bool, only: Option<&str>) -> ToolResult {
             let _ = b.reset_knobs();
         }
     }
-    if only.is_none_or(|o| "timeline".contains(o)) {
+    if only.is_none_or(|o| o.split(',').any(|x| "timeline".contains(x))) {
         let mut out = String::new();
         let r = timeline(&mut b, &mut out, dir);
         print!("{out}");

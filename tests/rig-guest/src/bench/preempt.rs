@@ -64,7 +64,8 @@ pub(super) fn latency(b: &mut Bench, out: &mut String) -> Result<(), Fail> {
 
 /// One interactive tenant's frames next to `k` saturating ones: a 1280x720x32 BLIT and a
 /// small GEMM, one doorbell every 16.7 ms; the kernel's latency of each frame.
-fn frames(b: &Bench, k: usize, frames: u32) -> Result<LatencyHist, Fail> {
+/// Returns the histogram and the frame's mean engine time (ms).
+fn frames(b: &Bench, k: usize, frames: u32) -> Result<(LatencyHist, f64), Fail> {
     let period = Duration::from_micros(16_667);
     let mut gpus = b.make_ring(1 + k, &[1], 16 * KIB)?;
     let mut v = gpus.remove(0);
@@ -116,9 +117,10 @@ fn frames(b: &Bench, k: usize, frames: u32) -> Result<LatencyHist, Fail> {
         // one frame alone: pages allocated
         let seq = frame(&mut v)?;
         wait(&v, seq)?;
-        let run = |_: &[Instance]| -> Result<LatencyHist, Fail> {
+        let run = |_: &[Instance]| -> Result<(LatencyHist, f64), Fail> {
             std::thread::sleep(Duration::from_millis(300));
             v.inst.clear_latency_hist().ctx("clear latency_hist")?;
+            let busy0 = v.inst.busy_ns().ctx("busy_ns")?;
             let start = Instant::now();
             for i in 0..frames {
                 let at = start + period * i;
@@ -129,7 +131,9 @@ fn frames(b: &Bench, k: usize, frames: u32) -> Result<LatencyHist, Fail> {
                 let seq = frame(&mut v)?;
                 wait(&v, seq)?;
             }
-            v.inst.latency_hist().ctx("latency_hist")
+            let busy = v.inst.busy_ns().ctx("busy_ns")? - busy0;
+            let h = v.inst.latency_hist().ctx("latency_hist")?;
+            Ok((h, busy as f64 / 1e6 / f64::from(frames.max(1))))
         };
         with_load(b, gpus, run)
     })();
@@ -141,17 +145,22 @@ fn frames(b: &Bench, k: usize, frames: u32) -> Result<LatencyHist, Fail> {
 
 /// 3c. Frame time.
 pub(super) fn frame_time(b: &mut Bench, out: &mut String) -> Result<(), Fail> {
-    let n = if b.quick { 30 } else { 240 };
-    let ks: &[usize] = if b.quick { &[1] } else { &[1, 3, 7] };
+    let n = if b.quick { 30 } else { 120 };
+    let ks: &[usize] = if b.quick { &[0, 1] } else { &[0, 1, 3, 7] };
     let _ = writeln!(
         out,
         "\n3c. Frame time: an interactive tenant submits a frame (BLIT 1280x720x32 + GEMM 24^3 + FENCE,\n    one doorbell) every 16.7 ms next to k tenants saturating with GEMMs, equal weights, {n} frames;\n    on time = completed within 16.7 ms of the doorbell (latency_hist, whole buckets)"
     );
-    let modes: &[&str] = if b.quick { &["1"] } else { &["1", "0"] };
     for &k in ks {
+        // alone (k = 0): the frame's own engine time; then preemption on and off
+        let modes: &[&str] = if b.quick || k == 0 {
+            &["1"]
+        } else {
+            &["1", "0"]
+        };
         for on in modes {
             b.p.set_preempt(on).ctx("preempt")?;
-            let h = frames(b, k, n)?;
+            let (h, cost) = frames(b, k, n)?;
             let on_time = h
                 .buckets
                 .iter()
@@ -162,7 +171,7 @@ pub(super) fn frame_time(b: &mut Bench, out: &mut String) -> Result<(), Fail> {
             let q = |p| h.quantile_ns(p).map_or(f64::NAN, |x| x as f64 / 1e6);
             let _ = writeln!(
                 out,
-                "    k={k} preempt {on}: on time {pct:.1}%  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms{}",
+                "    k={k} preempt {on}: on time {pct:.1}%  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (frame: {cost:.2} ms of engine time){}",
                 q(0.5),
                 q(0.99),
                 q(1.0),

@@ -209,6 +209,10 @@ struct vgpu_worker {
 	bool sleeping;			/* waiting for work (idle_ns counts) */
 	u64 idle_since;
 	u64 last_seq;			/* instance of its previous slice, 0: none */
+	/* under the parent's sched.lock (the engine reads preempt_after with READ_ONCE) */
+	struct vgpu_sched_ent *cur;	/* the instance it runs, or NULL */
+	u64 limit;			/* cur's slice limit, ns */
+	u64 preempt_after;		/* cur yields after this much of its slice; 0: no */
 	u32 budget[VGPU_NUM_CC];	/* work per chunk (worker-private) */
 };
 
@@ -221,10 +225,12 @@ struct vgpu_sched {
 	enum vgpu_policy policy;
 	unsigned int slice_us;
 	unsigned int watchdog_ms;	/* also read by the engine (READ_ONCE) */
+	bool preempt;			/* wake-up preemption on */
 	u64 vt_floor;
 	u64 busy_ns;
 	u64 idle_ns;
 	u64 switches;
+	u64 preemptions;		/* slices cut short by a waking instance */
 	atomic64_t macs;		/* GEMM multiply-adds, all instances */
 	wait_queue_head_t drain_wq;	/* detach waits for the engine to let go */
 	unsigned int nr_workers;
@@ -252,6 +258,7 @@ struct vgpu_sched_ent {
 	u64 busy_ns;
 	u64 slices;
 	u64 throttled_ns;
+	u64 preemptions;		/* times it took an engine by preemption */
 };
 
 /* The validated command in flight and its progress. */
@@ -529,10 +536,11 @@ void vgpu_worker_budget_init(struct vgpu_worker *w);
 extern unsigned int vgpu_nr_engines;
 extern struct device_attribute vgpu_attr_policy, vgpu_attr_slice_us,
 	vgpu_attr_watchdog_ms, vgpu_attr_engines, vgpu_attr_parent_busy_ns,
-	vgpu_attr_parent_idle_ns, vgpu_attr_parent_switches;
+	vgpu_attr_parent_idle_ns, vgpu_attr_parent_switches, vgpu_attr_preempt,
+	vgpu_attr_parent_preemptions;
 extern struct device_attribute vgpu_attr_busy_ns, vgpu_attr_jobs,
 	vgpu_attr_cmds_failed, vgpu_attr_slices, vgpu_attr_throttled_ns,
-	vgpu_attr_queue_depth, vgpu_attr_parent_macs;
+	vgpu_attr_queue_depth, vgpu_attr_parent_macs, vgpu_attr_preemptions;
 extern struct device_attribute vgpu_attr_macs, vgpu_attr_latency_hist;
 int vgpu_sched_init(struct vgpu_parent *parent);
 void vgpu_sched_fini(struct vgpu_parent *parent);

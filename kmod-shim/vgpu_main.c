@@ -182,10 +182,12 @@ static struct attribute *vgpu_parent_attrs[] = {
 	&vgpu_attr_policy.attr,
 	&vgpu_attr_slice_us.attr,
 	&vgpu_attr_watchdog_ms.attr,
+	&vgpu_attr_preempt.attr,
 	&vgpu_attr_engines.attr,
 	&vgpu_attr_parent_busy_ns.attr,
 	&vgpu_attr_parent_idle_ns.attr,
 	&vgpu_attr_parent_switches.attr,
+	&vgpu_attr_parent_preemptions.attr,
 	&vgpu_attr_parent_macs.attr,
 	NULL,
 };
@@ -280,6 +282,7 @@ static struct attribute *vgpu_mdev_attrs[] = {
 	&vgpu_attr_slices.attr,
 	&vgpu_attr_throttled_ns.attr,
 	&vgpu_attr_queue_depth.attr,
+	&vgpu_attr_preemptions.attr,
 	/* engine counters (vgpu_engine.c) */
 	&vgpu_attr_macs.attr,
 	&vgpu_attr_latency_hist.attr,

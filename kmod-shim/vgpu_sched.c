@@ -12,6 +12,15 @@
  * eligible it sleeps, until a doorbell or knob change wakes it or, when
  * instances are throttled, until the earliest budget turns positive.
  *
+ * Wake-up preemption: a doorbell that makes an instance runnable while no
+ * engine is idle may ask a running engine to end its slice early, at a
+ * chunk boundary once the pick would prefer the waking instance and the
+ * slice has run at least the granularity (vgpu_sched_preempt_check()).
+ * The request is a number in the worker (preempt_after, written under the
+ * sched lock, read by the engine between chunks); the engine itself ends
+ * the slice and picks, as at any slice end: no new lock, and the doorbell
+ * never touches the running instance.
+ *
  * Locking: vgpu_sched.lock (a spinlock) protects the runqueue, every
  * vgpu_sched_ent, the knobs and the counters. It is the innermost lock:
  * taken inside vg->lock (a worker charging and picking at a slice end) and
@@ -51,6 +60,11 @@
 #define VGPU_WATCHDOG_MS_MAX	60000
 #define VGPU_TIMER_SLACK_NS	(5 * NSEC_PER_USEC)
 
+static bool vgpu_preempt_default = true;
+module_param_named(preempt, vgpu_preempt_default, bool, 0444);
+MODULE_PARM_DESC(preempt,
+		 "initial vgpu/preempt of each parent: wake-up preemption, 0 or 1 (default 1)");
+
 /*
  * Test hooks, built only with VGPU_TEST_HOOKS (the rig's builds): a delay at
  * the end of a slice that hands the engine to another instance (it widens
@@ -80,6 +94,31 @@ static u64 vgpu_test_vt_floor(void)
 {
 	return vgpu_test_vt_start;
 }
+
+/*
+ * The cost of the pick, for the benchmark: with test_pick_stats set, every
+ * pick is timed and summed into test_pick_ns and test_picks (over all
+ * parents, unlocked across parents: exact with one parent).
+ */
+static bool vgpu_test_pick_stats;
+module_param_named(test_pick_stats, vgpu_test_pick_stats, bool, 0644);
+MODULE_PARM_DESC(test_pick_stats, "test only: time every pick");
+static unsigned long long vgpu_test_pick_ns, vgpu_test_picks;
+module_param_named(test_pick_ns, vgpu_test_pick_ns, ullong, 0444);
+MODULE_PARM_DESC(test_pick_ns, "test only: ns spent in picks (test_pick_stats)");
+module_param_named(test_picks, vgpu_test_picks, ullong, 0444);
+MODULE_PARM_DESC(test_picks, "test only: picks timed (test_pick_stats)");
+
+static bool vgpu_test_pick_timed(void)
+{
+	return READ_ONCE(vgpu_test_pick_stats);
+}
+
+static void vgpu_test_pick_account(u64 ns)
+{
+	WRITE_ONCE(vgpu_test_pick_ns, vgpu_test_pick_ns + ns);
+	WRITE_ONCE(vgpu_test_picks, vgpu_test_picks + 1);
+}
 #else
 static void vgpu_test_slice_end_delay(void)
 {
@@ -89,7 +128,32 @@ static u64 vgpu_test_vt_floor(void)
 {
 	return 0;
 }
+
+static bool vgpu_test_pick_timed(void)
+{
+	return false;
+}
+
+static void vgpu_test_pick_account(u64 ns)
+{
+}
 #endif
+
+/* vgpu_sched_pick(), timed for the benchmark (test hooks). Sched lock held. */
+static struct vgpu_sched_ent *vgpu_pick(struct vgpu_sched *s,
+					struct vgpu_worker *w, u64 now,
+					u64 *limit, u64 *wake_at)
+{
+	struct vgpu_sched_ent *se;
+	u64 t0;
+
+	if (!vgpu_test_pick_timed())
+		return vgpu_sched_pick(s, w, now, limit, wake_at);
+	t0 = ktime_get_ns();
+	se = vgpu_sched_pick(s, w, now, limit, wake_at);
+	vgpu_test_pick_account(ktime_get_ns() - t0);
+	return se;
+}
 
 static const char * const vgpu_policy_names[] = {
 	[VGPU_POLICY_BEST_EFFORT] = "best_effort",
@@ -107,9 +171,13 @@ unsigned int vgpu_sched_watchdog_ms(struct vgpu_device *vg)
 	return READ_ONCE(vg->parent->sched.watchdog_ms);
 }
 
-/* Wake idle workers: one (a ring became runnable) or all (knobs changed). */
-static void vgpu_sched_kick(struct vgpu_sched *s, bool all)
+/*
+ * Wake idle workers: one (a ring became runnable) or all (knobs changed).
+ * Whether one was woken.
+ */
+static bool vgpu_sched_kick(struct vgpu_sched *s, bool all)
 {
+	bool woken = false;
 	unsigned int i;
 
 	for (i = 0; i < s->nr_workers; i++) {
@@ -119,22 +187,68 @@ static void vgpu_sched_kick(struct vgpu_sched *s, bool all)
 			continue;
 		w->idle = false;
 		wake_up_process(w->task);
+		woken = true;
 		if (!all)
 			break;
 	}
+	return woken;
+}
+
+/*
+ * Wake-up preemption (docs/scheduler.md). @se just became runnable and no
+ * engine was idle. If it is eligible (within its budget), and its virtual
+ * time comes before that of an instance an engine runs before that slice
+ * ends (and after the granularity), ask the engine where that happens first
+ * to end the slice then: the engine looks between chunks (vgpu_run()) and
+ * picks again. Sched lock held.
+ */
+static void vgpu_sched_preempt_check(struct vgpu_sched *s,
+				     struct vgpu_sched_ent *se)
+{
+	struct vgpu_worker *best = NULL;
+	u64 rate, after, best_after = 0;
+	unsigned int i;
+
+	if (!s->preempt || se->on)
+		return;
+	rate = vgpu_sched_rate(s, se);
+	if (rate) {
+		vgpu_sched_refill(s, se, rate, ktime_get_ns());
+		if (se->budget <= 0)
+			return;		/* capped or out of its share: it waits */
+	}
+	for (i = 0; i < s->nr_workers; i++) {
+		struct vgpu_worker *w = &s->workers[i];
+
+		if (!w->cur || w->cur == se)
+			continue;
+		after = vgpu_sched_preempt_after(s, se->vt, w->cur, w->limit);
+		if (after && (!best || after < best_after)) {
+			best = w;
+			best_after = after;
+		}
+	}
+	if (best && (!best->preempt_after || best_after < best->preempt_after))
+		WRITE_ONCE(best->preempt_after, best_after);
 }
 
 /* ---- the engine workers ---- */
 
-/* Claim @se for engine @w (sched lock held); @se may be the one @w has. */
+/*
+ * Claim @se for engine @w for a slice of at most @limit ns (sched lock
+ * held); @se may be the one @w has. A new slice: no preemption asked yet.
+ */
 static void vgpu_sched_claim(struct vgpu_sched *s, struct vgpu_worker *w,
-			     struct vgpu_sched_ent *se)
+			     struct vgpu_sched_ent *se, u64 limit)
 {
 	se->on = w;
 	se->slices++;
 	if (w->last_seq && w->last_seq != se->seq)
 		s->switches++;
 	w->last_seq = se->seq;
+	w->cur = se;
+	w->limit = limit;
+	WRITE_ONCE(w->preempt_after, 0);
 }
 
 /*
@@ -142,10 +256,13 @@ static void vgpu_sched_claim(struct vgpu_sched *s, struct vgpu_worker *w,
  * sched lock is dropped here, vgpu_sched_detach() may return and the
  * instance be freed: this is the engine's last access to it.
  */
-static void vgpu_sched_release(struct vgpu_sched *s, struct vgpu_sched_ent *se)
+static void vgpu_sched_release(struct vgpu_sched *s, struct vgpu_worker *w,
+			       struct vgpu_sched_ent *se)
 {
 	spin_lock(&s->lock);
 	se->on = NULL;
+	if (w->cur == se)
+		w->cur = NULL;
 	if (se->detached)
 		wake_up_all(&s->drain_wq);
 	else if (se->runnable && !se->lockwait && !se->throttled)
@@ -186,11 +303,14 @@ static bool vgpu_engine_trylock(struct vgpu_sched *s,
  * with @yield, it waits for its lock (tasks are waiting for it); with
  * @pick (and unless @w is stopping), choose what @w runs next: @se again,
  * or another instance, claimed for @w with its limit in *@limit, or NULL.
+ * @preempt: the slice ends early for a waking instance (counted if another
+ * instance wins the pick).
  */
 static struct vgpu_sched_ent *vgpu_slice_end(struct vgpu_worker *w,
 					     struct vgpu_sched_ent *se,
 					     u64 used, u64 t, bool yield,
-					     bool pick, u64 *limit)
+					     bool pick, bool preempt,
+					     u64 *limit)
 {
 	struct vgpu_sched *s = &w->parent->sched;
 	struct vgpu_sched_ent *next = NULL;
@@ -201,9 +321,13 @@ static struct vgpu_sched_ent *vgpu_slice_end(struct vgpu_worker *w,
 	if (yield)
 		WRITE_ONCE(se->lockwait, true);
 	if (pick && !kthread_should_stop()) {
-		next = vgpu_sched_pick(s, w, t, limit, &wake_at);
+		next = vgpu_pick(s, w, t, limit, &wake_at);
 		if (next)
-			vgpu_sched_claim(s, w, next);
+			vgpu_sched_claim(s, w, next, *limit);
+		if (preempt && next && next != se) {
+			s->preemptions++;
+			next->preemptions++;
+		}
 	}
 	spin_unlock(&s->lock);
 	return next;
@@ -221,6 +345,10 @@ static struct vgpu_sched_ent *vgpu_slice_end(struct vgpu_worker *w,
  * instance waits instead, uncharged, until the lock is free again (see
  * vgpu_sched_unlocked()), and the engine moves on.
  *
+ * A waking instance that should run before @se (vgpu_sched_preempt_check())
+ * sets w->preempt_after: once @se has run that much of its slice, the slice
+ * ends at the next chunk boundary and the engine picks again.
+ *
  * Engine time is the sum of chunk times: the clock is read once per chunk,
  * a chunk's end is the next one's start, and the first chunk of a slice
  * starts once the engine has the lock; time off the CPU between chunks is
@@ -236,8 +364,8 @@ static struct vgpu_sched_ent *vgpu_run(struct vgpu_worker *w,
 	struct vgpu_device *vg = se_to_vgpu(se);
 	struct vgpu_sched *s = &w->parent->sched;
 	struct vgpu_sched_ent *next = NULL;
-	u64 used = 0, t = *now, end;
-	bool more, yield;
+	u64 used = 0, t = *now, end, pre;
+	bool more, yield, preempt;
 
 	if (!vgpu_engine_trylock(s, se, vg))
 		goto release;
@@ -249,10 +377,14 @@ static struct vgpu_sched_ent *vgpu_run(struct vgpu_worker *w,
 		t = end;
 		/* tasks waiting for the lock go first; the engine moves on */
 		yield = vgpu_lock_waiters(vg) > 0;
-		if (!more || yield || used >= *limit ||
+		/* a waking instance's turn (docs/scheduler.md) */
+		pre = READ_ONCE(w->preempt_after);
+		preempt = pre && used >= pre && more && !yield &&
+			  used < *limit;
+		if (!more || yield || used >= *limit || preempt ||
 		    READ_ONCE(se->detached) || kthread_should_stop()) {
 			next = vgpu_slice_end(w, se, used, t, yield, true,
-					      limit);
+					      preempt, limit);
 			used = 0;
 			if (next != se)
 				break;
@@ -265,14 +397,15 @@ static struct vgpu_sched_ent *vgpu_run(struct vgpu_worker *w,
 		t = ktime_get_ns();
 		if (!vgpu_engine_trylock(s, se, vg)) {
 			/* taken meanwhile: charge what ran, pick afresh */
-			vgpu_slice_end(w, se, used, t, false, false, limit);
+			vgpu_slice_end(w, se, used, t, false, false, false,
+				       limit);
 			goto release;
 		}
 	}
 	vgpu_test_slice_end_delay();
 	mutex_unlock(&vg->lock);
 release:
-	vgpu_sched_release(s, se);	/* from here on @vg may be freed */
+	vgpu_sched_release(s, w, se);	/* from here on @vg may be freed */
 	*now = t;
 	return next;
 }
@@ -293,9 +426,9 @@ static int vgpu_worker_fn(void *data)
 		}
 
 		spin_lock(&s->lock);
-		se = vgpu_sched_pick(s, w, now, &limit, &wake_at);
+		se = vgpu_pick(s, w, now, &limit, &wake_at);
 		if (se) {
-			vgpu_sched_claim(s, w, se);
+			vgpu_sched_claim(s, w, se, limit);
 			spin_unlock(&s->lock);
 			continue;
 		}
@@ -329,7 +462,7 @@ static int vgpu_worker_fn(void *data)
 	}
 	/* stopped with an instance claimed: give it back */
 	if (se)
-		vgpu_sched_release(s, se);
+		vgpu_sched_release(s, w, se);
 	return 0;
 }
 
@@ -345,6 +478,7 @@ int vgpu_sched_init(struct vgpu_parent *parent)
 	s->policy = VGPU_POLICY_BEST_EFFORT;
 	s->slice_us = VGPU_SLICE_US_DEFAULT;
 	s->watchdog_ms = VGPU_WATCHDOG_MS_DEFAULT;
+	s->preempt = vgpu_preempt_default;
 	s->vt_floor = vgpu_test_vt_floor();
 	s->nr_workers = 0;
 	atomic64_set(&s->macs, 0);
@@ -459,8 +593,8 @@ void vgpu_sched_update(struct vgpu_device *vg)
 	if (want) {
 		/* no credit for idling: catch up with the eligible ones */
 		vgpu_sched_wake(s, se);
-		if (!se->lockwait)
-			vgpu_sched_kick(s, false);
+		if (!se->lockwait && !vgpu_sched_kick(s, false))
+			vgpu_sched_preempt_check(s, se);
 	} else {
 		if (se->throttled)
 			vgpu_sched_unthrottle(s, se, ktime_get_ns());
@@ -512,7 +646,9 @@ void vgpu_sched_set_cap(struct vgpu_device *vg, unsigned int cap)
  * Called by vgpu_unlock() after it dropped @vg->lock. An engine that found
  * the lock taken, or tasks waiting for it, left the instance marked
  * (se->lockwait) instead of waiting: the last of those tasks hands it back
- * here, making it eligible again and waking an idle engine.
+ * here, making it eligible again and waking an idle engine or, with none
+ * idle, weighing it for wake-up preemption as a doorbell would (it may have
+ * lost its turn to the lock holder, e.g. a guest reading its registers).
  */
 void vgpu_sched_unlocked(struct vgpu_device *vg)
 {
@@ -528,7 +664,9 @@ void vgpu_sched_unlocked(struct vgpu_device *vg)
 		WRITE_ONCE(se->lockwait, false);
 		if (se->attached && !se->detached && se->runnable) {
 			vgpu_sched_lock_back(s, se);
-			vgpu_sched_kick(s, false);
+			/* it lost its turn to the lock holder: as a wake-up */
+			if (!vgpu_sched_kick(s, false))
+				vgpu_sched_preempt_check(s, se);
 		}
 	}
 	spin_unlock(&s->lock);
@@ -633,6 +771,31 @@ static ssize_t watchdog_ms_store(struct device *dev,
 	return count;
 }
 
+static ssize_t preempt_show(struct device *dev, struct device_attribute *attr,
+			    char *buf)
+{
+	return sysfs_emit(buf, "%u\n", READ_ONCE(dev_to_sched(dev)->preempt));
+}
+
+static ssize_t preempt_store(struct device *dev, struct device_attribute *attr,
+			     const char *buf, size_t count)
+{
+	struct vgpu_sched *s = dev_to_sched(dev);
+	unsigned int val, i;
+	int ret;
+
+	ret = vgpu_parse_uint(buf, count, 0, 1, &val);
+	if (ret)
+		return ret;
+	spin_lock(&s->lock);
+	WRITE_ONCE(s->preempt, val);
+	if (!val)	/* preemptions already asked for are withdrawn */
+		for (i = 0; i < s->nr_workers; i++)
+			WRITE_ONCE(s->workers[i].preempt_after, 0);
+	spin_unlock(&s->lock);
+	return count;
+}
+
 static ssize_t engines_show(struct device *dev, struct device_attribute *attr,
 			    char *buf)
 {
@@ -640,7 +803,13 @@ static ssize_t engines_show(struct device *dev, struct device_attribute *attr,
 }
 
 /* Which parent counter to show. */
-enum { VGPU_PSTAT_BUSY, VGPU_PSTAT_IDLE, VGPU_PSTAT_SWITCHES, VGPU_PSTAT_MACS };
+enum {
+	VGPU_PSTAT_BUSY,
+	VGPU_PSTAT_IDLE,
+	VGPU_PSTAT_SWITCHES,
+	VGPU_PSTAT_MACS,
+	VGPU_PSTAT_PREEMPTIONS,
+};
 
 static ssize_t vgpu_parent_stat_show(struct device *dev, char *buf, int which)
 {
@@ -663,6 +832,9 @@ static ssize_t vgpu_parent_stat_show(struct device *dev, char *buf, int which)
 		break;
 	case VGPU_PSTAT_MACS:
 		val = atomic64_read(&s->macs);
+		break;
+	case VGPU_PSTAT_PREEMPTIONS:
+		val = s->preemptions;
 		break;
 	default:
 		val = s->switches;
@@ -690,6 +862,13 @@ static ssize_t parent_switches_show(struct device *dev,
 	return vgpu_parent_stat_show(dev, buf, VGPU_PSTAT_SWITCHES);
 }
 
+static ssize_t parent_preemptions_show(struct device *dev,
+				       struct device_attribute *attr,
+				       char *buf)
+{
+	return vgpu_parent_stat_show(dev, buf, VGPU_PSTAT_PREEMPTIONS);
+}
+
 static ssize_t parent_macs_show(struct device *dev,
 				struct device_attribute *attr, char *buf)
 {
@@ -699,6 +878,7 @@ static ssize_t parent_macs_show(struct device *dev,
 struct device_attribute vgpu_attr_policy = __ATTR_RW(policy);
 struct device_attribute vgpu_attr_slice_us = __ATTR_RW(slice_us);
 struct device_attribute vgpu_attr_watchdog_ms = __ATTR_RW(watchdog_ms);
+struct device_attribute vgpu_attr_preempt = __ATTR_RW(preempt);
 struct device_attribute vgpu_attr_engines = __ATTR_RO(engines);
 struct device_attribute vgpu_attr_parent_busy_ns =
 	__ATTR(busy_ns, 0444, parent_busy_ns_show, NULL);
@@ -706,6 +886,8 @@ struct device_attribute vgpu_attr_parent_idle_ns =
 	__ATTR(idle_ns, 0444, parent_idle_ns_show, NULL);
 struct device_attribute vgpu_attr_parent_switches =
 	__ATTR(switches, 0444, parent_switches_show, NULL);
+struct device_attribute vgpu_attr_parent_preemptions =
+	__ATTR(preemptions, 0444, parent_preemptions_show, NULL);
 struct device_attribute vgpu_attr_parent_macs =
 	__ATTR(macs, 0444, parent_macs_show, NULL);
 
@@ -718,6 +900,7 @@ enum {
 	VGPU_ISTAT_JOBS,
 	VGPU_ISTAT_FAILED,
 	VGPU_ISTAT_DEPTH,
+	VGPU_ISTAT_PREEMPTIONS,
 };
 
 static ssize_t vgpu_inst_stat_show(struct device *dev, char *buf, int which)
@@ -745,6 +928,8 @@ static ssize_t vgpu_inst_stat_show(struct device *dev, char *buf, int which)
 			val = se->busy_ns;
 		else if (which == VGPU_ISTAT_SLICES)
 			val = se->slices;
+		else if (which == VGPU_ISTAT_PREEMPTIONS)
+			val = se->preemptions;
 		else
 			val = vgpu_sched_throttled_ns(s, se, ktime_get_ns());
 		spin_unlock(&s->lock);
@@ -789,9 +974,16 @@ static ssize_t queue_depth_show(struct device *dev,
 	return vgpu_inst_stat_show(dev, buf, VGPU_ISTAT_DEPTH);
 }
 
+static ssize_t preemptions_show(struct device *dev,
+				struct device_attribute *attr, char *buf)
+{
+	return vgpu_inst_stat_show(dev, buf, VGPU_ISTAT_PREEMPTIONS);
+}
+
 struct device_attribute vgpu_attr_busy_ns = __ATTR_RO(busy_ns);
 struct device_attribute vgpu_attr_slices = __ATTR_RO(slices);
 struct device_attribute vgpu_attr_throttled_ns = __ATTR_RO(throttled_ns);
 struct device_attribute vgpu_attr_jobs = __ATTR_RO(jobs);
 struct device_attribute vgpu_attr_cmds_failed = __ATTR_RO(cmds_failed);
 struct device_attribute vgpu_attr_queue_depth = __ATTR_RO(queue_depth);
+struct device_attribute vgpu_attr_preemptions = __ATTR_RO(preemptions);

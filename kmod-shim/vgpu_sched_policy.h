@@ -271,6 +271,46 @@ static inline void vgpu_sched_lock_back(struct vgpu_sched *s,
 	se->vt = vgpu_vt_max(se->vt, vgpu_sched_min_vt(s, se) - lead);
 }
 
+/*
+ * Wake-up preemption (docs/scheduler.md): a slice runs at least
+ * 1/VGPU_PREEMPT_GRAN_DIV of slice_us (50 us at the default 1 ms) before a
+ * waking instance may take its engine, so an engine switches at most once
+ * per granularity however often instances wake.
+ */
+#define VGPU_PREEMPT_GRAN_DIV	20
+
+static inline u64 vgpu_sched_preempt_gran(struct vgpu_sched *s)
+{
+	return div_u64((u64)s->slice_us * NSEC_PER_USEC, VGPU_PREEMPT_GRAN_DIV);
+}
+
+/*
+ * An instance became runnable with virtual time @vt while @cur runs a slice
+ * of at most @limit ns, charged up to the start of that slice. After how
+ * many ns of that slice @cur's virtual time passes @vt (so that the pick
+ * prefers the waking instance), but no sooner than the granularity; 0 if
+ * not before the slice ends anyway.
+ *
+ * Charging u ns adds floor(u * 1024 / w) to @cur's vt; @vt comes before it
+ * once that exceeds d = vt - cur->vt, i.e. from u = ceil((d + 1) * w / 1024).
+ */
+static inline u64 vgpu_sched_preempt_after(struct vgpu_sched *s, u64 vt,
+					   struct vgpu_sched_ent *cur,
+					   u64 limit)
+{
+	u64 w = vgpu_sched_vt_weight(s, cur), after = 0, d;
+
+	if (!vgpu_vt_before(vt, cur->vt)) {
+		d = vt - cur->vt;
+		/* d / 1024 * w >= limit: out of reach (and no overflow below) */
+		if ((d >> 10) >= limit)
+			return 0;
+		after = div_u64((d + 1) * w + 1023, 1024);
+	}
+	after = max(after, vgpu_sched_preempt_gran(s));
+	return after < limit ? after : 0;
+}
+
 /* Charge @d ns of engine time to @se. */
 static inline void vgpu_sched_charge(struct vgpu_sched *s,
 				     struct vgpu_sched_ent *se, u64 d, u64 now)

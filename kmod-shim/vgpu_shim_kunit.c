@@ -242,6 +242,101 @@ static void lock_lead_kept_across_picks(struct kunit *test)
 	KUNIT_EXPECT_PTR_EQ(test, run_slice(f), a);
 }
 
+/*
+ * Wake-up preemption: vgpu_sched_preempt_after() is exactly the run after
+ * which the pick prefers the waking instance (at weights 3 and 1, with vts
+ * around the wrap), never less than the granularity, and 0 when the slice
+ * would end first.
+ */
+static void preempt_after_exact(struct kunit *test)
+{
+	static const unsigned int wt[] = { 3, 1 };
+	static const s64 ahead[] = { 0, 1, 1023, 1024, 7777, 40 * 1024 * 1024,
+				     100 * 1024 * 1024, -1, -VT_SLICE };
+	struct sched_fixture *f = kunit_kzalloc(test, sizeof(*f), GFP_KERNEL);
+	u64 gran, after, limit, wake_at, vt0;
+	struct vgpu_sched_ent *a, *b;
+	unsigned int i;
+
+	KUNIT_ASSERT_NOT_NULL(test, f);
+	gran = SLICE_NS / VGPU_PREEMPT_GRAN_DIV;
+	for (i = 0; i < ARRAY_SIZE(ahead); i++) {
+		fixture_init(f, 2, wt, U64_MAX - 3 * 1024 * 1024);
+		a = &f->e[0];		/* running, charged at its slice start */
+		b = &f->e[1];		/* waking */
+		vt0 = a->vt;
+		b->vt = vt0 + ahead[i];
+		after = vgpu_sched_preempt_after(&f->s, b->vt, a, SLICE_NS);
+		if (ahead[i] * 3 / 1024 >= (s64)SLICE_NS) {
+			KUNIT_EXPECT_EQ(test, after, 0ULL);
+			continue;
+		}
+		KUNIT_ASSERT_GE(test, after, gran);
+		KUNIT_ASSERT_LT(test, after, (u64)SLICE_NS);
+		if (after > gran) {
+			/* one ns less: a still wins the pick */
+			vgpu_sched_charge(&f->s, a, after - 1, f->now);
+			KUNIT_EXPECT_PTR_EQ(test,
+					    vgpu_sched_pick(&f->s, &f->w, f->now,
+							    &limit, &wake_at),
+					    a);
+			a->vt = vt0;
+		}
+		vgpu_sched_charge(&f->s, a, after, f->now);
+		KUNIT_EXPECT_PTR_EQ(test, vgpu_sched_pick(&f->s, &f->w, f->now,
+							  &limit, &wake_at), b);
+	}
+	/* a short slice (a budget): out of reach within it */
+	fixture_init(f, 2, wt, 0);
+	KUNIT_EXPECT_EQ(test, vgpu_sched_preempt_after(&f->s, f->e[1].vt,
+						       &f->e[0], gran), 0ULL);
+	/* equal_share: vt runs at weight 1 (100 us ahead: above the granularity) */
+	f->s.policy = VGPU_POLICY_EQUAL_SHARE;
+	f->e[1].vt = 100 * 1024 * 1024;
+	KUNIT_EXPECT_EQ(test, vgpu_sched_preempt_after(&f->s, f->e[1].vt,
+						       &f->e[0], SLICE_NS),
+			100ULL * 1024 + 1);
+}
+
+/*
+ * An instance that wakes after idling catches up with the runner
+ * (vgpu_sched_wake()): it preempts after the granularity, not sooner, and
+ * two instances that keep waking each other switch at most once per
+ * granularity of engine time.
+ */
+static void preempt_granularity(struct kunit *test)
+{
+	static const unsigned int wt[] = { 1, 1 };
+	struct sched_fixture *f = kunit_kzalloc(test, sizeof(*f), GFP_KERNEL);
+	u64 gran = SLICE_NS / VGPU_PREEMPT_GRAN_DIV, after, busy = 0;
+	struct vgpu_sched_ent *run, *wake;
+	unsigned int i, switches = 0;
+
+	KUNIT_ASSERT_NOT_NULL(test, f);
+	fixture_init(f, 2, wt, U64_MAX - VT_SLICE);
+	run = &f->e[0];
+	wake = &f->e[1];
+	wake->runnable = false;
+	wake->vt -= 50 * VT_SLICE;	/* idle long: no credit for it */
+	for (i = 0; i < 100; i++) {
+		vgpu_sched_wake(&f->s, wake);
+		after = vgpu_sched_preempt_after(&f->s, wake->vt, run,
+						 SLICE_NS);
+		if (!i) {
+			/* caught up with the runner: a tie, the granularity */
+			KUNIT_ASSERT_EQ(test, wake->vt, run->vt);
+			KUNIT_ASSERT_EQ(test, after, gran);
+		}
+		KUNIT_ASSERT_GE(test, after, gran);
+		vgpu_sched_charge(&f->s, run, after, f->now);
+		busy += after;
+		run->runnable = false;	/* the runner goes idle in turn */
+		swap(run, wake);
+		switches++;
+	}
+	KUNIT_EXPECT_LE(test, (u64)switches, div64_u64(busy, gran));
+}
+
 static struct kunit_case vgpu_sched_cases[] = {
 	KUNIT_CASE(vt_compare_wraps),
 	KUNIT_CASE(pick_across_wrap),
@@ -250,6 +345,8 @@ static struct kunit_case vgpu_sched_cases[] = {
 	KUNIT_CASE(long_idle_stays_in_reach),
 	KUNIT_CASE(lock_back_bounded),
 	KUNIT_CASE(lock_lead_kept_across_picks),
+	KUNIT_CASE(preempt_after_exact),
+	KUNIT_CASE(preempt_granularity),
 	{}
 };
 

@@ -452,6 +452,21 @@ impl Parent {
         read_u64(self.vgpu_attr("switches"))
     }
 
+    /// `vgpu/preempt`: wake-up preemption on (1) or off (0).
+    pub fn preempt(&self) -> Result<u64> {
+        read_u64(self.vgpu_attr("preempt"))
+    }
+
+    /// Write `vgpu/preempt` (raw text).
+    pub fn set_preempt(&self, text: &str) -> Result<()> {
+        write_attr(self.vgpu_attr("preempt"), text)
+    }
+
+    /// `vgpu/preemptions`: slices its engines ended early for a waking instance.
+    pub fn preemptions(&self) -> Result<u64> {
+        read_u64(self.vgpu_attr("preemptions"))
+    }
+
     /// `vgpu/macs`: GEMM multiply-adds done by all its instances.
     pub fn macs(&self) -> Result<u64> {
         read_u64(self.vgpu_attr("macs"))
@@ -682,6 +697,11 @@ impl Instance {
     /// `vgpu/queue_depth`: commands pending in its ring now.
     pub fn queue_depth(&self) -> Result<u64> {
         read_u64(self.vgpu_attr("queue_depth"))
+    }
+
+    /// `vgpu/preemptions`: times it took an engine from a running slice on waking.
+    pub fn preemptions(&self) -> Result<u64> {
+        read_u64(self.vgpu_attr("preemptions"))
     }
 
     /// `vgpu/macs`: GEMM multiply-adds its engine has done.

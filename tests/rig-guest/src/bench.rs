@@ -1,10 +1,11 @@
-//! `vgpu-rig-tests bench [--csv-dir DIR] [--quick]`: the scheduler benchmark.
+//! `vgpu-rig-tests bench [--csv-dir DIR] [--quick] [--only SECTION]`: the scheduler benchmark.
 //!
 //! Every figure is a ratio of the kernel's own accounting (busy_ns, idle_ns, jobs,
 //! slices, switches from sysfs) over guest wall time (CLOCK_MONOTONIC, the clock behind
 //! ktime_get_ns). The rig runs under TCG, so absolute times say nothing about hardware;
-//! ratios and shares do. Sections: share accuracy, overhead, isolation, cap accuracy,
-//! slice sweep, and a timeline through a live weight change (DIR/timeline.csv, render it
+//! ratios and shares do. Sections: share accuracy, overhead, isolation, wake-up
+//! preemption (latency, frame time, cost; bench/preempt.rs), cap accuracy, slice sweep,
+//! the pick's cost vs N, and a timeline through a live weight change (DIR/timeline.csv, render it
 //! with tests/bench/plot_shares.py). Comparisons between configurations interleave
 //! their measurement windows, so a host whose speed drifts (TCG shares the host's
 //! cores) affects both sides alike.
@@ -18,6 +19,8 @@ use crate::harness::{clean_state, remove_with_timeout, Context, Fail, REMOVE_TIM
 use crate::sys;
 use crate::tools::{ToolError, ToolResult};
 use crate::workload::*;
+
+mod preempt;
 
 const T128: &str = "vgpu_shim-128M";
 const RING_SIZE: u64 = 16 * KIB;
@@ -555,6 +558,7 @@ fn timeline(b: &mut Bench, out: &mut String, dir: Option<&str>) -> Result<(), Fa
 pub fn main(args: &[String]) -> ToolResult {
     let mut dir = None;
     let mut quick = false;
+    let mut only = None;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -570,20 +574,30 @@ pub fn main(args: &[String]) -> ToolResult {
                 quick = true;
                 i += 1;
             }
+            "--only" => {
+                only = Some(
+                    args.get(i + 1)
+                        .ok_or_else(|| ToolError::Usage("--only SECTION".into()))?
+                        .clone(),
+                );
+                i += 2;
+            }
             o => return Err(ToolError::Usage(format!("unknown argument {o:?}"))),
         }
     }
     clean_state().map_err(|e| ToolError::Failed(format!("clean state: {}", e.0)))?;
-    sys::load_module(&sys::ko_path(), "pool_mb=4096")
+    sys::load_module(&sys::ko_path(), "pool_mb=16384")
         .map_err(|e| ToolError::Failed(format!("load vgpu_shim: {e}")))?;
-    let r = run(dir.as_deref(), quick);
+    let r = run(dir.as_deref(), quick, only.as_deref());
     let c = clean_state();
     r?;
     c.map_err(|e| ToolError::Failed(format!("cleanup: {}", e.0)))?;
     Ok(())
 }
 
-fn run(dir: Option<&str>, quick: bool) -> ToolResult {
+/// `only`: run just the sections whose name contains one of its comma-separated words
+/// (the timeline is a section named "timeline").
+fn run(dir: Option<&str>, quick: bool, only: Option<&str>) -> ToolResult {
     let start = Instant::now();
     let p = Parent::vgpu(0);
     let mut b = Bench {
@@ -622,15 +636,22 @@ fn run(dir: Option<&str>, quick: bool) -> ToolResult {
         b.ns_per_mac
     );
     type Section = fn(&mut Bench, &mut String) -> Result<(), Fail>;
-    let sections: [(&str, Section); 5] = [
+    let sections: [(&str, Section); 9] = [
         ("share accuracy", share_accuracy),
         ("overhead", overhead),
         ("isolation", isolation),
+        ("preemption latency", preempt::latency),
+        ("frame time", preempt::frame_time),
+        ("preemption cost", preempt::cost),
         ("cap accuracy", caps),
         ("slice sweep", slice_sweep),
+        ("pick cost", preempt::pick_cost),
     ];
     let mut errors = Vec::new();
     for (name, f) in sections {
+        if only.is_some_and(|o| !o.split(',').any(|x| name.contains(x))) {
+            continue;
+        }
         let mut out = String::new();
         let t = Instant::now();
         let r = f(&mut b, &mut out);
@@ -643,12 +664,14 @@ fn run(dir: Option<&str>, quick: bool) -> ToolResult {
             let _ = b.reset_knobs();
         }
     }
-    let mut out = String::new();
-    let r = timeline(&mut b, &mut out, dir);
-    print!("{out}");
-    if let Err(e) = r {
-        println!("   timeline: ERROR {}", e.0);
-        errors.push(format!("timeline: {}", e.0));
+    if only.is_none_or(|o| o.split(',').any(|x| "timeline".contains(x))) {
+        let mut out = String::new();
+        let r = timeline(&mut b, &mut out, dir);
+        print!("{out}");
+        if let Err(e) = r {
+            println!("   timeline: ERROR {}", e.0);
+            errors.push(format!("timeline: {}", e.0));
+        }
     }
     let mut csv = String::from("section,key,value,unit,target\n");
     for (s, k, v, u, t) in &b.csv {

@@ -18,6 +18,7 @@ mod foundation;
 mod fuzz;
 mod hardening;
 mod harness;
+mod preempt;
 mod rng;
 mod sys;
 mod sysfuzz;
@@ -28,7 +29,12 @@ mod workload;
 use harness::Suite;
 
 fn suites() -> Vec<Suite> {
-    vec![foundation::suite(), engine::suite(), hardening::suite()]
+    vec![
+        foundation::suite(),
+        engine::suite(),
+        hardening::suite(),
+        preempt::suite(),
+    ]
 }
 
 fn usage(suites: &[Suite]) -> ! {
@@ -36,7 +42,7 @@ fn usage(suites: &[Suite]) -> ! {
         "usage: vgpu-rig-tests <suite> [--filter SUBSTR] [--skip NAME,...] [--repeat N] [--list]"
     );
     eprintln!("       vgpu-rig-tests fuzz [--commands N] [--seed S]");
-    eprintln!("       vgpu-rig-tests bench [--csv-dir DIR]");
+    eprintln!("       vgpu-rig-tests bench [--csv-dir DIR] [--quick] [--only SECTION]");
     eprintln!("       vgpu-rig-tests touch <uuid> <MiB>");
     eprintln!("       vgpu-rig-tests load <seconds> <uuid>...");
     eprintln!("suites:");

@@ -28,6 +28,7 @@ const PARENT: &[(&str, A)] = &[
     ("policy", A::Policy),
     ("slice_us", A::Uint(100, 30000)),
     ("watchdog_ms", A::Uint(10, 60000)),
+    ("preempt", A::Uint(0, 1)),
     ("pool_free_mb", A::Ro),
     ("vram_pages", A::Ro),
     ("display_pages", A::Ro),
@@ -35,6 +36,7 @@ const PARENT: &[(&str, A)] = &[
     ("busy_ns", A::Ro),
     ("idle_ns", A::Ro),
     ("switches", A::Ro),
+    ("preemptions", A::Ro),
     ("macs", A::Ro),
 ];
 
@@ -50,6 +52,7 @@ const INSTANCE: &[(&str, A)] = &[
     ("slices", A::Ro),
     ("throttled_ns", A::Ro),
     ("queue_depth", A::Ro),
+    ("preemptions", A::Ro),
     ("macs", A::Ro),
 ];
 

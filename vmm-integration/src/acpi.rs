@@ -1,0 +1,241 @@
+//! The ACPI tables the guest boots with: RSDP → XSDT → FADT (→ DSDT) and MADT.
+//!
+//! ACPI is used for two things only: to enumerate the vCPUs and the IOAPIC (MADT;
+//! without it Linux sees one CPU) and to power off (a hardware-reduced FADT whose sleep
+//! control register is an I/O port of the VMM, and a DSDT with an `_S5` package: Linux's
+//! `poweroff` writes `SLP_TYP(5) << 2 | SLP_EN` there). Reboot goes through the FADT's
+//! reset register (port 0xcf9, value 6), which is also Linux's `reboot=pci` path.
+//! The FADT says there is no 8042, no VGA and no CMOS RTC, so the guest probes none.
+
+use crate::layout::{ACPI_START, IOAPIC_ADDR, LAPIC_ADDR};
+
+/// I/O port of the FADT's sleep control register.
+pub const SLEEP_CONTROL_PORT: u16 = 0x600;
+/// I/O port of the FADT's sleep status register (reads 0).
+pub const SLEEP_STATUS_PORT: u16 = 0x601;
+/// The reset register (the PCI reset control port).
+pub const RESET_PORT: u16 = 0xcf9;
+/// What the guest writes to [`RESET_PORT`] to reset.
+pub const RESET_VALUE: u8 = 0x6;
+/// `SLP_TYP` of `_S5` in our DSDT.
+pub const S5_SLP_TYP: u8 = 5;
+/// `SLP_EN` in the sleep control register.
+pub const SLP_EN: u8 = 1 << 5;
+
+const OEM_ID: &[u8; 6] = b"VGPU  ";
+const OEM_TABLE_ID: &[u8; 8] = b"VGPUVMM ";
+const CREATOR_ID: &[u8; 4] = b"VGPU";
+
+/// The tables, laid out from `base`: `(guest address, bytes)` pairs, RSDP first.
+pub fn build(base: u64, vcpus: u8) -> Vec<(u64, Vec<u8>)> {
+    // RSDP (36 bytes), then each table 16-aligned.
+    let rsdp_at = base;
+    let dsdt_at = align16(rsdp_at + 36);
+    let dsdt = dsdt();
+    let fadt_at = align16(dsdt_at + dsdt.len() as u64);
+    let fadt = fadt(dsdt_at);
+    let madt_at = align16(fadt_at + fadt.len() as u64);
+    let madt = madt(vcpus);
+    let xsdt_at = align16(madt_at + madt.len() as u64);
+    let xsdt = xsdt(&[fadt_at, madt_at]);
+    vec![
+        (rsdp_at, rsdp(xsdt_at)),
+        (dsdt_at, dsdt),
+        (fadt_at, fadt),
+        (madt_at, madt),
+        (xsdt_at, xsdt),
+    ]
+}
+
+/// Where [`build`] puts the RSDP.
+pub const RSDP_ADDR: u64 = ACPI_START;
+
+fn align16(a: u64) -> u64 {
+    (a + 15) & !15
+}
+
+/// Makes the bytes sum to zero by setting the byte at `at`.
+fn fix_checksum(t: &mut [u8], at: usize) {
+    t[at] = 0;
+    let sum = t.iter().fold(0u8, |s, b| s.wrapping_add(*b));
+    t[at] = 0u8.wrapping_sub(sum);
+}
+
+/// A system description table: the 36-byte header, then `body`.
+fn sdt(sig: &[u8; 4], revision: u8, body: &[u8]) -> Vec<u8> {
+    let len = 36 + body.len();
+    let mut t = Vec::with_capacity(len);
+    t.extend_from_slice(sig);
+    t.extend_from_slice(&(len as u32).to_le_bytes());
+    t.push(revision);
+    t.push(0); // checksum
+    t.extend_from_slice(OEM_ID);
+    t.extend_from_slice(OEM_TABLE_ID);
+    t.extend_from_slice(&1u32.to_le_bytes()); // OEM revision
+    t.extend_from_slice(CREATOR_ID);
+    t.extend_from_slice(&1u32.to_le_bytes()); // creator revision
+    t.extend_from_slice(body);
+    fix_checksum(&mut t, 9);
+    t
+}
+
+fn rsdp(xsdt: u64) -> Vec<u8> {
+    let mut r = Vec::with_capacity(36);
+    r.extend_from_slice(b"RSD PTR ");
+    r.push(0); // checksum of the first 20 bytes
+    r.extend_from_slice(OEM_ID);
+    r.push(2); // revision: ACPI 2.0+, XSDT
+    r.extend_from_slice(&0u32.to_le_bytes()); // no RSDT
+    r.extend_from_slice(&36u32.to_le_bytes());
+    r.extend_from_slice(&xsdt.to_le_bytes());
+    r.push(0); // extended checksum
+    r.extend_from_slice(&[0; 3]);
+    fix_checksum(&mut r[..20], 8);
+    fix_checksum(&mut r, 32);
+    r
+}
+
+fn xsdt(tables: &[u64]) -> Vec<u8> {
+    let body: Vec<u8> = tables.iter().flat_map(|a| a.to_le_bytes()).collect();
+    sdt(b"XSDT", 1, &body)
+}
+
+/// DSDT: only `Name (_S5, Package () { 5, 0, 0, 0 })` at the root.
+fn dsdt() -> Vec<u8> {
+    let aml = [
+        0x08, b'_', b'S', b'5', b'_', // NameOp "_S5_"
+        0x12, 0x07, 0x04, // PackageOp, PkgLength 7, 4 elements
+        0x0a, S5_SLP_TYP, // BytePrefix 5
+        0x00, 0x00, 0x00, // ZeroOp x3
+    ];
+    sdt(b"DSDT", 2, &aml)
+}
+
+/// A Generic Address Structure for a byte-wide I/O port.
+fn gas_io(port: u16) -> [u8; 12] {
+    let mut g = [0u8; 12];
+    g[0] = 1; // system I/O space
+    g[1] = 8; // bit width
+    g[3] = 1; // byte access
+    g[4..12].copy_from_slice(&u64::from(port).to_le_bytes());
+    g
+}
+
+/// FADT revision 6 (276 bytes), hardware-reduced.
+fn fadt(dsdt: u64) -> Vec<u8> {
+    const HW_REDUCED_ACPI: u32 = 1 << 20;
+    const RESET_REG_SUP: u32 = 1 << 10;
+    const IAPC_VGA_NOT_PRESENT: u16 = 1 << 2;
+    const IAPC_CMOS_RTC_NOT_PRESENT: u16 = 1 << 5;
+    // Offsets below count from the start of the table; the body starts at 36.
+    let mut b = vec![0u8; 276 - 36];
+    let mut put =
+        |off: usize, bytes: &[u8]| b[off - 36..off - 36 + bytes.len()].copy_from_slice(bytes);
+    put(40, &(dsdt as u32).to_le_bytes());
+    put(
+        109,
+        &(IAPC_VGA_NOT_PRESENT | IAPC_CMOS_RTC_NOT_PRESENT).to_le_bytes(),
+    );
+    put(112, &(HW_REDUCED_ACPI | RESET_REG_SUP).to_le_bytes());
+    put(116, &gas_io(RESET_PORT));
+    put(128, &[RESET_VALUE]);
+    put(131, &[0]); // minor version
+    put(140, &dsdt.to_le_bytes()); // X_DSDT
+    put(244, &gas_io(SLEEP_CONTROL_PORT));
+    put(256, &gas_io(SLEEP_STATUS_PORT));
+    put(268, b"VGPUVMM\0"); // hypervisor vendor identity
+    sdt(b"FACP", 6, &b)
+}
+
+/// MADT: one enabled local APIC per vCPU (APIC ID = vCPU index), the IOAPIC, and the
+/// ISA IRQ 0 → GSI 2 override (the PIT is on IOAPIC pin 2, as on a PC).
+fn madt(vcpus: u8) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&LAPIC_ADDR.to_le_bytes());
+    b.extend_from_slice(&1u32.to_le_bytes()); // PCAT_COMPAT: there are 8259s
+    for id in 0..vcpus {
+        b.extend_from_slice(&[0, 8, id, id]);
+        b.extend_from_slice(&1u32.to_le_bytes()); // enabled
+    }
+    b.extend_from_slice(&[1, 12, 0, 0]); // IOAPIC id 0
+    b.extend_from_slice(&IOAPIC_ADDR.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes()); // GSI base
+    b.extend_from_slice(&[2, 10, 0, 0]); // ISA bus, IRQ 0
+    b.extend_from_slice(&2u32.to_le_bytes()); // → GSI 2
+    b.extend_from_slice(&0u16.to_le_bytes()); // bus-default polarity and trigger
+    sdt(b"APIC", 5, &b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sum(b: &[u8]) -> u8 {
+        b.iter().fold(0u8, |s, x| s.wrapping_add(*x))
+    }
+
+    fn u32_at(b: &[u8], o: usize) -> u32 {
+        u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"))
+    }
+
+    fn u64_at(b: &[u8], o: usize) -> u64 {
+        u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"))
+    }
+
+    #[test]
+    fn checksums_and_lengths() {
+        let t = build(RSDP_ADDR, 4);
+        let (rsdp_at, rsdp) = &t[0];
+        assert_eq!(*rsdp_at, RSDP_ADDR);
+        assert_eq!(&rsdp[..8], b"RSD PTR ");
+        assert_eq!(sum(&rsdp[..20]), 0);
+        assert_eq!(sum(rsdp), 0);
+        for (_, tbl) in &t[1..] {
+            assert_eq!(u32_at(tbl, 4) as usize, tbl.len());
+            assert_eq!(sum(tbl), 0, "{:?}", std::str::from_utf8(&tbl[..4]));
+        }
+        // All of it within the BIOS area, nothing overlapping.
+        let mut end = 0;
+        for (a, tbl) in &t {
+            assert!(*a >= end);
+            end = a + tbl.len() as u64;
+        }
+        assert!(end <= crate::layout::HIGHMEM_START);
+    }
+
+    #[test]
+    fn pointers_chain_up() {
+        let t = build(RSDP_ADDR, 1);
+        let at = |sig: &[u8]| t.iter().find(|(_, b)| &b[..4] == sig).map(|x| x.0);
+        let xsdt_at = u64_at(&t[0].1, 24);
+        assert_eq!(Some(xsdt_at), at(b"XSDT"));
+        let xsdt = &t.iter().find(|x| x.0 == xsdt_at).expect("xsdt").1;
+        assert_eq!(u64_at(xsdt, 36), at(b"FACP").expect("fadt"));
+        assert_eq!(u64_at(xsdt, 44), at(b"APIC").expect("madt"));
+        let fadt = &t.iter().find(|x| &x.1[..4] == b"FACP").expect("fadt").1;
+        assert_eq!(fadt.len(), 276);
+        assert_eq!(u64_at(fadt, 140), at(b"DSDT").expect("dsdt"));
+        assert_eq!(u64_at(fadt, 244 + 4), u64::from(SLEEP_CONTROL_PORT));
+        assert_eq!(u64_at(fadt, 116 + 4), u64::from(RESET_PORT));
+        assert_ne!(u32_at(fadt, 112) & (1 << 20), 0, "hardware-reduced");
+    }
+
+    #[test]
+    fn madt_lists_every_vcpu() {
+        for n in [1u8, 2, 8, 254] {
+            let m = madt(n);
+            let mut ids = Vec::new();
+            let mut o = 44;
+            while o < m.len() {
+                let (kind, len) = (m[o], m[o + 1] as usize);
+                if kind == 0 {
+                    assert_eq!(u32_at(&m, o + 4), 1);
+                    ids.push(m[o + 3]);
+                }
+                o += len;
+            }
+            assert_eq!(o, m.len());
+            assert_eq!(ids, (0..n).collect::<Vec<_>>());
+        }
+    }
+}

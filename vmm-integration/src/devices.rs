@@ -1,0 +1,172 @@
+//! The minimal device model, all on port I/O: COM1 (vm-superio's 8250 at 0x3f8, IRQ 4
+//! through an irqfd into KVM's in-kernel PIC/IOAPIC), the ACPI sleep control register
+//! (power off), the reset register at 0xcf9, and the i8042's reset command (Linux's
+//! `reboot=k`). Everything else reads as all ones (no device) and ignores writes.
+
+use std::io::Write;
+use std::sync::Mutex;
+
+use vm_superio::{Serial, Trigger};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::acpi::{
+    RESET_PORT, RESET_VALUE, S5_SLP_TYP, SLEEP_CONTROL_PORT, SLEEP_STATUS_PORT, SLP_EN,
+};
+
+/// COM1's base port.
+pub const COM1_PORT: u16 = 0x3f8;
+/// COM1's ISA IRQ (= GSI).
+pub const COM1_IRQ: u32 = 4;
+/// The i8042's command port; writing 0xfe pulses the CPU reset line.
+pub const I8042_CMD_PORT: u16 = 0x64;
+const I8042_RESET_CMD: u8 = 0xfe;
+
+/// Why the guest stopped, as seen by a device or the vCPU loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestEvent {
+    /// ACPI S5.
+    PowerOff,
+    /// Reset register, i8042 reset, triple fault.
+    Reset,
+}
+
+/// Raises the serial IRQ by writing the irqfd.
+pub struct IrqTrigger(pub EventFd);
+
+impl Trigger for IrqTrigger {
+    type E = std::io::Error;
+    fn trigger(&self) -> std::io::Result<()> {
+        self.0.write(1)
+    }
+}
+
+/// The serial console's sink: stdout or a file.
+pub type SerialOut = Box<dyn Write + Send>;
+
+/// The port I/O devices.
+pub struct PioBus {
+    serial: Mutex<Serial<IrqTrigger, vm_superio::serial::NoEvents, SerialOut>>,
+}
+
+impl PioBus {
+    /// A bus with COM1 raising `irq` and writing to `out`.
+    pub fn new(irq: EventFd, out: SerialOut) -> Self {
+        PioBus {
+            serial: Mutex::new(Serial::new(IrqTrigger(irq), out)),
+        }
+    }
+
+    /// A guest `in` from `port`: fills `data`.
+    pub fn read(&self, port: u16, data: &mut [u8]) {
+        data.fill(0xff);
+        match port {
+            COM1_PORT..=0x3ff if data.len() == 1 => {
+                data[0] = self.with_serial(|s| s.read((port - COM1_PORT) as u8));
+            }
+            SLEEP_STATUS_PORT => data.fill(0),
+            _ => log::trace!("in {port:#x} ({} bytes): no device", data.len()),
+        }
+    }
+
+    /// A guest `out` of `data` to `port`; returns the event it causes, if any.
+    pub fn write(&self, port: u16, data: &[u8]) -> Option<GuestEvent> {
+        let byte = data.first().copied().unwrap_or(0);
+        match port {
+            COM1_PORT..=0x3ff if data.len() == 1 => {
+                if let Err(e) = self.with_serial(|s| s.write((port - COM1_PORT) as u8, byte)) {
+                    log::warn!("serial: {e}");
+                }
+                None
+            }
+            SLEEP_CONTROL_PORT if byte & SLP_EN != 0 => {
+                if (byte >> 2) & 7 == S5_SLP_TYP {
+                    Some(GuestEvent::PowerOff)
+                } else {
+                    log::warn!(
+                        "guest asked for sleep state {}: not supported",
+                        (byte >> 2) & 7
+                    );
+                    None
+                }
+            }
+            RESET_PORT if data.len() == 1 && byte & RESET_VALUE == RESET_VALUE => {
+                Some(GuestEvent::Reset)
+            }
+            I8042_CMD_PORT if byte == I8042_RESET_CMD => Some(GuestEvent::Reset),
+            _ => {
+                log::trace!("out {port:#x} {data:x?}: no device");
+                None
+            }
+        }
+    }
+
+    fn with_serial<R>(
+        &self,
+        f: impl FnOnce(&mut Serial<IrqTrigger, vm_superio::serial::NoEvents, SerialOut>) -> R,
+    ) -> R {
+        // A vCPU thread that panicked while holding the lock leaves the serial state as
+        // consistent as any byte boundary: keep going.
+        let mut g = self.serial.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex as StdMutex};
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<StdMutex<Vec<u8>>>);
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("sink").extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn bus() -> (PioBus, Sink, EventFd) {
+        let sink = Sink::default();
+        let irq = EventFd::new(libc::EFD_NONBLOCK).expect("eventfd");
+        let bus = PioBus::new(irq.try_clone().expect("clone"), Box::new(sink.clone()));
+        (bus, sink, irq)
+    }
+
+    #[test]
+    fn serial_output_reaches_the_sink_and_raises_the_irq() {
+        let (bus, sink, irq) = bus();
+        assert_eq!(bus.write(COM1_PORT + 1, &[0x02]), None); // IER: THR empty
+        for b in b"hi\n" {
+            bus.write(COM1_PORT, &[*b]);
+        }
+        assert_eq!(&*sink.0.lock().expect("sink"), b"hi\n");
+        assert!(irq.read().expect("irq raised") >= 1);
+    }
+
+    #[test]
+    fn power_and_reset_ports() {
+        let (bus, _, _) = bus();
+        assert_eq!(
+            bus.write(SLEEP_CONTROL_PORT, &[(5 << 2) | SLP_EN]),
+            Some(GuestEvent::PowerOff)
+        );
+        assert_eq!(bus.write(SLEEP_CONTROL_PORT, &[(3 << 2) | SLP_EN]), None);
+        assert_eq!(bus.write(SLEEP_CONTROL_PORT, &[5 << 2]), None);
+        assert_eq!(
+            bus.write(RESET_PORT, &[RESET_VALUE]),
+            Some(GuestEvent::Reset)
+        );
+        assert_eq!(bus.write(RESET_PORT, &[0x2]), None);
+        assert_eq!(bus.write(I8042_CMD_PORT, &[0xfe]), Some(GuestEvent::Reset));
+        assert_eq!(bus.write(I8042_CMD_PORT, &[0xad]), None);
+        let mut d = [0u8; 4];
+        bus.read(0xcf8, &mut d);
+        assert_eq!(d, [0xff; 4], "no PCI yet: config reads float high");
+        let mut s = [0xaau8];
+        bus.read(SLEEP_STATUS_PORT, &mut s);
+        assert_eq!(s, [0]);
+    }
+}

@@ -1,26 +1,37 @@
 //! The ACPI tables the guest boots with: RSDP → XSDT → FADT (→ DSDT) and MADT.
 //!
 //! ACPI is used for two things only: to enumerate the vCPUs and the IOAPIC (MADT;
-//! without it Linux sees one CPU) and to power off (a hardware-reduced FADT whose sleep
-//! control register is an I/O port of the VMM, and a DSDT with an `_S5` package: Linux's
-//! `poweroff` writes `SLP_TYP(5) << 2 | SLP_EN` there). Reboot goes through the FADT's
-//! reset register (port 0xcf9, value 6), which is also Linux's `reboot=pci` path.
-//! The FADT says there is no 8042, no VGA and no CMOS RTC, so the guest probes none.
+//! without it Linux sees one CPU) and to power off (a FADT whose PM1a control block is
+//! an I/O port of the VMM, and a DSDT with an `_S5` package: Linux's `poweroff` writes
+//! `SLP_TYP(5) << 10 | SLP_EN` there). Reboot goes through the FADT's reset register
+//! (port 0xcf9, value 6), which is also Linux's `reboot=pci` path.
+//!
+//! The FADT is a full one, not "hardware-reduced": on a hardware-reduced machine x86
+//! Linux drops the legacy PIC and with it the ISA IRQs 0-15, so the 8250 at IRQ 4
+//! (found without ACPI, at its legacy address) gets no interrupt and user-space output
+//! never leaves the tty buffer; and it reboots through EFI. A full FADT needs a FACS
+//! and an SCI (IRQ 9, never raised). There is no SMI command port: the machine is
+//! always in ACPI mode. The FADT says there is no 8042, no VGA and no CMOS RTC, so the
+//! guest probes none.
 
 use crate::layout::{ACPI_START, IOAPIC_ADDR, LAPIC_ADDR};
 
-/// I/O port of the FADT's sleep control register.
-pub const SLEEP_CONTROL_PORT: u16 = 0x600;
-/// I/O port of the FADT's sleep status register (reads 0).
-pub const SLEEP_STATUS_PORT: u16 = 0x601;
+/// PM1a event block: status (2 bytes) then enable (2 bytes); reads 0, writes ignored.
+pub const PM1A_EVT_PORT: u16 = 0x600;
+/// PM1a control block (2 bytes): `SLP_TYP` in bits 10-12, `SLP_EN` bit 13.
+pub const PM1A_CNT_PORT: u16 = 0x604;
+/// `SCI_EN` in PM1 control: reads as set (always in ACPI mode).
+pub const SCI_EN: u16 = 1;
+/// The SCI's IRQ (level, active high, as QEMU has it; never raised).
+pub const SCI_IRQ: u8 = 9;
 /// The reset register (the PCI reset control port).
 pub const RESET_PORT: u16 = 0xcf9;
 /// What the guest writes to [`RESET_PORT`] to reset.
 pub const RESET_VALUE: u8 = 0x6;
 /// `SLP_TYP` of `_S5` in our DSDT.
 pub const S5_SLP_TYP: u8 = 5;
-/// `SLP_EN` in the sleep control register.
-pub const SLP_EN: u8 = 1 << 5;
+/// `SLP_EN` in PM1 control.
+pub const SLP_EN: u16 = 1 << 13;
 
 const OEM_ID: &[u8; 6] = b"VGPU  ";
 const OEM_TABLE_ID: &[u8; 8] = b"VGPUVMM ";
@@ -28,18 +39,21 @@ const CREATOR_ID: &[u8; 4] = b"VGPU";
 
 /// The tables, laid out from `base`: `(guest address, bytes)` pairs, RSDP first.
 pub fn build(base: u64, vcpus: u8) -> Vec<(u64, Vec<u8>)> {
-    // RSDP (36 bytes), then each table 16-aligned.
+    // RSDP (36 bytes), the FACS (64-aligned), then each table 16-aligned.
     let rsdp_at = base;
-    let dsdt_at = align16(rsdp_at + 36);
+    let facs_at = (rsdp_at + 36 + 63) & !63;
+    let facs = facs();
+    let dsdt_at = align16(facs_at + facs.len() as u64);
     let dsdt = dsdt();
     let fadt_at = align16(dsdt_at + dsdt.len() as u64);
-    let fadt = fadt(dsdt_at);
+    let fadt = fadt(dsdt_at, facs_at);
     let madt_at = align16(fadt_at + fadt.len() as u64);
     let madt = madt(vcpus);
     let xsdt_at = align16(madt_at + madt.len() as u64);
     let xsdt = xsdt(&[fadt_at, madt_at]);
     vec![
         (rsdp_at, rsdp(xsdt_at)),
+        (facs_at, facs),
         (dsdt_at, dsdt),
         (fadt_at, fadt),
         (madt_at, madt),
@@ -100,6 +114,15 @@ fn xsdt(tables: &[u64]) -> Vec<u8> {
     sdt(b"XSDT", 1, &body)
 }
 
+/// FACS: 64 bytes, no checksum; nothing in it is used (no S3, no global lock users).
+fn facs() -> Vec<u8> {
+    let mut f = vec![0u8; 64];
+    f[..4].copy_from_slice(b"FACS");
+    f[4..8].copy_from_slice(&64u32.to_le_bytes());
+    f[32] = 2; // version
+    f
+}
+
 /// DSDT: only `Name (_S5, Package () { 5, 0, 0, 0 })` at the root.
 fn dsdt() -> Vec<u8> {
     let aml = [
@@ -121,34 +144,45 @@ fn gas_io(port: u16) -> [u8; 12] {
     g
 }
 
-/// FADT revision 6 (276 bytes), hardware-reduced.
-fn fadt(dsdt: u64) -> Vec<u8> {
-    const HW_REDUCED_ACPI: u32 = 1 << 20;
+/// FADT revision 6 (276 bytes), with a PM1a block and no SMI command port.
+fn fadt(dsdt: u64, facs: u64) -> Vec<u8> {
     const RESET_REG_SUP: u32 = 1 << 10;
+    const PWR_BUTTON: u32 = 1 << 4; // no fixed power button
+    const SLP_BUTTON: u32 = 1 << 5; // no fixed sleep button
     const IAPC_VGA_NOT_PRESENT: u16 = 1 << 2;
     const IAPC_CMOS_RTC_NOT_PRESENT: u16 = 1 << 5;
     // Offsets below count from the start of the table; the body starts at 36.
     let mut b = vec![0u8; 276 - 36];
     let mut put =
         |off: usize, bytes: &[u8]| b[off - 36..off - 36 + bytes.len()].copy_from_slice(bytes);
+    put(36, &(facs as u32).to_le_bytes());
     put(40, &(dsdt as u32).to_le_bytes());
+    put(46, &u16::from(SCI_IRQ).to_le_bytes());
+    put(56, &u32::from(PM1A_EVT_PORT).to_le_bytes());
+    put(64, &u32::from(PM1A_CNT_PORT).to_le_bytes());
+    put(88, &[4]); // PM1_EVT_LEN
+    put(89, &[2]); // PM1_CNT_LEN
     put(
         109,
         &(IAPC_VGA_NOT_PRESENT | IAPC_CMOS_RTC_NOT_PRESENT).to_le_bytes(),
     );
-    put(112, &(HW_REDUCED_ACPI | RESET_REG_SUP).to_le_bytes());
+    put(
+        112,
+        &(RESET_REG_SUP | PWR_BUTTON | SLP_BUTTON).to_le_bytes(),
+    );
     put(116, &gas_io(RESET_PORT));
     put(128, &[RESET_VALUE]);
     put(131, &[0]); // minor version
+    put(132, &facs.to_le_bytes()); // X_FIRMWARE_CTRL
     put(140, &dsdt.to_le_bytes()); // X_DSDT
-    put(244, &gas_io(SLEEP_CONTROL_PORT));
-    put(256, &gas_io(SLEEP_STATUS_PORT));
+                                   // The X_PM1a blocks stay zero: ACPICA takes the 32-bit ones above.
     put(268, b"VGPUVMM\0"); // hypervisor vendor identity
     sdt(b"FACP", 6, &b)
 }
 
 /// MADT: one enabled local APIC per vCPU (APIC ID = vCPU index), the IOAPIC, and the
-/// ISA IRQ 0 → GSI 2 override (the PIT is on IOAPIC pin 2, as on a PC).
+/// SCI override (IRQ 9 level, active high). ISA IRQ 0 stays on IOAPIC pin 0, where
+/// KVM's default GSI routing puts the in-kernel PIT.
 fn madt(vcpus: u8) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(&LAPIC_ADDR.to_le_bytes());
@@ -160,9 +194,9 @@ fn madt(vcpus: u8) -> Vec<u8> {
     b.extend_from_slice(&[1, 12, 0, 0]); // IOAPIC id 0
     b.extend_from_slice(&IOAPIC_ADDR.to_le_bytes());
     b.extend_from_slice(&0u32.to_le_bytes()); // GSI base
-    b.extend_from_slice(&[2, 10, 0, 0]); // ISA bus, IRQ 0
-    b.extend_from_slice(&2u32.to_le_bytes()); // → GSI 2
-    b.extend_from_slice(&0u16.to_le_bytes()); // bus-default polarity and trigger
+    b.extend_from_slice(&[2, 10, 0, SCI_IRQ]); // ISA bus, IRQ 9
+    b.extend_from_slice(&u32::from(SCI_IRQ).to_le_bytes()); // → GSI 9
+    b.extend_from_slice(&0x000du16.to_le_bytes()); // active high, level
     sdt(b"APIC", 5, &b)
 }
 
@@ -190,9 +224,13 @@ mod tests {
         assert_eq!(&rsdp[..8], b"RSD PTR ");
         assert_eq!(sum(&rsdp[..20]), 0);
         assert_eq!(sum(rsdp), 0);
-        for (_, tbl) in &t[1..] {
+        for (a, tbl) in &t[1..] {
             assert_eq!(u32_at(tbl, 4) as usize, tbl.len());
-            assert_eq!(sum(tbl), 0, "{:?}", std::str::from_utf8(&tbl[..4]));
+            if &tbl[..4] == b"FACS" {
+                assert_eq!(a % 64, 0, "FACS alignment");
+            } else {
+                assert_eq!(sum(tbl), 0, "{:?}", std::str::from_utf8(&tbl[..4]));
+            }
         }
         // All of it within the BIOS area, nothing overlapping.
         let mut end = 0;
@@ -215,9 +253,10 @@ mod tests {
         let fadt = &t.iter().find(|x| &x.1[..4] == b"FACP").expect("fadt").1;
         assert_eq!(fadt.len(), 276);
         assert_eq!(u64_at(fadt, 140), at(b"DSDT").expect("dsdt"));
-        assert_eq!(u64_at(fadt, 244 + 4), u64::from(SLEEP_CONTROL_PORT));
+        assert_eq!(u64_at(fadt, 132), at(b"FACS").expect("facs"));
+        assert_eq!(u32_at(fadt, 64), u32::from(PM1A_CNT_PORT));
         assert_eq!(u64_at(fadt, 116 + 4), u64::from(RESET_PORT));
-        assert_ne!(u32_at(fadt, 112) & (1 << 20), 0, "hardware-reduced");
+        assert_eq!(u32_at(fadt, 112) & (1 << 20), 0, "not hardware-reduced");
     }
 
     #[test]

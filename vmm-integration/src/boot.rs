@@ -27,6 +27,12 @@ pub const BOOT_GDT: [u64; 4] = [
     0x0000_8b00_0000_0067,
 ];
 
+/// Real-mode code at the reset vector: `mov al, 0xfe; out 0x64, al; jmp $`, a reset
+/// through the i8042. x86 Linux on a hardware-reduced ACPI machine reboots with
+/// `reboot_type = BOOT_EFI` (efi_reboot_required()); without EFI it falls through to
+/// BOOT_BIOS, which jumps here. Without the stub it would run whatever bytes are there.
+pub const RESET_STUB: [u8; 6] = [0xb0, 0xfe, 0xe6, 0x64, 0xeb, 0xfe];
+
 /// What the vCPUs need to know to start the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BootInfo {
@@ -136,6 +142,8 @@ pub fn load(
         mem.write_obj(*d, GuestAddress(GDT_ADDR + 8 * i as u64))
             .map_err(|e| Error::Boot(format!("GDT: {e}")))?;
     }
+    mem.write_slice(&RESET_STUB, GuestAddress(RESET_VECTOR))
+        .map_err(|e| Error::Boot(format!("reset stub: {e}")))?;
     for (addr, table) in acpi::build(acpi::RSDP_ADDR, vcpus) {
         mem.write_slice(&table, GuestAddress(addr))
             .map_err(|e| Error::Boot(format!("ACPI tables: {e}")))?;

@@ -56,6 +56,13 @@ pub struct Args {
     /// The KVM device.
     #[arg(long, value_name = "PATH", default_value = "/dev/kvm")]
     pub kvm: PathBuf,
+
+    /// Hide XSAVE from the guest (it uses FXSAVE, without AVX). For nested KVM on
+    /// QEMU's emulated SVM (the rig), where KVM never sees the guest's XSETBV, keeps
+    /// reporting the XSAVE size for x87/SSE only, and Linux warns "XSAVE consistency
+    /// problem" and falls back to FXSAVE anyway.
+    #[arg(long)]
+    pub no_xsave: bool,
 }
 
 /// What to boot and how: the checked form of [`Args`].
@@ -75,6 +82,8 @@ pub struct VmConfig {
     pub serial_file: Option<PathBuf>,
     /// The KVM device node.
     pub kvm: PathBuf,
+    /// Hide XSAVE from the guest.
+    pub no_xsave: bool,
 }
 
 impl TryFrom<Args> for VmConfig {
@@ -107,6 +116,7 @@ impl TryFrom<Args> for VmConfig {
             memory_mib: a.memory,
             serial_file: a.serial_file,
             kvm: a.kvm,
+            no_xsave: a.no_xsave,
         })
     }
 }

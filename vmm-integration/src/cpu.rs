@@ -17,8 +17,10 @@ const APIC_MODE_NMI: u32 = 0x4;
 const APIC_MODE_EXTINT: u32 = 0x7;
 
 /// CPUID for vCPU `id`: `base` (KVM_GET_SUPPORTED_CPUID) with the APIC ID filled in
-/// where the guest reads it, and the hypervisor bit set.
-pub fn cpuid_for(base: &CpuId, id: u8, vcpus: u8) -> CpuId {
+/// where the guest reads it, and the hypervisor bit set. With `no_xsave`, XSAVE is
+/// hidden (see [`crate::config::Args::no_xsave`]): Linux then uses FXSAVE and clears
+/// AVX and everything that depends on it by itself.
+pub fn cpuid_for(base: &CpuId, id: u8, vcpus: u8, no_xsave: bool) -> CpuId {
     let mut c = base.clone();
     for e in c.as_mut_slice() {
         match e.function {
@@ -29,7 +31,11 @@ pub fn cpuid_for(base: &CpuId, id: u8, vcpus: u8) -> CpuId {
                     e.edx |= 1 << 28; // HTT: the [23:16] field is valid
                 }
                 e.ecx |= 1 << 31; // running under a hypervisor
+                if no_xsave {
+                    e.ecx &= !((1 << 26) | (1 << 27)); // XSAVE, OSXSAVE
+                }
             }
+            0xd if no_xsave => (e.eax, e.ebx, e.ecx, e.edx) = (0, 0, 0, 0),
             0xb | 0x1f => e.edx = u32::from(id),  // x2APIC ID
             0x8000_001e => e.eax = u32::from(id), // AMD extended APIC ID
             _ => {}
@@ -67,9 +73,10 @@ pub fn setup(
     id: u8,
     vcpus: u8,
     boot: &BootInfo,
+    no_xsave: bool,
 ) -> Result<(), Error> {
     let kvm = |what: &'static str| move |e: kvm_ioctls::Error| Error::Kvm(what, e);
-    vcpu.set_cpuid2(&cpuid_for(base_cpuid, id, vcpus))
+    vcpu.set_cpuid2(&cpuid_for(base_cpuid, id, vcpus, no_xsave))
         .map_err(kvm("KVM_SET_CPUID2"))?;
 
     // LINT0 = ExtINT (the 8259 in virtual-wire mode), LINT1 = NMI, as a BIOS leaves them.
@@ -170,11 +177,35 @@ mod tests {
             },
         ];
         let base = CpuId::from_entries(&entries).expect("cpuid");
-        let c = cpuid_for(&base, 3, 4);
+        let c = cpuid_for(&base, 3, 4, false);
         let s = c.as_slice();
         assert_eq!(s[0].ebx, 0x0304_0800);
         assert_ne!(s[0].ecx & (1 << 31), 0);
         assert_ne!(s[0].edx & (1 << 28), 0);
         assert_eq!(s[1].edx, 3);
+    }
+
+    #[test]
+    fn no_xsave_hides_xsave() {
+        let e = |function, index, eax, ecx| kvm_cpuid_entry2 {
+            function,
+            index,
+            eax,
+            ecx,
+            ..Default::default()
+        };
+        let entries = [
+            e(1, 0, 0, (1 << 26) | (1 << 28) | 1),
+            e(0xd, 0, 0x207, 0xa88),
+        ];
+        let base = CpuId::from_entries(&entries).expect("cpuid");
+        let kept = cpuid_for(&base, 0, 1, false);
+        assert_ne!(kept.as_slice()[0].ecx & (1 << 26), 0);
+        assert_eq!(kept.as_slice()[1].eax, 0x207);
+        let c = cpuid_for(&base, 0, 1, true);
+        let s = c.as_slice();
+        assert_eq!(s[0].ecx & (1 << 26), 0, "XSAVE hidden");
+        assert_ne!(s[0].ecx & 1, 0, "the rest kept");
+        assert_eq!((s[1].eax, s[1].ecx), (0, 0));
     }
 }

@@ -4,19 +4,22 @@
 //! `reboot=k`). Everything else reads as all ones (no device) and ignores writes.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Mutex;
 
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::acpi::{
-    RESET_PORT, RESET_VALUE, S5_SLP_TYP, SLEEP_CONTROL_PORT, SLEEP_STATUS_PORT, SLP_EN,
+    PM1A_CNT_PORT, PM1A_EVT_PORT, RESET_PORT, RESET_VALUE, S5_SLP_TYP, SCI_EN, SLP_EN,
 };
 
 /// COM1's base port.
 pub const COM1_PORT: u16 = 0x3f8;
 /// COM1's ISA IRQ (= GSI).
 pub const COM1_IRQ: u32 = 4;
+/// PM1a enable register (the second half of the PM1a event block).
+pub const PM1A_ENABLE_PORT: u16 = PM1A_EVT_PORT + 2;
 /// The i8042's command port; writing 0xfe pulses the CPU reset line.
 pub const I8042_CMD_PORT: u16 = 0x64;
 const I8042_RESET_CMD: u8 = 0xfe;
@@ -46,6 +49,9 @@ pub type SerialOut = Box<dyn Write + Send>;
 /// The port I/O devices.
 pub struct PioBus {
     serial: Mutex<Serial<IrqTrigger, vm_superio::serial::NoEvents, SerialOut>>,
+    /// PM1a enable register: kept so that ACPICA reads back what it enabled (it checks
+    /// the global lock's enable bit). No event is ever raised.
+    pm1_enable: AtomicU16,
 }
 
 impl PioBus {
@@ -53,6 +59,7 @@ impl PioBus {
     pub fn new(irq: EventFd, out: SerialOut) -> Self {
         PioBus {
             serial: Mutex::new(Serial::new(IrqTrigger(irq), out)),
+            pm1_enable: AtomicU16::new(0),
         }
     }
 
@@ -63,7 +70,22 @@ impl PioBus {
             COM1_PORT..=0x3ff if data.len() == 1 => {
                 data[0] = self.with_serial(|s| s.read((port - COM1_PORT) as u8));
             }
-            SLEEP_STATUS_PORT => data.fill(0),
+            PM1A_EVT_PORT..=0x601 => data.fill(0),
+            PM1A_ENABLE_PORT => {
+                let v = self.pm1_enable.load(Ordering::Relaxed).to_le_bytes();
+                for (d, b) in data.iter_mut().zip(v) {
+                    *d = b;
+                }
+            }
+            PM1A_CNT_PORT => {
+                data.fill(0);
+                data[0] = SCI_EN as u8;
+            }
+            // i8042 status: input buffer empty, so Linux's reboot through the keyboard
+            // controller (`reboot=k`, and its fallback after ACPI) writes its reset
+            // command at once instead of polling 10 x 65536 times for a controller that
+            // is not there.
+            I8042_CMD_PORT => data.fill(0),
             _ => log::trace!("in {port:#x} ({} bytes): no device", data.len()),
         }
     }
@@ -78,23 +100,37 @@ impl PioBus {
                 }
                 None
             }
-            SLEEP_CONTROL_PORT if byte & SLP_EN != 0 => {
-                if (byte >> 2) & 7 == S5_SLP_TYP {
+            PM1A_CNT_PORT if data.len() >= 2 => {
+                let v = u16::from_le_bytes([data[0], data[1]]);
+                let typ = ((v >> 10) & 7) as u8;
+                if v & SLP_EN == 0 {
+                    None
+                } else if typ == S5_SLP_TYP {
                     Some(GuestEvent::PowerOff)
                 } else {
-                    log::warn!(
-                        "guest asked for sleep state {}: not supported",
-                        (byte >> 2) & 7
-                    );
+                    log::warn!("guest asked for sleep type {typ}: not supported");
                     None
                 }
             }
+            PM1A_ENABLE_PORT => {
+                let mut v = self.pm1_enable.load(Ordering::Relaxed).to_le_bytes();
+                for (b, d) in v.iter_mut().zip(data) {
+                    *b = *d;
+                }
+                self.pm1_enable
+                    .store(u16::from_le_bytes(v), Ordering::Relaxed);
+                None
+            }
+            PM1A_EVT_PORT..=0x603 => None,
             RESET_PORT if data.len() == 1 && byte & RESET_VALUE == RESET_VALUE => {
                 Some(GuestEvent::Reset)
             }
             I8042_CMD_PORT if byte == I8042_RESET_CMD => Some(GuestEvent::Reset),
+            // POST code / I/O delay; the CMOS (Linux's reboot through the BIOS writes a
+            // shutdown status there first).
+            0x80 | 0x70 | 0x71 => None,
             _ => {
-                log::trace!("out {port:#x} {data:x?}: no device");
+                log::debug!("out {port:#x} {data:x?}: no device");
                 None
             }
         }
@@ -149,12 +185,13 @@ mod tests {
     #[test]
     fn power_and_reset_ports() {
         let (bus, _, _) = bus();
+        let pm1 = |v: u16| v.to_le_bytes();
         assert_eq!(
-            bus.write(SLEEP_CONTROL_PORT, &[(5 << 2) | SLP_EN]),
+            bus.write(PM1A_CNT_PORT, &pm1((5 << 10) | SLP_EN | 1)),
             Some(GuestEvent::PowerOff)
         );
-        assert_eq!(bus.write(SLEEP_CONTROL_PORT, &[(3 << 2) | SLP_EN]), None);
-        assert_eq!(bus.write(SLEEP_CONTROL_PORT, &[5 << 2]), None);
+        assert_eq!(bus.write(PM1A_CNT_PORT, &pm1((3 << 10) | SLP_EN)), None);
+        assert_eq!(bus.write(PM1A_CNT_PORT, &pm1(5 << 10)), None);
         assert_eq!(
             bus.write(RESET_PORT, &[RESET_VALUE]),
             Some(GuestEvent::Reset)
@@ -165,8 +202,13 @@ mod tests {
         let mut d = [0u8; 4];
         bus.read(0xcf8, &mut d);
         assert_eq!(d, [0xff; 4], "no PCI yet: config reads float high");
-        let mut s = [0xaau8];
-        bus.read(SLEEP_STATUS_PORT, &mut s);
-        assert_eq!(s, [0]);
+        let mut s = [0xaau8; 2];
+        bus.read(PM1A_EVT_PORT, &mut s);
+        assert_eq!(s, [0, 0]);
+        bus.write(PM1A_ENABLE_PORT, &[0x20, 0x01]);
+        bus.read(PM1A_ENABLE_PORT, &mut s);
+        assert_eq!(s, [0x20, 0x01], "PM1 enable reads back");
+        bus.read(PM1A_CNT_PORT, &mut s);
+        assert_eq!(u16::from_le_bytes(s) & SCI_EN, SCI_EN);
     }
 }

@@ -39,6 +39,9 @@ pub const CMDLINE_MAX: usize = 2048;
 pub const EBDA_START: u64 = 0x9_fc00;
 /// ACPI tables: the RSDP is found here (passed in `hvm_start_info.rsdp_paddr`).
 pub const ACPI_START: u64 = 0xe_0000;
+/// The x86 reset vector (F000:FFF0 in real mode): where a guest that asks the BIOS to
+/// reboot jumps. The VMM puts a stub there that resets through the i8042.
+pub const RESET_VECTOR: u64 = 0xf_fff0;
 /// End of the legacy BIOS area; where high memory (and the kernel) starts.
 pub const HIGHMEM_START: u64 = 0x10_0000;
 /// Start of the 32-bit MMIO hole.

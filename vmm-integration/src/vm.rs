@@ -132,7 +132,7 @@ pub fn run(cfg: &VmConfig, signals: OwnedFd, started: Instant) -> Result<Outcome
         let v = vm
             .create_vcpu(u64::from(id))
             .map_err(|e| Error::Kvm("KVM_CREATE_VCPU", e))?;
-        cpu::setup(&v, &cpuid, id, cfg.vcpus, &boot)?;
+        cpu::setup(&v, &cpuid, id, cfg.vcpus, &boot, cfg.no_xsave)?;
         vcpus.push(v);
     }
 

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# vgpu-vmm under KVM, nested in the rig:
+#   L1 = the rig guest (Debian kernel, kvm_amd loaded: QEMU's TCG emulates AMD SVM
+#        with nested paging), which runs vgpu-vmm from its initramfs;
+#   L2 = Debian's vmlinux (the same kernel, read over the 9p host share) with a small
+#        busybox initramfs whose /init reports the CPUs and memory it sees, then powers
+#        off, reboots, or waits for SIGTERM, as its command line says.
+# tests/rig/guest/vgpu-vmm-boot (L1) runs the boots and judges them.
+#   tests/rig/vmm.sh [6.1|6.12] [rig options...]
+set -euo pipefail
+top=$(cd "$(dirname "$0")/../.." && pwd)
+. "$top/scripts/lib.sh"
+flavour=${1:-6.1}
+shift || true
+kver=$(kver_of "$flavour")
+# Resolved: L1 sees the host's / under /host, where a symlink to an absolute path
+# (a worktree's target/rig/kernels) would point into L1's own tree.
+vmlinux=$(readlink -f "$RIG_DIR/kernels/$kver/vmlinux")
+[ -f "$vmlinux" ] || die "no vmlinux for $kver ($vmlinux): run scripts/setup"
+l2=$RIG_DIR/l2vmm/$kver
+mkdir -p "$RIG_DIR/l2vmm"
+l2=$(readlink -f "$RIG_DIR/l2vmm")/$kver
+
+rm -rf "$l2"
+mkdir -p "$l2/root"/{bin,dev,proc,sys}
+cp /bin/busybox "$l2/root/bin/busybox"
+ln -s busybox "$l2/root/bin/sh"
+cat >"$l2/root/init" <<'INIT'
+#!/bin/sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+read up _ </proc/uptime
+echo "L2-INIT uptime $up"
+mount -t sysfs sysfs /sys
+echo "L2-NPROC $(nproc)"
+echo "L2-MEMTOTAL-KB $(sed -n 's/^MemTotal: *\([0-9]*\) kB/\1/p' /proc/meminfo)"
+# The guest kernel's own complaints (e.g. about the VMM's ACPI tables).
+dmesg | grep -E 'WARNING:|BUG:|Oops|Call Trace|ACPI Error|ACPI BIOS Error|FW_BUG' | sed 's/^/L2-DMESG-BAD /'
+case "$(cat /proc/cmdline)" in
+*l2mode=hang*) echo "L2-READY"; while :; do sleep 3600; done ;;
+*l2mode=reboot*) echo "L2-REBOOT"; reboot -f ;;
+*) echo "L2-POWEROFF"; poweroff -f ;;
+esac
+sleep 5
+echo "L2-STILL-RUNNING"
+INIT
+chmod +x "$l2/root/init"
+(cd "$l2/root" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1) >"$l2/l2.cpio.gz"
+rm -rf "$l2/root"
+
+exec "$top/tests/rig/rig.sh" --kernel "$flavour" --hostfs --kvm --smp 2 --timeout 600 \
+	--name vmm "$@" -- vgpu-vmm-boot "/host$vmlinux" "/host$l2/l2.cpio.gz"

@@ -2,7 +2,8 @@
 # vgpu-vmm under KVM, nested in the rig:
 #   L1 = the rig guest (Debian kernel, kvm_amd loaded: QEMU's TCG emulates AMD SVM
 #        with nested paging), which runs vgpu-vmm from its initramfs;
-#   L2 = Debian's vmlinux (the same kernel, read over the 9p host share) with a small
+#   L2 = Debian's vmlinux (the same kernel, read over the 9p host share; also once as
+#        the bzImage) with a small
 #        busybox initramfs whose /init reports the CPUs and memory it sees, then powers
 #        off, reboots, or waits for SIGTERM, as its command line says.
 # tests/rig/guest/vgpu-vmm-boot (L1) runs the boots and judges them.
@@ -17,6 +18,8 @@ kver=$(kver_of "$flavour")
 # (a worktree's target/rig/kernels) would point into L1's own tree.
 vmlinux=$(readlink -f "$RIG_DIR/kernels/$kver/vmlinux")
 [ -f "$vmlinux" ] || die "no vmlinux for $kver ($vmlinux): run scripts/setup"
+bzimage=$(readlink -f "$RIG_DIR/kernels/$kver/boot/vmlinuz-$kver")
+[ -f "$bzimage" ] || die "no bzImage for $kver ($bzimage): run scripts/setup"
 l2=$RIG_DIR/l2vmm/$kver
 mkdir -p "$RIG_DIR/l2vmm"
 l2=$(readlink -f "$RIG_DIR/l2vmm")/$kver
@@ -49,4 +52,4 @@ chmod +x "$l2/root/init"
 rm -rf "$l2/root"
 
 exec "$top/tests/rig/rig.sh" --kernel "$flavour" --hostfs --kvm --smp 2 --timeout 600 \
-	--name vmm "$@" -- vgpu-vmm-boot "/host$vmlinux" "/host$l2/l2.cpio.gz"
+	--name vmm "$@" -- vgpu-vmm-boot "/host$vmlinux" "/host$l2/l2.cpio.gz" "/host$bzimage"

@@ -25,9 +25,9 @@ pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1";
 #[derive(Parser, Debug, Clone)]
 #[command(name = "vgpu-vmm", version, about, long_about = None)]
 pub struct Args {
-    /// Kernel to boot: an uncompressed vmlinux with a PVH entry (ELF note
-    /// XEN_ELFNOTE_PHYS32_ENTRY), e.g. extracted from a Debian vmlinuz with
-    /// scripts/extract-vmlinux.
+    /// Kernel to boot: an ELF vmlinux with a PVH entry note (booted via PVH), or a
+    /// bzImage such as Debian's /boot/vmlinuz-* (booted via the 32-bit boot protocol;
+    /// it decompresses itself, which takes longer).
     #[arg(long, value_name = "FILE")]
     pub kernel: PathBuf,
 

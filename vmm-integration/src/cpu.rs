@@ -6,7 +6,7 @@
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, CpuId};
 use kvm_ioctls::VcpuFd;
 
-use crate::boot::{BootInfo, BOOT_GDT};
+use crate::boot::{BootInfo, BOOT_GDT, GDT_CODE, GDT_DATA, GDT_TSS};
 use crate::layout::GDT_ADDR;
 use crate::Error;
 
@@ -107,9 +107,9 @@ pub fn setup(
     }
 
     let mut sregs = vcpu.get_sregs().map_err(kvm("KVM_GET_SREGS"))?;
-    let code = segment_from_gdt(BOOT_GDT[1], 1);
-    let data = segment_from_gdt(BOOT_GDT[2], 2);
-    let tss = segment_from_gdt(BOOT_GDT[3], 3);
+    let code = segment_from_gdt(BOOT_GDT[usize::from(GDT_CODE)], GDT_CODE);
+    let data = segment_from_gdt(BOOT_GDT[usize::from(GDT_DATA)], GDT_DATA);
+    let tss = segment_from_gdt(BOOT_GDT[usize::from(GDT_TSS)], GDT_TSS);
     sregs.cs = code;
     sregs.ds = data;
     sregs.es = data;
@@ -130,7 +130,8 @@ pub fn setup(
     let regs = kvm_regs {
         rflags: 0x2,
         rip: boot.entry,
-        rbx: boot.start_info,
+        rbx: boot.rbx,
+        rsi: boot.rsi,
         ..Default::default()
     };
     vcpu.set_regs(&regs).map_err(kvm("KVM_SET_REGS"))?;
@@ -144,21 +145,21 @@ mod tests {
 
     #[test]
     fn gdt_entries_decode_to_flat_segments() {
-        let cs = segment_from_gdt(BOOT_GDT[1], 1);
-        assert_eq!((cs.base, cs.limit, cs.selector), (0, 0xffff_ffff, 0x8));
+        let cs = segment_from_gdt(BOOT_GDT[2], GDT_CODE);
+        assert_eq!((cs.base, cs.limit, cs.selector), (0, 0xffff_ffff, 0x10));
         assert_eq!(
             (cs.type_, cs.present, cs.s, cs.db, cs.g, cs.l),
             (0xb, 1, 1, 1, 1, 0)
         );
-        let ds = segment_from_gdt(BOOT_GDT[2], 2);
+        let ds = segment_from_gdt(BOOT_GDT[3], GDT_DATA);
         assert_eq!(
             (ds.base, ds.limit, ds.selector, ds.type_),
-            (0, 0xffff_ffff, 0x10, 0x3)
+            (0, 0xffff_ffff, 0x18, 0x3)
         );
-        let tr = segment_from_gdt(BOOT_GDT[3], 3);
+        let tr = segment_from_gdt(BOOT_GDT[4], GDT_TSS);
         assert_eq!(
             (tr.limit, tr.selector, tr.type_, tr.s, tr.g),
-            (0x67, 0x18, 0xb, 0, 0)
+            (0x67, 0x20, 0xb, 0, 0)
         );
     }
 

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! 0x0000_0000  RAM (low)          0x500 GDT, 0x6000 PVH start_info + module list,
-//!                                 0x7000 memory map, 0x20000 command line
+//!                                 0x7000 memory map, 0x8000 zero page (bzImage),
+//!                                 0x20000 command line
 //! 0x0009_fc00  reserved           (EBDA: real BIOSes put it here; the kernel expects a hole)
 //! 0x000e_0000  reserved           ACPI tables (RSDP first), up to 0x10_0000
 //! 0x0010_0000  RAM                the kernel (at its ELF physical address), free memory,
@@ -31,6 +32,8 @@ pub const PVH_INFO_ADDR: u64 = 0x6000;
 pub const PVH_MODLIST_ADDR: u64 = 0x6040;
 /// PVH memory map (the e820 entries).
 pub const PVH_MEMMAP_ADDR: u64 = 0x7000;
+/// The zero page (`boot_params`) of the 32-bit boot protocol (bzImage).
+pub const BOOT_PARAMS_ADDR: u64 = 0x8000;
 /// Kernel command line.
 pub const CMDLINE_ADDR: u64 = 0x2_0000;
 /// x86 Linux's COMMAND_LINE_SIZE: the command line, its terminating NUL included.

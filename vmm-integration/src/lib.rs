@@ -1,5 +1,5 @@
 //! vgpu-vmm: the project's own VMM, built on rust-vmm crates. This first part boots a
-//! Linux guest (PVH vmlinux + initrd + command line) with N vCPUs, RAM, and a serial
+//! Linux guest (PVH vmlinux or bzImage, initrd, command line) with N vCPUs, RAM, and a serial
 //! console, and ends with an exit status a script can use ([`ExitStatus`]). Attaching
 //! vGPUs (PCI, VFIO) comes next: docs/vmm.md.
 //!
@@ -10,9 +10,10 @@
 //! * **vm-memory** (`backend-mmap`): guest RAM as mmapped regions with bounds-checked
 //!   access; linux-loader writes into it directly, and the same regions later get mapped
 //!   for VFIO DMA.
-//! * **linux-loader** (`elf`): loads the vmlinux at its ELF addresses, finds the PVH
-//!   entry note, builds the kernel command line and writes the PVH `hvm_start_info`
-//!   with its memory map and module list. The boot protocol details stay in one
+//! * **linux-loader** (`elf`, `bzimage`): loads the vmlinux at its ELF addresses and
+//!   finds the PVH entry note, or loads a bzImage and hands back its setup header;
+//!   builds the kernel command line; writes the PVH `hvm_start_info` with its memory
+//!   map and module list, or the zero page. The boot protocol details stay in one
 //!   audited crate.
 //! * **vm-superio**: a tested 8250 UART model (registers, FIFO, interrupt logic); we
 //!   only wire it to port I/O and an irqfd.

@@ -8,6 +8,8 @@
 #        off, reboots, or waits for SIGTERM, as its command line says.
 # tests/rig/guest/vgpu-vmm-boot (L1) runs the boots and judges them.
 #   tests/rig/vmm.sh [6.1|6.12] [rig options...]
+# VGPU_VMM_COMPARE_QEMU=1 also boots the same vmlinux and initramfs with the host's
+# QEMU under the same nested KVM and prints both start-to-/init times (not judged).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 . "$top/scripts/lib.sh"
@@ -52,4 +54,5 @@ chmod +x "$l2/root/init"
 rm -rf "$l2/root"
 
 exec "$top/tests/rig/rig.sh" --kernel "$flavour" --hostfs --kvm --smp 2 --timeout 600 \
-	--name vmm "$@" -- vgpu-vmm-boot "/host$vmlinux" "/host$l2/l2.cpio.gz" "/host$bzimage"
+	--name vmm "$@" -- vgpu-vmm-boot "/host$vmlinux" "/host$l2/l2.cpio.gz" "/host$bzimage" \
+	$([ "${VGPU_VMM_COMPARE_QEMU:-0}" = 1 ] && echo qemu)

@@ -81,26 +81,62 @@ pub fn install_kick_handler() -> Result<(), crate::Error> {
         .map_err(|e| crate::Error::Setup(format!("installing the vCPU kick handler: {e}")))
 }
 
+/// Counts of a vCPU's exits to userspace, for `RUST_LOG=debug` (where the VMM's time
+/// goes: each exit is a round trip through KVM and this thread).
+#[derive(Default)]
+struct ExitCounts {
+    total: u64,
+    mmio: u64,
+    pio: std::collections::HashMap<u16, u64>,
+}
+
+impl ExitCounts {
+    fn report(&self, id: u8) {
+        let mut ports: Vec<_> = self.pio.iter().map(|(p, n)| (*n, *p)).collect();
+        ports.sort_unstable_by(|a, b| b.cmp(a));
+        let top: Vec<String> = ports
+            .iter()
+            .take(6)
+            .map(|(n, p)| format!("{p:#x}:{n}"))
+            .collect();
+        log::debug!(
+            "vCPU {id}: {} exits to userspace ({} MMIO); port I/O by port: {}",
+            self.total,
+            self.mmio,
+            top.join(" ")
+        );
+    }
+}
+
 /// The vCPU thread's body: runs until the VM stops.
 pub fn run(id: u8, mut vcpu: VcpuFd, bus: Arc<PioBus>, state: Arc<VmState>) {
     let mut first = true;
+    let mut counts = ExitCounts::default();
     while !state.stopping.load(Ordering::SeqCst) {
         if first {
             log::debug!("vCPU {id}: first KVM_RUN");
             first = false;
         }
-        let end = match vcpu.run() {
+        let exit = vcpu.run();
+        counts.total += 1;
+        let end = match exit {
             Ok(VcpuExit::IoIn(port, data)) => {
+                *counts.pio.entry(port).or_default() += 1;
                 bus.read(port, data);
                 None
             }
-            Ok(VcpuExit::IoOut(port, data)) => bus.write(port, data).map(VmEnd::Guest),
+            Ok(VcpuExit::IoOut(port, data)) => {
+                *counts.pio.entry(port).or_default() += 1;
+                bus.write(port, data).map(VmEnd::Guest)
+            }
             Ok(VcpuExit::MmioRead(addr, data)) => {
+                counts.mmio += 1;
                 log::trace!("vCPU {id}: MMIO read {addr:#x}: no device");
                 data.fill(0xff);
                 None
             }
             Ok(VcpuExit::MmioWrite(addr, _)) => {
+                counts.mmio += 1;
                 log::trace!("vCPU {id}: MMIO write {addr:#x}: no device");
                 None
             }
@@ -131,5 +167,6 @@ pub fn run(id: u8, mut vcpu: VcpuFd, bus: Arc<PioBus>, state: Arc<VmState>) {
             state.finish(why);
         }
     }
+    counts.report(id);
     log::debug!("vCPU {id}: stopped");
 }

@@ -39,8 +39,13 @@ echo "L2-INIT uptime $up"
 mount -t sysfs sysfs /sys
 echo "L2-NPROC $(nproc)"
 echo "L2-MEMTOTAL-KB $(sed -n 's/^MemTotal: *\([0-9]*\) kB/\1/p' /proc/meminfo)"
+pci=
+for d in /sys/bus/pci/devices/*; do
+	[ -e "$d/vendor" ] && pci="$pci $(basename $d)=$(cat $d/vendor):$(cat $d/device)"
+done
+echo "L2-PCI$pci"
 # The guest kernel's own complaints (e.g. about the VMM's ACPI tables).
-dmesg | grep -E 'WARNING:|BUG:|Oops|Call Trace|ACPI Error|ACPI BIOS Error|FW_BUG' | sed 's/^/L2-DMESG-BAD /'
+dmesg | grep -E 'WARNING:|BUG:|Oops|Call Trace|ACPI Error|ACPI BIOS Error|FW_BUG|PCI: Fatal' | sed 's/^/L2-DMESG-BAD /'
 case "$(cat /proc/cmdline)" in
 *l2mode=hang*) echo "L2-READY"; while :; do sleep 3600; done ;;
 *l2mode=reboot*) echo "L2-REBOOT"; reboot -f ;;

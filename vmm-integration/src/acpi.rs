@@ -14,7 +14,7 @@
 //! always in ACPI mode. The FADT says there is no 8042, no VGA and no CMOS RTC, so the
 //! guest probes none.
 
-use crate::layout::{ACPI_START, IOAPIC_ADDR, LAPIC_ADDR};
+use crate::layout::{ACPI_START, IOAPIC_ADDR, LAPIC_ADDR, MMIO_HOLE_START};
 
 /// PM1a event block: status (2 bytes) then enable (2 bytes); reads 0, writes ignored.
 pub const PM1A_EVT_PORT: u16 = 0x600;
@@ -123,14 +123,83 @@ fn facs() -> Vec<u8> {
     f
 }
 
-/// DSDT: only `Name (_S5, Package () { 5, 0, 0, 0 })` at the root.
+/// An AML PkgLength for `content` bytes that follow it (the encoding counts itself).
+fn pkg_len(content: usize) -> Vec<u8> {
+    if content < 63 {
+        vec![(content + 1) as u8]
+    } else {
+        let n = content + 2; // two bytes: up to 4095
+        vec![0x40 | (n & 0xf) as u8, (n >> 4) as u8]
+    }
+}
+
+/// `Name (SEG, value)`.
+fn aml_name(seg: &[u8; 4], value: &[u8]) -> Vec<u8> {
+    let mut v = vec![0x08];
+    v.extend_from_slice(seg);
+    v.extend_from_slice(value);
+    v
+}
+
+/// An AML Buffer holding `bytes`.
+fn aml_buffer(bytes: &[u8]) -> Vec<u8> {
+    let mut size = vec![0x0a, bytes.len() as u8]; // BytePrefix: resource templates < 256
+    size.extend_from_slice(bytes);
+    let mut v = vec![0x11];
+    v.extend(pkg_len(size.len()));
+    v.extend(size);
+    v
+}
+
+/// A word address space descriptor (bus numbers or I/O), producer, fixed range.
+fn word_space(kind: u8, type_flags: u8, min: u16, max: u16) -> Vec<u8> {
+    let len = max - min + 1;
+    let mut v = vec![0x88, 0x0d, 0x00, kind, 0x0c, type_flags, 0, 0];
+    for x in [min, max, 0, len] {
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v
+}
+
+/// The resources of the PCI root bridge: bus 0, the config ports, I/O around them,
+/// and the 32-bit MMIO hole up to the IOAPIC.
+fn pci0_crs() -> Vec<u8> {
+    let mut r = word_space(2, 0, 0, 0); // bus 0
+    r.extend_from_slice(&[0x47, 0x01, 0xf8, 0x0c, 0xf8, 0x0c, 0x01, 0x08]); // IO 0xcf8, 8
+    r.extend(word_space(1, 3, 0, 0x0cf7));
+    r.extend(word_space(1, 3, 0x0d00, 0xffff));
+    let (min, max) = (MMIO_HOLE_START as u32, IOAPIC_ADDR - 1);
+    r.extend_from_slice(&[0x87, 0x17, 0x00, 0x00, 0x0c, 0x01]); // memory, RW, non-cacheable
+    for x in [0, min, max, 0, max - min + 1] {
+        r.extend_from_slice(&x.to_le_bytes());
+    }
+    r.extend_from_slice(&[0x79, 0x00]); // end tag
+    r
+}
+
+/// DSDT: `Name (_S5, Package () { 5, 0, 0, 0 })` at the root, and
+/// `Scope (\_SB) { Device (PCI0) { _HID PNP0A03, _UID 0, _SEG 0, _BBN 0, _CRS } }`.
 fn dsdt() -> Vec<u8> {
-    let aml = [
+    let mut aml = vec![
         0x08, b'_', b'S', b'5', b'_', // NameOp "_S5_"
         0x12, 0x07, 0x04, // PackageOp, PkgLength 7, 4 elements
         0x0a, S5_SLP_TYP, // BytePrefix 5
         0x00, 0x00, 0x00, // ZeroOp x3
     ];
+    let mut dev = b"PCI0".to_vec();
+    dev.extend(aml_name(b"_HID", &[0x0c, 0x41, 0xd0, 0x0a, 0x03])); // EisaId PNP0A03
+    dev.extend(aml_name(b"_UID", &[0x00]));
+    dev.extend(aml_name(b"_SEG", &[0x00]));
+    dev.extend(aml_name(b"_BBN", &[0x00]));
+    dev.extend(aml_name(b"_CRS", &aml_buffer(&pci0_crs())));
+    let mut device = vec![0x5b, 0x82]; // DeviceOp
+    device.extend(pkg_len(dev.len()));
+    device.extend(dev);
+    let mut scope = b"\\_SB_".to_vec();
+    scope.extend(device);
+    aml.push(0x10); // ScopeOp
+    aml.extend(pkg_len(scope.len()));
+    aml.extend(scope);
     sdt(b"DSDT", 2, &aml)
 }
 
@@ -257,6 +326,29 @@ mod tests {
         assert_eq!(u32_at(fadt, 64), u32::from(PM1A_CNT_PORT));
         assert_eq!(u64_at(fadt, 116 + 4), u64::from(RESET_PORT));
         assert_eq!(u32_at(fadt, 112) & (1 << 20), 0, "not hardware-reduced");
+    }
+
+    #[test]
+    fn aml_lengths() {
+        assert_eq!(pkg_len(5), vec![6]);
+        assert_eq!(pkg_len(62), vec![63]);
+        assert_eq!(pkg_len(86), vec![0x48, 0x05]); // 88
+        let crs = pci0_crs();
+        assert_eq!(crs.len(), 16 + 8 + 16 + 16 + 26 + 2);
+        assert_eq!(&crs[crs.len() - 2..], &[0x79, 0]);
+        let d = dsdt();
+        // The device's PkgLength covers exactly the rest of the table.
+        let at = d
+            .windows(2)
+            .position(|w| w == [0x5b, 0x82])
+            .expect("DeviceOp");
+        let (b0, b1) = (d[at + 2] as usize, d[at + 3] as usize);
+        let len = if b0 & 0xc0 == 0 {
+            b0
+        } else {
+            (b0 & 0xf) | (b1 << 4)
+        };
+        assert_eq!(at + 2 + len, d.len());
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub mod config;
 pub mod cpu;
 pub mod devices;
 pub mod layout;
+pub mod pci;
 pub mod vcpu;
 pub mod vm;
 

@@ -44,6 +44,17 @@ for d in /sys/bus/pci/devices/*; do
 	[ -e "$d/vendor" ] && pci="$pci $(basename $d)=$(cat $d/vendor):$(cat $d/device)"
 done
 echo "L2-PCI$pci"
+r=/sys/bus/pci/devices/0000:00:01.0/resource
+if [ -e $r ]; then
+	sizes=
+	i=0
+	while read -r start end flags && [ $i -lt 3 ]; do
+		[ $((end)) -eq 0 ] && sz=0 || sz=$((end - start + 1))
+		sizes="$sizes $(printf '%#x@%#x' $sz $((start)))"
+		i=$((i + 1))
+	done <$r
+	echo "L2-BARS$sizes"
+fi
 # The guest kernel's own complaints (e.g. about the VMM's ACPI tables).
 dmesg | grep -E 'WARNING:|BUG:|Oops|Call Trace|ACPI Error|ACPI BIOS Error|FW_BUG|PCI: Fatal' | sed 's/^/L2-DMESG-BAD /'
 case "$(cat /proc/cmdline)" in

@@ -57,6 +57,11 @@ pub struct Args {
     #[arg(long, value_name = "PATH", default_value = "/dev/kvm")]
     pub kvm: PathBuf,
 
+    /// Attach this vGPU (an mdev of vgpu_shim, `/sys/bus/mdev/devices/<uuid>`) as PCI
+    /// device 00:01.0.
+    #[arg(long, value_name = "PATH")]
+    pub vgpu: Option<PathBuf>,
+
     /// Hide XSAVE from the guest (it uses FXSAVE, without AVX). For nested KVM on
     /// QEMU's emulated SVM (the rig), where KVM never sees the guest's XSETBV, keeps
     /// reporting the XSAVE size for x87/SSE only, and Linux warns "XSAVE consistency
@@ -84,6 +89,8 @@ pub struct VmConfig {
     pub kvm: PathBuf,
     /// Hide XSAVE from the guest.
     pub no_xsave: bool,
+    /// The vGPU's sysfs directory, if one is attached.
+    pub vgpu: Option<PathBuf>,
 }
 
 impl TryFrom<Args> for VmConfig {
@@ -95,6 +102,14 @@ impl TryFrom<Args> for VmConfig {
         check_file("kernel", &a.kernel)?;
         if let Some(i) = &a.initrd {
             check_file("initrd", i)?;
+        }
+        if let Some(v) = &a.vgpu {
+            if !v.join("iommu_group").exists() {
+                return Err(Error::Config(format!(
+                    "--vgpu {}: not a mediated device (no iommu_group link there)",
+                    v.display()
+                )));
+            }
         }
         if a.cmdline.len() >= CMDLINE_MAX {
             return Err(Error::Config(format!(
@@ -117,6 +132,7 @@ impl TryFrom<Args> for VmConfig {
             serial_file: a.serial_file,
             kvm: a.kvm,
             no_xsave: a.no_xsave,
+            vgpu: a.vgpu,
         })
     }
 }

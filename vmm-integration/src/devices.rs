@@ -56,10 +56,15 @@ pub struct PioBus {
 }
 
 impl PioBus {
-    /// A bus with COM1 raising `irq` and writing to `out`.
-    pub fn new(irq: EventFd, out: SerialOut) -> Self {
+    /// A bus with COM1 raising `irq` and writing to `out`, and PCI (with the vGPU, if
+    /// any).
+    pub fn new(
+        irq: EventFd,
+        out: SerialOut,
+        vgpu: Option<std::sync::Arc<crate::vgpu::Vgpu>>,
+    ) -> Self {
         PioBus {
-            pci: crate::pci::PciBus::new(),
+            pci: crate::pci::PciBus::new(vgpu),
             serial: Mutex::new(Serial::new(IrqTrigger(irq), out)),
             pm1_enable: AtomicU16::new(0),
         }
@@ -145,6 +150,11 @@ impl PioBus {
         }
     }
 
+    /// The PCI bus (for MMIO to BARs).
+    pub fn pci(&self) -> &crate::pci::PciBus {
+        &self.pci
+    }
+
     fn with_serial<R>(
         &self,
         f: impl FnOnce(&mut Serial<IrqTrigger, vm_superio::serial::NoEvents, SerialOut>) -> R,
@@ -176,7 +186,11 @@ mod tests {
     fn bus() -> (PioBus, Sink, EventFd) {
         let sink = Sink::default();
         let irq = EventFd::new(libc::EFD_NONBLOCK).expect("eventfd");
-        let bus = PioBus::new(irq.try_clone().expect("clone"), Box::new(sink.clone()));
+        let bus = PioBus::new(
+            irq.try_clone().expect("clone"),
+            Box::new(sink.clone()),
+            None,
+        );
         (bus, sink, irq)
     }
 

@@ -40,6 +40,7 @@ pub mod devices;
 pub mod layout;
 pub mod pci;
 pub mod vcpu;
+pub mod vgpu;
 pub mod vm;
 
 use devices::GuestEvent;

@@ -4,6 +4,9 @@
 //! only the root bridges ACPI describes.
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use crate::vgpu::Vgpu;
 
 /// The configuration address port (dword access only; byte 0xcf9 is the reset register).
 pub const CONFIG_ADDRESS: u16 = 0xcf8;
@@ -20,17 +23,15 @@ pub const HOST_BRIDGE_DEVICE: u16 = 0x0008;
 pub struct PciBus {
     address: AtomicU32,
     host_bridge: [u8; 256],
+    vgpu: Option<Arc<Vgpu>>,
 }
 
-impl Default for PciBus {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// The vGPU's slot on bus 0.
+pub const VGPU_DEVICE: u32 = 1;
 
 impl PciBus {
-    /// A bus with only the host bridge.
-    pub fn new() -> Self {
+    /// A bus with the host bridge, and the vGPU at 00:01.0 if there is one.
+    pub fn new(vgpu: Option<Arc<Vgpu>>) -> Self {
         let mut c = [0u8; 256];
         c[0..2].copy_from_slice(&HOST_BRIDGE_VENDOR.to_le_bytes());
         c[2..4].copy_from_slice(&HOST_BRIDGE_DEVICE.to_le_bytes());
@@ -41,6 +42,7 @@ impl PciBus {
         PciBus {
             address: AtomicU32::new(0),
             host_bridge: c,
+            vgpu,
         }
     }
 
@@ -49,14 +51,13 @@ impl PciBus {
         (port == CONFIG_ADDRESS && len == 4) || (CONFIG_DATA..=CONFIG_DATA + 3).contains(&port)
     }
 
-    /// The configuration space bytes at the latched address plus `byte` (0..=3), if a
-    /// device is there.
-    fn target(&self, byte: u16) -> Option<usize> {
+    /// The device (slot) and config offset the latched address plus `byte` (0..=3)
+    /// selects, if the address is enabled and on bus 0, function 0.
+    fn target(&self, byte: u16) -> Option<(u32, u64)> {
         let a = self.address.load(Ordering::Relaxed);
         let enabled = a & 0x8000_0000 != 0;
         let (bus, dev, func) = ((a >> 16) & 0xff, (a >> 11) & 0x1f, (a >> 8) & 7);
-        (enabled && bus == 0 && dev == 0 && func == 0)
-            .then_some(((a & 0xfc) as usize) + usize::from(byte))
+        (enabled && bus == 0 && func == 0).then_some((dev, u64::from(a & 0xfc) + u64::from(byte)))
     }
 
     /// A guest `in`.
@@ -65,23 +66,49 @@ impl PciBus {
             data.copy_from_slice(&self.address.load(Ordering::Relaxed).to_le_bytes()[..data.len()]);
             return;
         }
-        match self.target(port - CONFIG_DATA) {
-            Some(off) => {
+        data.fill(0xff);
+        match (self.target(port - CONFIG_DATA), &self.vgpu) {
+            (Some((0, off)), _) => {
                 for (i, d) in data.iter_mut().enumerate() {
-                    *d = self.host_bridge.get(off + i).copied().unwrap_or(0xff);
+                    *d = self
+                        .host_bridge
+                        .get(off as usize + i)
+                        .copied()
+                        .unwrap_or(0xff);
                 }
             }
-            None => data.fill(0xff),
+            (Some((VGPU_DEVICE, off)), Some(v)) => v.config_read(off, data),
+            _ => {}
         }
     }
 
-    /// A guest `out`: latches the address; configuration writes to the host bridge are
-    /// ignored (nothing in it is writable).
+    /// A guest `out`: latches the address, or writes config space (the host bridge's is
+    /// read-only; the vGPU's goes to VFIO).
     pub fn write(&self, port: u16, data: &[u8]) {
-        if port == CONFIG_ADDRESS && data.len() == 4 {
-            let v = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
-            self.address.store(v, Ordering::Relaxed);
+        if port == CONFIG_ADDRESS {
+            if data.len() == 4 {
+                let v = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+                self.address.store(v, Ordering::Relaxed);
+            }
+            return;
         }
+        if let (Some((VGPU_DEVICE, off)), Some(v)) = (self.target(port - CONFIG_DATA), &self.vgpu) {
+            v.config_write(off, data);
+        }
+    }
+
+    /// A guest MMIO read; `false` if no BAR is there.
+    pub fn mmio_read(&self, addr: u64, data: &mut [u8]) -> bool {
+        self.vgpu
+            .as_ref()
+            .is_some_and(|v| v.mmio(addr, Some(data), None))
+    }
+
+    /// A guest MMIO write; `false` if no BAR is there.
+    pub fn mmio_write(&self, addr: u64, data: &[u8]) -> bool {
+        self.vgpu
+            .as_ref()
+            .is_some_and(|v| v.mmio(addr, None, Some(data)))
     }
 }
 
@@ -101,7 +128,7 @@ mod tests {
 
     #[test]
     fn host_bridge_answers_and_empty_slots_float() {
-        let bus = PciBus::new();
+        let bus = PciBus::new(None);
         assert_eq!(cfg_read(&bus, 0, 0), 0x0008_1b36);
         assert_eq!(cfg_read(&bus, 0, 8) >> 16, 0x0600, "class host bridge");
         assert_eq!(cfg_read(&bus, 1, 0), 0xffff_ffff);

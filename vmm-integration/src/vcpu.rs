@@ -131,13 +131,17 @@ pub fn run(id: u8, mut vcpu: VcpuFd, bus: Arc<PioBus>, state: Arc<VmState>) {
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {
                 counts.mmio += 1;
-                log::trace!("vCPU {id}: MMIO read {addr:#x}: no device");
-                data.fill(0xff);
+                if !bus.pci().mmio_read(addr, data) {
+                    log::trace!("vCPU {id}: MMIO read {addr:#x}: no device");
+                    data.fill(0xff);
+                }
                 None
             }
-            Ok(VcpuExit::MmioWrite(addr, _)) => {
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
                 counts.mmio += 1;
-                log::trace!("vCPU {id}: MMIO write {addr:#x}: no device");
+                if !bus.pci().mmio_write(addr, data) {
+                    log::trace!("vCPU {id}: MMIO write {addr:#x}: no device");
+                }
                 None
             }
             // A triple fault: what a PC does is reset.

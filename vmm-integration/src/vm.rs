@@ -23,6 +23,9 @@ use crate::layout::{MemoryLayout, KVM_TSS_ADDR, MIB};
 use crate::vcpu::{self, VmEnd, VmState};
 use crate::{boot, cpu, Error};
 
+/// The KVM memory slot of the vGPU's VRAM (RAM uses the first ones).
+const VGPU_VRAM_SLOT: u32 = 8;
+
 /// How a VM run went.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -122,7 +125,25 @@ pub fn run(cfg: &VmConfig, signals: OwnedFd, started: Instant) -> Result<Outcome
         EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Setup(format!("eventfd: {e}")))?;
     vm.register_irqfd(&irq, COM1_IRQ)
         .map_err(|e| Error::Kvm("KVM_IRQFD (serial)", e))?;
-    let bus = Arc::new(PioBus::new(irq, out));
+    let vgpu = match &cfg.vgpu {
+        Some(p) => {
+            let v = Arc::new(crate::vgpu::Vgpu::open(p)?);
+            let r = kvm_userspace_memory_region {
+                slot: VGPU_VRAM_SLOT,
+                flags: 0,
+                guest_phys_addr: v.vram.0,
+                memory_size: v.vram.1,
+                userspace_addr: v.vram_host() as u64,
+            };
+            // SAFETY: the mapping [vram_host, + size) is owned by `v`, which the PIO bus
+            // keeps alive until after the vCPU threads have been joined (end of `run`).
+            unsafe { vm.set_user_memory_region(r) }
+                .map_err(|e| Error::Kvm("KVM_SET_USER_MEMORY_REGION (VRAM)", e))?;
+            Some(v)
+        }
+        None => None,
+    };
+    let bus = Arc::new(PioBus::new(irq, out, vgpu));
 
     let cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)

@@ -54,6 +54,15 @@ if [ -e $r ]; then
 		i=$((i + 1))
 	done <$r
 	echo "L2-BARS$sizes"
+	# Through the BARs where vgpu-vmm put them (/dev/mem: the boot has iomem=relaxed):
+	# the info block's ID over the trapped MMIO BAR, and VRAM written and read back
+	# through the memory slot (an unmapped address would read all ones).
+	mount -t devtmpfs devtmpfs /dev
+	echo 1 >/sys/bus/pci/devices/0000:00:01.0/enable
+	echo "L2-VGPU-ID $(devmem 0xd0000800 32)"
+	devmem 0xc0000000 32 0x5a5aa5a5
+	devmem 0xcffffffc 32 0x0badcafe
+	echo "L2-VRAM $(devmem 0xc0000000 32) $(devmem 0xcffffffc 32)"
 fi
 # The guest kernel's own complaints (e.g. about the VMM's ACPI tables).
 dmesg | grep -E 'WARNING:|BUG:|Oops|Call Trace|ACPI Error|ACPI BIOS Error|FW_BUG|PCI: Fatal' | sed 's/^/L2-DMESG-BAD /'

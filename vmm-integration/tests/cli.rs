@@ -52,3 +52,14 @@ fn help_exits_zero() {
     let (rc, _) = vmm(&["--help"]);
     assert_eq!(rc, 0);
 }
+
+#[test]
+fn vgpu_that_is_not_an_mdev() {
+    let me = env!("CARGO_BIN_EXE_vgpu-vmm");
+    let (rc, err) = vmm(&["--kernel", me, "--vgpu", "/nonexistent/uuid"]);
+    assert_eq!(rc, 2, "{err}");
+    assert!(
+        err.contains("--vgpu /nonexistent/uuid: not a mediated device"),
+        "{err}"
+    );
+}

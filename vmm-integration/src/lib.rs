@@ -1,7 +1,7 @@
 //! vgpu-vmm: the project's own VMM, built on rust-vmm crates. This first part boots a
 //! Linux guest (PVH vmlinux or bzImage, initrd, command line) with N vCPUs, RAM, and a serial
-//! console, and ends with an exit status a script can use ([`ExitStatus`]). Attaching
-//! vGPUs (PCI, VFIO) comes next: docs/vmm.md.
+//! console, and ends with an exit status a script can use ([`ExitStatus`]); a vGPU
+//! attaches as a PCI device ([`vgpu`]). What is missing: docs/vmm.md.
 //!
 //! # Crates, and why each
 //! * **kvm-ioctls / kvm-bindings**: safe wrappers for every KVM ioctl we use (VM, vCPU,
@@ -23,14 +23,19 @@
 //!   signalfd and the end-of-VM eventfd); event-manager's subscriber machinery would be
 //!   more code than the loop it replaces. It is worth revisiting when serial input,
 //!   VFIO interrupts and the REQ eventfd join.
+//! * **vgpu-vfio** (the project's VFIO client, on vfio-ioctls/vfio-bindings) rather
+//!   than vfio-ioctls directly: it already opens an mdev by its sysfs path with the
+//!   container/group API both rig kernels have, knows the vgpu regions, and is the code
+//!   the rig tests exercise against the module.
 //! * **clap** (derive): flags with ranges checked and clear errors; **log** +
 //!   **env_logger**: `RUST_LOG=debug` shows the boot steps; **thiserror**: [`Error`].
 //!
 //! # Layout of the crate
 //! [`config`] (flags), [`layout`] (memory map, e820), [`acpi`] (MADT for the vCPUs,
 //! FADT/DSDT for power off and reset), [`boot`] (kernel, initrd, start info), [`cpu`]
-//! (vCPU registers, CPUID), [`devices`] (serial, power, reset ports), [`vcpu`] (the
-//! vCPU threads), [`vm`] (one VM from start to end).
+//! (vCPU registers, CPUID), [`devices`] (serial, power, reset ports), [`pci`] (config
+//! mechanism #1, host bridge), [`vgpu`] (the vGPU through VFIO), [`vcpu`] (the vCPU
+//! threads), [`vm`] (one VM from start to end).
 
 pub mod acpi;
 pub mod boot;

@@ -40,7 +40,7 @@ pub struct Outcome {
 /// The signals that stop the VM (blocked in every thread, read from a signalfd).
 const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGTERM, libc::SIGINT];
 
-/// Blocks [`STOP_SIGNALS`] in this thread (and the threads it starts) and returns a
+/// Blocks SIGTERM and SIGINT in this thread (and the threads it starts) and returns a
 /// signalfd for them. Call first, so that a SIGTERM during setup is not lost.
 pub fn stop_signalfd() -> Result<OwnedFd, Error> {
     let set = vmm_sys_util::signal::create_sigset(&STOP_SIGNALS)

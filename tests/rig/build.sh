@@ -36,4 +36,4 @@ cp "$out"/src/*.ko "$out/"
 log "built vgpu_shim.ko for $kver"
 [ "${2:-}" = --module-only ] && exit 0
 (cd "$top" && cargo build -q --release --target x86_64-unknown-linux-musl \
-	-p vgpu-rig-tests -p vgpu-mdev-manager)
+	-p vgpu-rig-tests -p vgpu-mdev-manager -p vgpu-vmm)

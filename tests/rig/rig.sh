@@ -25,11 +25,13 @@
 #   --hostfs            share the host's / read-only over 9p; the guest mounts it on
 #                       /host with /dev, /sys, /proc bound inside (to chroot into it)
 #                       and a tmpfs on /host/run for scratch files
+#   --kvm               load kvm_amd in the guest (QEMU's TCG emulates AMD SVM with
+#                       nested paging under -cpu max): /dev/kvm for nested guests
 #
 # The guest runs busybox as /init. vfio, vfio_iommu_type1 and mdev are loaded
 # (or built in); vgpu_shim is NOT (tests load it with their own parameters) and
 # sits at /lib/vgpu/vgpu_shim.ko, next to any other module its build made (a
-# KUnit test module on the debug kernel). The guest binaries (vgpu-rig-tests, vgpuctl) are
+# KUnit test module on the debug kernel). The guest binaries (vgpu-rig-tests, vgpuctl, vgpu-vmm) are
 # in /bin; debugfs is mounted on /sys/kernel/debug. The guest boots with
 # init_on_alloc=0 so a module that forgets to zero pages shows it. On a kernel
 # with kmemleak (debug), /init scans for leaks after the command and prints the
@@ -41,7 +43,7 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 . "$top/scripts/lib.sh"
 
-flavour=6.1 mem= smp=1 timeout_s=900 boot_s= name=rig build=1 append= hostfs=0 icount=
+flavour=6.1 mem= smp=1 timeout_s=900 boot_s= name=rig build=1 append= hostfs=0 icount= kvm=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--kernel) flavour=$2; shift 2 ;;
@@ -54,6 +56,7 @@ while [ $# -gt 0 ]; do
 	--module-only) build=module; shift ;;
 	--append) append=$2; shift 2 ;;
 	--hostfs) hostfs=1; shift ;;
+	--kvm) kvm=1; shift ;;
 	--icount) icount=$2; shift 2 ;;
 	--) shift; break ;;
 	*) die "unknown option '$1' (see the header of $0)" ;;
@@ -95,7 +98,7 @@ mkdir -p "$stage"/{bin,sbin,dev,proc,sys,tmp,run,root,etc,lib/vgpu,lib/rig}
 cp /bin/busybox "$stage/bin/busybox"
 ln -s busybox "$stage/bin/sh"
 cp "$modbuild"/*.ko "$stage/lib/vgpu/"
-for b in vgpu-rig-tests vgpuctl; do
+for b in vgpu-rig-tests vgpuctl vgpu-vmm; do
 	[ -x "$musl/$b" ] && cp "$musl/$b" "$stage/bin/$b"
 done
 for f in "$top"/tests/rig/guest/*; do
@@ -105,6 +108,7 @@ done
 # Host modules the guest needs, dependencies first (resolved with modinfo).
 mods=(vfio vfio_iommu_type1 mdev)
 [ "$hostfs" = 1 ] && mods+=(virtio_pci 9pnet_virtio 9p) && touch "$stage/lib/rig/hostfs"
+[ "$kvm" = 1 ] && mods+=(kvm_amd)
 pack_modules "$RK_DIR/lib/modules/$kver" "$stage/lib/rig" "${mods[@]}"
 
 # The command, quoted for the guest's sh.

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# vgpu-vmm under KVM, nested in the rig:
+#   L1 = the rig guest (Debian kernel, kvm_amd loaded: QEMU's TCG emulates AMD SVM
+#        with nested paging), which runs vgpu-vmm from its initramfs;
+#   L2 = Debian's vmlinux (the same kernel, read over the 9p host share; also once as
+#        the bzImage) with a small
+#        busybox initramfs whose /init reports the CPUs and memory it sees, then powers
+#        off, reboots, or waits for SIGTERM, as its command line says.
+# tests/rig/guest/vgpu-vmm-boot (L1) runs the boots and judges them.
+#   tests/rig/vmm.sh [6.1|6.12] [rig options...]
+# VGPU_VMM_COMPARE_QEMU=1 also boots the same vmlinux and initramfs with the host's
+# QEMU under the same nested KVM and prints both start-to-/init times (not judged).
+set -euo pipefail
+top=$(cd "$(dirname "$0")/../.." && pwd)
+. "$top/scripts/lib.sh"
+flavour=${1:-6.1}
+shift || true
+kver=$(kver_of "$flavour")
+# Resolved: L1 sees the host's / under /host, where a symlink to an absolute path
+# (a worktree's target/rig/kernels) would point into L1's own tree.
+vmlinux=$(readlink -f "$RIG_DIR/kernels/$kver/vmlinux")
+[ -f "$vmlinux" ] || die "no vmlinux for $kver ($vmlinux): run scripts/setup"
+bzimage=$(readlink -f "$RIG_DIR/kernels/$kver/boot/vmlinuz-$kver")
+[ -f "$bzimage" ] || die "no bzImage for $kver ($bzimage): run scripts/setup"
+l2=$RIG_DIR/l2vmm/$kver
+mkdir -p "$RIG_DIR/l2vmm"
+l2=$(readlink -f "$RIG_DIR/l2vmm")/$kver
+
+rm -rf "$l2"
+mkdir -p "$l2/root"/{bin,dev,proc,sys}
+cp /bin/busybox "$l2/root/bin/busybox"
+ln -s busybox "$l2/root/bin/sh"
+cat >"$l2/root/init" <<'INIT'
+#!/bin/sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+read up _ </proc/uptime
+echo "L2-INIT uptime $up"
+mount -t sysfs sysfs /sys
+echo "L2-NPROC $(nproc)"
+echo "L2-MEMTOTAL-KB $(sed -n 's/^MemTotal: *\([0-9]*\) kB/\1/p' /proc/meminfo)"
+pci=
+for d in /sys/bus/pci/devices/*; do
+	[ -e "$d/vendor" ] && pci="$pci $(basename $d)=$(cat $d/vendor):$(cat $d/device)"
+done
+echo "L2-PCI$pci"
+r=/sys/bus/pci/devices/0000:00:01.0/resource
+if [ -e $r ]; then
+	sizes=
+	i=0
+	while read -r start end flags && [ $i -lt 3 ]; do
+		[ $((end)) -eq 0 ] && sz=0 || sz=$((end - start + 1))
+		sizes="$sizes $(printf '%#x@%#x' $sz $((start)))"
+		i=$((i + 1))
+	done <$r
+	echo "L2-BARS$sizes"
+	# Through the BARs where vgpu-vmm put them (/dev/mem: the boot has iomem=relaxed):
+	# the info block's ID over the trapped MMIO BAR, and VRAM written and read back
+	# through the memory slot (an unmapped address would read all ones).
+	mount -t devtmpfs devtmpfs /dev
+	echo 1 >/sys/bus/pci/devices/0000:00:01.0/enable
+	echo "L2-VGPU-ID $(devmem 0xd0000800 32)"
+	devmem 0xc0000000 32 0x5a5aa5a5
+	devmem 0xcffffffc 32 0x0badcafe
+	echo "L2-VRAM $(devmem 0xc0000000 32) $(devmem 0xcffffffc 32)"
+fi
+# The guest kernel's own complaints (e.g. about the VMM's ACPI tables).
+dmesg | grep -E 'WARNING:|BUG:|Oops|Call Trace|ACPI Error|ACPI BIOS Error|FW_BUG|PCI: Fatal' | sed 's/^/L2-DMESG-BAD /'
+case "$(cat /proc/cmdline)" in
+*l2mode=hang*) echo "L2-READY"; while :; do sleep 3600; done ;;
+*l2mode=reboot*) echo "L2-REBOOT"; reboot -f ;;
+*) echo "L2-POWEROFF"; poweroff -f ;;
+esac
+sleep 5
+echo "L2-STILL-RUNNING"
+INIT
+chmod +x "$l2/root/init"
+(cd "$l2/root" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1) >"$l2/l2.cpio.gz"
+rm -rf "$l2/root"
+
+exec "$top/tests/rig/rig.sh" --kernel "$flavour" --hostfs --kvm --smp 2 --timeout 600 \
+	--name vmm "$@" -- vgpu-vmm-boot "/host$vmlinux" "/host$l2/l2.cpio.gz" "/host$bzimage" \
+	$([ "${VGPU_VMM_COMPARE_QEMU:-0}" = 1 ] && echo qemu)

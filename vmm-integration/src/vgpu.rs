@@ -1,0 +1,150 @@
+//! The vGPU as PCI device 00:01.0, through VFIO (the project's `vgpu-vfio` crate: it
+//! already opens an mdev by its sysfs path with the container/group API that 6.1 and
+//! 6.12 both have, and knows the vgpu regions; `vfio-ioctls` underneath).
+//!
+//! Config space goes to the VFIO config region as it is: the module emulates the BARs
+//! (sizing, stored addresses), the command register and MSI. The VMM places the BARs
+//! before boot (VRAM first, aligned to its size, then the MMIO BAR) in the 32-bit hole;
+//! VRAM is mmapped from the device and registered as a KVM memory slot, so guest
+//! accesses to it never exit; the MMIO BAR traps and is forwarded as region reads and
+//! writes. Not yet: moving BARs (a guest that reprograms BAR0 gets a warning and keeps
+//! the old mapping), MSI routes, DMA mapping, REQ, reset (docs/vmm.md).
+
+use std::path::Path;
+
+use vgpu_vfio::{region, Device, MappedRegion};
+
+use crate::layout::{IOAPIC_ADDR, MMIO_HOLE_START};
+use crate::Error;
+
+/// Where a guest access to a BAR lands.
+pub struct Vgpu {
+    dev: Device,
+    /// BAR0 (VRAM) guest address and size.
+    pub vram: (u64, u64),
+    /// BAR2 (MMIO) guest address and size.
+    pub mmio: (u64, u64),
+    map: MappedRegion,
+}
+
+impl Vgpu {
+    /// Opens the mdev at `path`, places its BARs, and maps its VRAM.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let err =
+            |e: &dyn std::fmt::Display| Error::Setup(format!("--vgpu {}: {e}", path.display()));
+        let dev = Device::open(path).map_err(|e| err(&e))?;
+        let vram_size = dev.region_size(region::BAR0).map_err(|e| err(&e))?;
+        let mmio_size = dev.region_size(region::BAR2).map_err(|e| err(&e))?;
+        let (vram, mmio) = place_bars(vram_size, mmio_size).ok_or_else(|| {
+            err(&format!(
+                "BARs of {vram_size:#x} and {mmio_size:#x} bytes do not fit the 32-bit MMIO hole"
+            ))
+        })?;
+        let w = |off: u64, v: u32| dev.config_write_u32(off, v).map_err(|e| err(&e));
+        w(0x10, vram as u32)?;
+        w(0x14, (vram >> 32) as u32)?;
+        w(0x18, mmio as u32)?;
+        let map = dev
+            .mmap_region(region::BAR0, 0, vram_size)
+            .map_err(|e| err(&e))?;
+        log::info!(
+            "vGPU {}: VRAM {vram_size:#x} at {vram:#x}, MMIO {mmio_size:#x} at {mmio:#x}",
+            dev.name()
+        );
+        Ok(Vgpu {
+            dev,
+            vram: (vram, vram_size),
+            mmio: (mmio, mmio_size),
+            map,
+        })
+    }
+
+    /// The VRAM mapping's host address (for the KVM memory slot).
+    pub fn vram_host(&self) -> *mut u8 {
+        self.map.as_ptr()
+    }
+
+    /// A guest config read of `data.len()` bytes at `off`.
+    pub fn config_read(&self, off: u64, data: &mut [u8]) {
+        if self.dev.pread(region::CONFIG, off, data).ok() != Some(data.len()) {
+            data.fill(0xff);
+        }
+    }
+
+    /// A guest config write.
+    pub fn config_write(&self, off: u64, data: &[u8]) {
+        if self.dev.pwrite(region::CONFIG, off, data).ok() != Some(data.len()) {
+            log::warn!("vGPU config write at {off:#x} failed");
+            return;
+        }
+        // Sizing writes all-ones with memory decode off (Linux does): judge the BAR only
+        // when a write leaves decode on.
+        if (0x04..0x18).contains(&off) {
+            let mut cmd = [0u8; 2];
+            let mut lo = [0u8; 4];
+            let mut hi = [0u8; 4];
+            self.config_read(0x04, &mut cmd);
+            self.config_read(0x10, &mut lo);
+            self.config_read(0x14, &mut hi);
+            let bar0 = (u64::from(u32::from_le_bytes(hi)) << 32
+                | u64::from(u32::from_le_bytes(lo)))
+                & !0xf;
+            if u16::from_le_bytes(cmd) & 0x2 != 0 && bar0 != self.vram.0 {
+                log::warn!(
+                    "the guest moved the VRAM BAR to {bar0:#x}: not supported yet, VRAM stays at {:#x}",
+                    self.vram.0
+                );
+            }
+        }
+    }
+
+    /// A guest MMIO access at `addr`; `false` if it is not in the MMIO BAR.
+    pub fn mmio(&self, addr: u64, read: Option<&mut [u8]>, write: Option<&[u8]>) -> bool {
+        let (base, size) = self.mmio;
+        if addr < base || addr >= base + size {
+            return false;
+        }
+        let off = addr - base;
+        if let Some(d) = read {
+            if self.dev.pread(region::BAR2, off, d).ok() != Some(d.len()) {
+                d.fill(0xff);
+            }
+        }
+        if let Some(d) = write {
+            if self.dev.pwrite(region::BAR2, off, d).ok() != Some(d.len()) {
+                log::warn!("vGPU MMIO write at {off:#x} failed");
+            }
+        }
+        true
+    }
+}
+
+/// BAR addresses `(vram, mmio)` in the 32-bit hole: VRAM aligned to its size first,
+/// then MMIO aligned to its own; `None` if they do not fit below the IOAPIC.
+pub fn place_bars(vram_size: u64, mmio_size: u64) -> Option<(u64, u64)> {
+    let align = |a: u64, s: u64| {
+        let s = s.max(4096).checked_next_power_of_two()?;
+        a.checked_add(s - 1).map(|x| x & !(s - 1))
+    };
+    let vram = align(MMIO_HOLE_START, vram_size)?;
+    let mmio = align(vram.checked_add(vram_size)?, mmio_size)?;
+    (mmio.checked_add(mmio_size)? <= u64::from(IOAPIC_ADDR)).then_some((vram, mmio))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bars_fit_the_hole_aligned() {
+        assert_eq!(
+            place_bars(256 << 20, 4096),
+            Some((0xc000_0000, 0xd000_0000))
+        );
+        assert_eq!(
+            place_bars(512 << 20, 4096),
+            Some((0xc000_0000, 0xe000_0000))
+        );
+        assert_eq!(place_bars(1 << 30, 4096), None);
+    }
+}

@@ -20,7 +20,8 @@
 //! - [`counters`]: the scheduler's and engine's counters ([`InstanceCounters`],
 //!   [`ParentCounters`]), the [`LatencyHist`] and the scheduling [`Policy`].
 //! - [`read`]: reading the model in one pass (every parent, every instance), as
-//!   `vgpuctl list`/`top` want it, with as few system calls as it takes.
+//!   `vgpuctl list`/`top` want it, with as few system calls as it takes: one read of a
+//!   parent's `vgpu/instances` ([`listing`]) where the module has it.
 //! - [`handle`]: live handles on one node of the tree ([`handle::Parent`],
 //!   [`handle::MdevType`], [`handle::Instance`]) that read or write one attribute at a
 //!   time, raw text included, as tests driving the kernel want them.
@@ -51,6 +52,7 @@ pub mod fake;
 pub mod fake_kernel;
 pub mod handle;
 pub mod io;
+pub mod listing;
 pub mod model;
 pub mod read;
 

@@ -10,7 +10,8 @@
 //! each instance costs the three attributes only it knows (`vram_used_kb`, `weight`,
 //! `cap`), read through its device directory so no link is followed on each open.
 //! Under emulation an `open` of a sysfs attribute costs some 25 µs; a thousand of them
-//! were most of `list`.
+//! were most of `list`. A module with the parents' `vgpu/instances` ([`crate::listing`])
+//! needs none of that: one read per parent.
 
 use log::debug;
 use std::collections::BTreeSet;
@@ -24,6 +25,7 @@ use uuid::Uuid;
 use crate::env::Environment;
 use crate::error::{Error, Result};
 use crate::io::{list_dir, list_names, parent_and_type, read_attr, read_u64, resolve_link};
+use crate::listing::{self, Listing};
 use crate::model::{natural_key, Instance, Parent, TypeDescription, VgpuType, TYPE_PREFIX};
 
 /// All managed parents, in natural name order (`vgpu_shim2` before `vgpu_shim10`).
@@ -116,6 +118,12 @@ pub fn instances(env: &impl Environment, skip: &BTreeSet<Uuid>) -> Result<Vec<In
     parents.sort_by(|a, b| natural_key(&a.0).cmp(&natural_key(&b.0)));
     for (parent, link) in parents {
         let first = instances.len();
+        // One read for all of them, if the module has `vgpu/instances`.
+        if let Some(Listing::Complete(list)) = listing::read(&parent, &link)? {
+            instances.extend(listing::without(list, skip));
+            instances[first..].sort_unstable_by_key(|i| i.uuid);
+            continue;
+        }
         // The parent's own directory: its instances are subdirectories of it.
         let dir = resolve_link(&link).map_err(|source| Error::Read {
             path: link.clone(),

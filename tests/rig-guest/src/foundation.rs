@@ -49,6 +49,21 @@ pub fn suite() -> Suite {
             t("multi_parent", Some("parents=3 pool_mb=1024"), multi_parent),
             t("reset", Some(""), reset),
             t("vfio_ioctls_compat", Some(""), vfio_ioctls_compat),
+            t(
+                "instances_attr",
+                Some("pool_mb=8192"),
+                crate::listing::instances_attr,
+            ),
+            t(
+                "instances_attr_churn",
+                Some("pool_mb=2048"),
+                crate::listing::instances_attr_churn,
+            ),
+            t(
+                "instances_attr_more",
+                Some("pool_mb=12800"),
+                crate::listing::instances_attr_more,
+            ),
         ],
     }
 }

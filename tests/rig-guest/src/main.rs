@@ -18,6 +18,7 @@ mod foundation;
 mod fuzz;
 mod hardening;
 mod harness;
+mod listing;
 mod rng;
 mod sys;
 mod sysfuzz;

@@ -189,18 +189,20 @@ impl Parent {
         self.u64("macs")
     }
 
-    /// The parent's scheduler knobs and counters, read one after the other (the
-    /// counters last, closest together).
+    /// The parent's scheduler counters and knobs, read one after the other: the
+    /// counters first, closest together and to the caller's clock reading.
     pub fn counters(&self) -> Result<ParentCounters> {
+        let (busy_ns, idle_ns) = (self.busy_ns()?, self.idle_ns()?);
+        let (switches, macs) = (self.switches()?, self.macs()?);
         Ok(ParentCounters {
+            busy_ns,
+            idle_ns,
+            switches,
+            macs,
             engines: self.engines()?,
             policy: self.policy_raw()?,
             slice_us: self.slice_us()?,
             watchdog_ms: self.watchdog_ms()?,
-            busy_ns: self.busy_ns()?,
-            idle_ns: self.idle_ns()?,
-            switches: self.switches()?,
-            macs: self.macs()?,
         })
     }
 
@@ -461,9 +463,9 @@ impl Instance {
         write_value(&self.vgpu_attr("latency_hist"), "0")
     }
 
-    /// All its counters, read one after the other (the histogram first).
+    /// All its counters, read one after the other (the histogram, the longest read,
+    /// last).
     pub fn counters(&self) -> Result<InstanceCounters> {
-        let latency = self.latency_hist()?;
         Ok(InstanceCounters {
             busy_ns: self.busy_ns()?,
             throttled_ns: self.throttled_ns()?,
@@ -472,7 +474,7 @@ impl Instance {
             slices: self.slices()?,
             queue_depth: self.queue_depth()?,
             macs: self.macs()?,
-            latency,
+            latency: self.latency_hist()?,
         })
     }
 

@@ -31,9 +31,9 @@
 //! independent (`.cargo/config.toml`), clap builds only the verb in use, the global
 //! allocator is dlmalloc, files are opened by raw `openat` (rustix: musl adds an
 //! `fcntl`) and read in one `read(2)`, directories by `getdents64`, instances are found
-//! in their types' `devices/` directories (no link per instance) and cost three
-//! attribute reads each (`vgpu_sysfs::read`), and verbs read only the parent and type
-//! they act on. Batches read the system once.
+//! in one read of each parent's `vgpu/instances` (on an older module: in their types'
+//! `devices/` directories, no link per instance, three attribute reads each;
+//! `vgpu_sysfs::read`), and verbs read only the parent and type they act on. Batches read the system once.
 //!
 //! Only mdev parents offering `vgpu_shim-*` types (the kernel names types
 //! `<driver>-<type>`) and instances of those types are managed; other drivers' parents

@@ -107,8 +107,8 @@ pub fn read_attr(path: &Path) -> Result<String> {
 /// buffer is the end: no `fstat` for a size hint (sysfs sizes are fake) and no second
 /// `read` to see 0. Larger files are read on to their end. The file is opened with
 /// `O_CLOEXEC` by a raw `openat` (rustix): musl's `open` adds an `fcntl` to set it
-/// again. `vgpuctl list` reads four attributes per instance, and under emulation (the
-/// rig) every system call counts.
+/// again. `vgpuctl list` on a module without `vgpu/instances` reads three attributes
+/// per instance, and under emulation (the rig) every system call counts.
 pub fn read_small(path: &Path) -> io::Result<String> {
     use rustix::fs::{Mode, OFlags};
     let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;

@@ -189,20 +189,28 @@ impl Parent {
         self.u64("macs")
     }
 
-    /// The parent's scheduler counters and knobs, read one after the other: the
-    /// counters first, closest together and to the caller's clock reading.
-    pub fn counters(&self) -> Result<ParentCounters> {
-        let (busy_ns, idle_ns) = (self.busy_ns()?, self.idle_ns()?);
-        let (switches, macs) = (self.switches()?, self.macs()?);
+    /// The parent's four counters alone (`busy_ns`, `idle_ns`, `switches`, `macs`),
+    /// read one after the other with nothing in between: for measurement windows. The
+    /// knobs are left at their defaults ([`Parent::counters`] reads them too).
+    pub fn sched_counters(&self) -> Result<ParentCounters> {
         Ok(ParentCounters {
-            busy_ns,
-            idle_ns,
-            switches,
-            macs,
+            busy_ns: self.busy_ns()?,
+            idle_ns: self.idle_ns()?,
+            switches: self.switches()?,
+            macs: self.macs()?,
+            ..ParentCounters::default()
+        })
+    }
+
+    /// The parent's counters ([`Parent::sched_counters`]) and then its knobs.
+    pub fn counters(&self) -> Result<ParentCounters> {
+        let counters = self.sched_counters()?;
+        Ok(ParentCounters {
             engines: self.engines()?,
             policy: self.policy_raw()?,
             slice_us: self.slice_us()?,
             watchdog_ms: self.watchdog_ms()?,
+            ..counters
         })
     }
 
@@ -463,9 +471,10 @@ impl Instance {
         write_value(&self.vgpu_attr("latency_hist"), "0")
     }
 
-    /// All its counters, read one after the other (the histogram, the longest read,
-    /// last).
-    pub fn counters(&self) -> Result<InstanceCounters> {
+    /// Its scalar counters alone (`busy_ns` … `macs`), read one after the other with
+    /// nothing in between: for measurement windows. `latency` is left empty
+    /// ([`Instance::counters`] reads it too).
+    pub fn sched_counters(&self) -> Result<InstanceCounters> {
         Ok(InstanceCounters {
             busy_ns: self.busy_ns()?,
             throttled_ns: self.throttled_ns()?,
@@ -474,7 +483,16 @@ impl Instance {
             slices: self.slices()?,
             queue_depth: self.queue_depth()?,
             macs: self.macs()?,
+            latency: LatencyHist::default(),
+        })
+    }
+
+    /// All its counters: [`Instance::sched_counters`], then the latency histogram.
+    pub fn counters(&self) -> Result<InstanceCounters> {
+        let counters = self.sched_counters()?;
+        Ok(InstanceCounters {
             latency: self.latency_hist()?,
+            ..counters
         })
     }
 

@@ -2377,7 +2377,7 @@ fn accounting(ctx: &mut Ctx) -> TestResult {
         g.eng.wait_idle(FENCE_TIMEOUT)?;
     }
     for (g, n) in gs.iter().zip([51u64, 31, 8]) {
-        let st = g.inst.counters()?;
+        let st = g.inst.sched_counters()?;
         ensure_eq!(st.jobs, n, "jobs of {}", g.inst.uuid());
         ensure_eq!(
             u64::from(g.eng.cmds_done()?),

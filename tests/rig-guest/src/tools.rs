@@ -157,7 +157,10 @@ fn snap_many(insts: &[Instance]) -> Result<Many, ToolError> {
     let t = std::time::Instant::now();
     let mut v = Vec::new();
     for i in insts {
-        v.push(i.counters().map_err(|e| ToolError::Failed(e.to_string()))?);
+        v.push(
+            i.sched_counters()
+                .map_err(|e| ToolError::Failed(e.to_string()))?,
+        );
     }
     Ok((t, v))
 }

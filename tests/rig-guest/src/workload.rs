@@ -402,10 +402,10 @@ pub struct Snap {
 pub fn snap(parent: &Parent, insts: &[Instance]) -> Result<Snap, Fail> {
     // The parent first, right after the clock: throughput figures use its macs.
     let t = Instant::now();
-    let parent = parent.counters().ctx("parent stats")?;
+    let parent = parent.sched_counters().ctx("parent stats")?;
     let mut v = Vec::with_capacity(insts.len());
     for i in insts {
-        v.push(i.counters().ctx(format!("stats of {}", i.uuid()))?);
+        v.push(i.sched_counters().ctx(format!("stats of {}", i.uuid()))?);
     }
     Ok(Snap { t, inst: v, parent })
 }

@@ -173,11 +173,89 @@ static ssize_t vram_pages_show(struct device *dev,
 }
 static DEVICE_ATTR_RO(vram_pages);
 
+/*
+ * vgpu/instances: every instance of the parent in one read, a line each,
+ * "<uuid> <type> <vram_mb> <vram_used_kb> <weight> <cap>\n", where <type>
+ * is the type's name without the driver's prefix ("256M"). Instances join
+ * and leave the scheduler's list under its spinlock: the values are copied
+ * there and formatted once it is dropped. A line is at most 63 bytes, so a
+ * page holds at least 64; whatever does not fit is counted on a last line
+ * "more <count>" (docs/device-abi.md), and readers then read the
+ * per-instance files.
+ */
+struct vgpu_inst_line {
+	guid_t uuid;
+	const char *type;
+	unsigned int vram_mb;
+	unsigned long used_kb;
+	unsigned int weight;
+	unsigned int cap;
+};
+
+/* Lines are at least this long: more records than a page holds are useless */
+#define VGPU_INST_LINE_MIN	48
+#define VGPU_INST_MORE_MAX	sizeof("more 4294967295\n")
+
+static ssize_t instances_show(struct device *dev,
+			      struct device_attribute *attr, char *buf)
+{
+	struct vgpu_parent *parent = dev_get_drvdata(dev);
+	struct vgpu_sched *s = &parent->sched;
+	unsigned int max = PAGE_SIZE / VGPU_INST_LINE_MIN;
+	unsigned int n = 0, total = 0, i;
+	struct vgpu_inst_line *rec;
+	struct vgpu_sched_ent *se;
+	ssize_t len = 0;
+
+	rec = kmalloc_array(max, sizeof(*rec), GFP_KERNEL);
+	if (!rec)
+		return -ENOMEM;
+
+	spin_lock(&s->lock);
+	list_for_each_entry(se, &s->ents, node) {
+		struct vgpu_device *vg = container_of(se, struct vgpu_device,
+						      se);
+
+		total++;
+		if (n == max)
+			continue;
+		rec[n].uuid = to_mdev_device(vg->vdev.dev)->uuid;
+		rec[n].type = vg->type->type.sysfs_name;
+		rec[n].vram_mb = vg->type->vram_mb;
+		rec[n].used_kb = READ_ONCE(vg->vram.used) * (PAGE_SIZE / 1024);
+		rec[n].weight = vg->weight;
+		rec[n].cap = vg->cap;
+		n++;
+	}
+	spin_unlock(&s->lock);
+
+	for (i = 0; i < n; i++) {
+		char line[96];
+		int l;
+
+		l = scnprintf(line, sizeof(line), "%pUl %s %u %lu %u %u\n",
+			      &rec[i].uuid, rec[i].type, rec[i].vram_mb,
+			      rec[i].used_kb, rec[i].weight, rec[i].cap);
+		/* the last line needs no room for "more" after it */
+		if (len + l + (i + 1 < total ? VGPU_INST_MORE_MAX : 0) >
+		    PAGE_SIZE)
+			break;
+		memcpy(buf + len, line, l);
+		len += l;
+	}
+	if (i < total)
+		len += sysfs_emit_at(buf, len, "more %u\n", total - i);
+	kfree(rec);
+	return len;
+}
+static DEVICE_ATTR_RO(instances);
+
 static struct attribute *vgpu_parent_attrs[] = {
 	&dev_attr_pool_mb.attr,
 	&dev_attr_pool_free_mb.attr,
 	&dev_attr_vram_pages.attr,
 	&vgpu_attr_display_pages.attr,		/* vgpu_vram.c */
+	&dev_attr_instances.attr,
 	/* the scheduler's knobs and counters (vgpu_sched.c) */
 	&vgpu_attr_policy.attr,
 	&vgpu_attr_slice_us.attr,

@@ -24,6 +24,10 @@ done
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$top/Cargo.toml" | head -n1)
 dkms_version=$(sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' "$top/kmod-shim/dkms.conf")
 [ -n "$version" ] && [ -n "$dkms_version" ] || die "cannot read the versions"
+# One version for the package, vgpuctl and the DKMS module: kmod-shim/dkms.conf must
+# carry the workspace's (dkms.conf is read as it is by `dkms add` of the source tree).
+[ "$version" = "$dkms_version" ] ||
+	die "kmod-shim/dkms.conf has PACKAGE_VERSION=\"$dkms_version\" but Cargo.toml's workspace version is $version: make them one"
 musl=$top/target/x86_64-unknown-linux-musl/release
 if [ "$build" = 1 ]; then
 	log "cargo build --release (musl) vgpuctl"

@@ -25,6 +25,9 @@ info=$(dpkg-deb --field "$deb")
 for want in "Package: vgpu" "Architecture: amd64" "Depends: dkms, kmod"; do
 	check "control has '$want'" grep -qx "$want" <<<"$info"
 done
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$top/Cargo.toml" | head -n1)
+check "dkms.conf's PACKAGE_VERSION is the workspace's ($dkms_version, $version)" test "$dkms_version" = "$version"
+check "the package's version is the workspace's" grep -qx "Version: $version-1" <<<"$info"
 check "postinst registers the module with DKMS" sh -c "dpkg-deb --ctrl-tarfile '$deb' | tar -xO ./postinst | grep -q 'dkms add -m vgpu_shim -v $dkms_version'"
 
 # Install into a throwaway root with its own dpkg database.

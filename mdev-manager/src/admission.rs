@@ -186,11 +186,11 @@ impl<E: Environment> Manager<E> {
     /// (`engines` is read only under `fixed_share`, the one policy it matters to.)
     fn sched_of(&self, parent: &str) -> Result<(u64, bool)> {
         let v = self.pool_dir(parent);
-        let policy = crate::sysfs::read_attr(&v.join("policy")).unwrap_or_default();
+        let policy = vgpu_sysfs::io::read_attr(&v.join("policy")).unwrap_or_default();
         if policy != "fixed_share" {
             return Ok((1, false));
         }
-        let engines = crate::sysfs::read_u64(&v.join("engines")).unwrap_or(1);
+        let engines = vgpu_sysfs::io::read_u64(&v.join("engines")).unwrap_or(1);
         Ok((engines, true))
     }
 }

@@ -4,7 +4,7 @@ use std::io;
 use std::path::PathBuf;
 use uuid::Uuid;
 
-use crate::model::DescriptionError;
+use vgpu_sysfs::DescriptionError;
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -216,6 +216,29 @@ pub enum Error {
         /// What could not be undone.
         undo_errors: Vec<String>,
     },
+}
+
+impl From<vgpu_sysfs::Error> for Error {
+    /// The model's errors keep their meaning (and messages) here.
+    fn from(e: vgpu_sysfs::Error) -> Self {
+        match e {
+            vgpu_sysfs::Error::Read { path, source } => Error::Read { path, source },
+            vgpu_sysfs::Error::Write { path, source } => Error::Write { path, source },
+            vgpu_sysfs::Error::Malformed { path, reason } => Error::Malformed { path, reason },
+            vgpu_sysfs::Error::Description { path, source } => Error::Description { path, source },
+            e @ vgpu_sysfs::Error::Parse { .. } => Error::Invalid(e.to_string()),
+        }
+    }
+}
+
+/// Maps a failed attribute write to an operator-facing error.
+pub(crate) fn write_error(path: PathBuf, e: io::Error, what: String) -> Error {
+    match e.raw_os_error() {
+        Some(libc::EACCES) | Some(libc::EPERM) => Error::PermissionDenied { path },
+        Some(libc::ENOENT) => Error::Write { path, source: e },
+        Some(_) => Error::Refused { what, source: e },
+        None => Error::Write { path, source: e },
+    }
 }
 
 impl Error {

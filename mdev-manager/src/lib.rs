@@ -5,18 +5,23 @@
 //! libvirt XML, and exposes the counters (Prometheus text, `top`). The `vgpuctl`
 //! binary is a thin CLI over [`Manager`].
 //!
-//! Modules: the sysfs model ([`model`], [`counters`], [`sysfs`], [`stats`]; free of
-//! CLI formatting, so other crates can share it), live operations ([`manager`]),
+//! The sysfs ABI itself (parents, types, instances, knobs, counters, the
+//! [`Environment`] and the fake trees for tests) is modelled by the `vgpu-sysfs`
+//! crate, which the rig tests share; its modules are re-exported here under their
+//! old names ([`model`], [`counters`], [`env`], [`fake`], [`fake_kernel`]).
+//!
+//! Modules: the counters of everything at once ([`stats`]), live operations ([`manager`]),
 //! definitions ([`definition`], the store, [`lock`]), [`lifecycle`] verbs (`define.rs`,
 //! `start.rs`) with placement and admission ([`placement`]), batches ([`apply`] of a
 //! [`manifest`], `create --count`), operator spellings ([`units`]), and the outputs
 //! ([`render`], [`xml`], [`metrics`], [`top`]).
 //!
 //! Every path is rooted by an [`Environment`]: [`SystemEnvironment`] is the real `/`,
-//! [`RootedEnvironment`] any directory (tests, `vgpuctl --root`). Every sysfs write goes
-//! through [`Environment::write_attr`]. [`fake::FakeSysfs`] builds a kernel-like tree
-//! for tests, and [`fake_kernel::FakeKernel`] acts on writes to it as the kernel does
-//! (`create` makes an instance, `remove` removes it, knobs take their ranges).
+//! [`RootedEnvironment`] any directory (tests, `vgpuctl --root`). Every sysfs write the
+//! manager makes goes through [`Environment::write_attr`]. [`fake::FakeSysfs`] builds a
+//! kernel-like tree for tests, and [`fake_kernel::FakeKernel`] acts on writes to it as
+//! the kernel does (`create` makes an instance, `remove` removes it, knobs take their
+//! ranges).
 //!
 //! # Speed
 //! `vgpuctl` is run once per operation by scripts, so a call is mostly process start-up
@@ -26,9 +31,9 @@
 //! independent (`.cargo/config.toml`), clap builds only the verb in use, the global
 //! allocator is dlmalloc, files are opened by raw `openat` (rustix: musl adds an
 //! `fcntl`) and read in one `read(2)`, directories by `getdents64`, instances are found
-//! in their types' `devices/` directories (no link per instance) and cost three
-//! attribute reads each, and verbs read only the parent and type they act on. Batches
-//! read the system once.
+//! in one read of each parent's `vgpu/instances` (on an older module: in their types'
+//! `devices/` directories, no link per instance, three attribute reads each;
+//! `vgpu_sysfs::read`), and verbs read only the parent and type they act on. Batches read the system once.
 //!
 //! Only mdev parents offering `vgpu_shim-*` types (the kernel names types
 //! `<driver>-<type>`) and instances of those types are managed; other drivers' parents
@@ -41,6 +46,7 @@
 //! - `serde` + `serde_json`: the standard for the `--json` output.
 //! - `thiserror`: derive for [`Error`], no runtime cost, already used in the workspace.
 //! - `uuid` (v4): RFC 4122 parsing/formatting and random instance UUIDs.
+//! - `vgpu-sysfs` (this workspace): the model of the sysfs ABI.
 //! - `log`: the logging facade (the binary installs a tiny stderr logger for `-v`).
 //! - `libc`: errno constants to map kernel write failures; already in the workspace.
 //! - `roxmltree`: a small, well-kept read-only XML parser (no unsafe, no C) for
@@ -66,28 +72,26 @@
 
 mod admission;
 pub mod apply;
-pub mod counters;
 mod define;
 pub mod definition;
-pub mod env;
 pub mod error;
-pub mod fake;
-pub mod fake_kernel;
 pub mod lifecycle;
 pub mod lock;
 pub mod manager;
 pub mod manifest;
 pub mod metrics;
-pub mod model;
 pub mod placement;
 pub mod render;
 mod start;
 pub mod stats;
 mod store;
-pub mod sysfs;
+#[cfg(test)]
+mod test_env;
 pub mod top;
 pub mod units;
 pub mod xml;
+
+pub use vgpu_sysfs::{counters, env, fake, fake_kernel, model};
 
 pub use apply::{Applied, DefinitionChange, InstanceChange};
 pub use definition::{Definition, StartMode};

@@ -14,11 +14,11 @@ use uuid::Uuid;
 
 use crate::definition::StartMode;
 use crate::env::Environment;
+use crate::error::write_error;
 use crate::error::{Error, Result};
 use crate::manager::Manager;
 use crate::model::{Instance, Parent, VgpuType};
 use crate::placement::Placement;
-use crate::sysfs::write_error;
 
 /// What to bring up: a parent (or a placement policy), a type and scheduling knobs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

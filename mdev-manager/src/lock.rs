@@ -34,7 +34,7 @@ impl Lock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::env::test_env::TempEnvironment;
+    use crate::test_env::TempEnvironment;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 

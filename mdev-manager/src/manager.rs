@@ -1,18 +1,17 @@
 //! Reading and changing vgpu parents and instances through sysfs.
 
 use log::debug;
+use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use uuid::Uuid;
 
 use crate::env::Environment;
-use crate::error::{Error, Result};
-use crate::model::{
-    natural_key, Instance, Parent, PoolInfo, TypeDescription, VgpuType, CAP_RANGE, POOL_MB_RANGE,
-    TYPE_PREFIX, WEIGHT_RANGE,
-};
-use crate::sysfs::{list_dir, read_attr, read_u64, write_error};
+use crate::error::{write_error, Error, Result};
+use crate::model::{Instance, Parent, PoolInfo, VgpuType, CAP_RANGE, POOL_MB_RANGE, WEIGHT_RANGE};
 use crate::units;
+use vgpu_sysfs::io::read_u64;
+use vgpu_sysfs::read;
 
 /// The vgpu mdev manager: every operation of `vgpuctl`, against one [`Environment`].
 ///
@@ -45,25 +44,13 @@ impl<E: Environment> Manager<E> {
 
     /// All managed parents, in natural name order (`vgpu_shim2` before `vgpu_shim10`).
     pub fn parents(&self) -> Result<Vec<Parent>> {
-        let mut parents = Vec::new();
-        for (name, dir) in list_dir(&self.env.parent_base())? {
-            match self.read_parent(&name, &dir)? {
-                Some(p) => parents.push(p),
-                None => debug!("ignoring mdev parent {name}: it offers no {TYPE_PREFIX}* type"),
-            }
-        }
-        parents.sort_by(|a, b| natural_key(&a.name).cmp(&natural_key(&b.name)));
-        Ok(parents)
+        Ok(read::parents(&self.env)?)
     }
 
     /// One managed parent by name (only its directory is read).
     pub fn parent(&self, name: &str) -> Result<Parent> {
-        let dir = self.env.parent_base().join(name);
-        let valid = !name.is_empty() && !name.contains('/') && name != "." && name != "..";
-        if valid && fs::symlink_metadata(&dir).is_ok() {
-            if let Some(p) = self.read_parent(name, &dir)? {
-                return Ok(p);
-            }
+        if let Some(p) = read::parent(&self.env, name, |_| true)? {
+            return Ok(p);
         }
         let parents = self.parents()?;
         let mut known = join_or_none(parents.iter().map(|p| p.name.as_str()));
@@ -81,13 +68,9 @@ impl<E: Environment> Manager<E> {
     /// types. For the paths that create one instance of one type: the other types'
     /// attributes are not needed there, and under emulation every file read counts.
     pub(crate) fn parent_for_type(&self, name: &str, spelling: &str) -> Result<Parent> {
-        let dir = self.env.parent_base().join(name);
-        let direct = units::type_dir_name(spelling);
-        let found = match &direct {
-            Some(id) if !name.contains('/') && !name.is_empty() => {
-                self.read_parent_types(name, &dir, |t| t.eq_ignore_ascii_case(id))?
-            }
-            _ => None,
+        let found = match units::type_dir_name(spelling) {
+            Some(id) => read::parent(&self.env, name, |t| t.eq_ignore_ascii_case(&id))?,
+            None => None,
         };
         match found {
             Some(p) => Ok(p),
@@ -275,57 +258,25 @@ impl<E: Environment> Manager<E> {
         self.env.mdev_base().join(uuid.to_string())
     }
 
-    /// Reads a parent; `None` if it offers no vgpu_shim type (another driver's parent).
-    fn read_parent(&self, name: &str, dir: &Path) -> Result<Option<Parent>> {
-        self.read_parent_types(name, dir, |_| true)
+    /// All managed instances, by parent then UUID.
+    pub fn instances(&self) -> Result<Vec<Instance>> {
+        self.instances_except(&BTreeSet::new())
     }
 
-    /// Reads a parent with only the types `want` picks (by id).
-    fn read_parent_types(
-        &self,
-        name: &str,
-        dir: &Path,
-        want: impl Fn(&str) -> bool,
-    ) -> Result<Option<Parent>> {
-        let mut types = Vec::new();
-        for (id, tdir) in list_dir(&dir.join("mdev_supported_types"))? {
-            if id.starts_with(TYPE_PREFIX) && want(&id) {
-                types.push(read_type(name, &id, &tdir)?);
-            }
-        }
-        if types.is_empty() {
-            return Ok(None);
-        }
-        types.sort_by(|a, b| (a.description.vram_mb, &a.id).cmp(&(b.description.vram_mb, &b.id)));
-        let vgpu = dir.join("vgpu");
-        Ok(Some(Parent {
-            name: name.to_string(),
-            pool_mb: read_u64(&vgpu.join("pool_mb"))?,
-            pool_free_mb: read_u64(&vgpu.join("pool_free_mb"))?,
-            vram_pages: read_u64(&vgpu.join("vram_pages"))?,
-            types,
-        }))
+    /// The UUIDs of every mdev device (of any driver), without reading them.
+    pub fn device_uuids(&self) -> Result<BTreeSet<Uuid>> {
+        Ok(read::device_uuids(&self.env)?)
     }
-}
 
-/// The parsed `description` of the type directory `dir`.
-fn read_description(dir: &Path) -> Result<TypeDescription> {
-    let path = dir.join("description");
-    read_attr(&path)?
-        .parse()
-        .map_err(|source| Error::Description { path, source })
-}
+    /// All managed instances but those in `skip` (which are not read at all).
+    pub(crate) fn instances_except(&self, skip: &BTreeSet<Uuid>) -> Result<Vec<Instance>> {
+        Ok(read::instances(&self.env, skip)?)
+    }
 
-fn read_type(parent: &str, id: &str, dir: &Path) -> Result<VgpuType> {
-    let description = read_description(dir)?;
-    Ok(VgpuType {
-        id: id.to_string(),
-        parent: parent.to_string(),
-        name: read_attr(&dir.join("name"))?,
-        description,
-        device_api: read_attr(&dir.join("device_api"))?,
-        available_instances: read_u64(&dir.join("available_instances"))?,
-    })
+    /// One managed instance by UUID.
+    pub fn instance(&self, uuid: Uuid) -> Result<Instance> {
+        read::instance(&self.env, uuid)?.ok_or(Error::InstanceNotFound(uuid))
+    }
 }
 
 fn check_range(attr: &'static str, value: u64, (min, max): (u64, u64)) -> Result<()> {
@@ -350,6 +301,5 @@ fn join_or_none<'a>(names: impl Iterator<Item = &'a str>) -> String {
     }
 }
 
-mod instances;
 #[cfg(test)]
 mod tests;

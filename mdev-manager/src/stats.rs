@@ -2,14 +2,13 @@
 //! `metrics`).
 
 use serde::Serialize;
-use std::path::Path;
+use vgpu_sysfs::handle;
 
-use crate::counters::{InstanceCounters, LatencyHist, ParentCounters};
+use crate::counters::{InstanceCounters, ParentCounters};
 use crate::env::Environment;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::manager::Manager;
 use crate::model::{Instance, Parent};
-use crate::sysfs::{read_attr, read_u64};
 
 /// A parent with its scheduler counters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -46,7 +45,7 @@ impl<E: Environment> Manager<E> {
     pub fn snapshot(&self) -> Result<Snapshot> {
         let mut parents = Vec::new();
         for p in self.parents()? {
-            let counters = read_parent_counters(&self.env().parent_base().join(&p.name))?;
+            let counters = handle::Parent::named_in(self.env(), &p.name).counters()?;
             parents.push(ParentStats {
                 parent: p,
                 counters,
@@ -54,49 +53,16 @@ impl<E: Environment> Manager<E> {
         }
         let mut instances = Vec::new();
         for i in self.instances()? {
-            let dir = self.env().mdev_base().join(i.uuid.to_string());
-            match read_instance_counters(&dir) {
+            let h = handle::Instance::new_in(self.env(), i.uuid);
+            match h.counters() {
                 Ok(counters) => instances.push(InstanceStats {
                     instance: i,
                     counters,
                 }),
-                Err(_) if std::fs::symlink_metadata(&dir).is_err() => {}
-                Err(e) => return Err(e),
+                Err(_) if std::fs::symlink_metadata(h.path()).is_err() => {}
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(Snapshot { parents, instances })
     }
-}
-
-fn read_parent_counters(dir: &Path) -> Result<ParentCounters> {
-    let v = dir.join("vgpu");
-    Ok(ParentCounters {
-        engines: read_u64(&v.join("engines"))?,
-        policy: read_attr(&v.join("policy"))?,
-        slice_us: read_u64(&v.join("slice_us"))?,
-        watchdog_ms: read_u64(&v.join("watchdog_ms"))?,
-        busy_ns: read_u64(&v.join("busy_ns"))?,
-        idle_ns: read_u64(&v.join("idle_ns"))?,
-        switches: read_u64(&v.join("switches"))?,
-        macs: read_u64(&v.join("macs"))?,
-    })
-}
-
-fn read_instance_counters(dir: &Path) -> Result<InstanceCounters> {
-    let v = dir.join("vgpu");
-    let hist_path = v.join("latency_hist");
-    let hist = read_attr(&hist_path)?;
-    Ok(InstanceCounters {
-        busy_ns: read_u64(&v.join("busy_ns"))?,
-        throttled_ns: read_u64(&v.join("throttled_ns"))?,
-        jobs: read_u64(&v.join("jobs"))?,
-        cmds_failed: read_u64(&v.join("cmds_failed"))?,
-        slices: read_u64(&v.join("slices"))?,
-        queue_depth: read_u64(&v.join("queue_depth"))?,
-        macs: read_u64(&v.join("macs"))?,
-        latency: LatencyHist::parse(&hist).map_err(|reason| Error::Malformed {
-            path: hist_path,
-            reason,
-        })?,
-    })
 }

@@ -188,7 +188,7 @@ impl<E: Environment> Manager<E> {
         };
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let uuid = Uuid::parse_str(name).map_err(|e| bad(format!("name is not a UUID: {e}")))?;
-        let text = crate::sysfs::read_small(path).map_err(|source| Error::Read {
+        let text = vgpu_sysfs::io::read_small(path).map_err(|source| Error::Read {
             path: path.to_path_buf(),
             source,
         })?;
@@ -226,7 +226,7 @@ impl<E: Environment> Manager<E> {
 /// directory is empty. Links are followed (one `stat` each).
 fn typed_entries(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
     use rustix::fs::FileType;
-    let mut out: Vec<(String, PathBuf, bool)> = crate::sysfs::entries(dir)?
+    let mut out: Vec<(String, PathBuf, bool)> = vgpu_sysfs::io::entries(dir)?
         .into_iter()
         .map(|(name, ft)| {
             let path = dir.join(&name);

@@ -20,6 +20,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A read or write of the sysfs model (`vgpu-sysfs`) failed.
+    #[error(transparent)]
+    Model(#[from] vgpu_sysfs::Error),
     /// Opening a VFIO character device failed.
     #[error("open {path}: {source}")]
     Open {
@@ -158,6 +161,7 @@ impl Error {
             | Error::Ioctl { source, .. }
             | Error::RegionIo { source, .. }
             | Error::Mmap { source, .. } => source.raw_os_error(),
+            Error::Model(e) => e.errno(),
             _ => None,
         }
     }

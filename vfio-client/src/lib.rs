@@ -12,8 +12,9 @@
 //!   volatile accessors, unmapped on drop;
 //! * IRQs: eventfds on INTx/MSI/REQ through `VFIO_DEVICE_SET_IRQS`, loopback triggers;
 //! * `VFIO_DEVICE_QUERY_GFX_PLANE` for region planes;
-//! * [`sysfs`]: parents, types (with their parsed descriptions), instance create/remove and
-//!   vgpu's own attributes, the scheduler's knobs and counters;
+//! * [`OpenInstance`]: open the VFIO device of a `vgpu_sysfs::handle::Instance` (the
+//!   sysfs ABI itself, parents, types, instances, knobs and counters, is the
+//!   `vgpu-sysfs` crate's);
 //! * [`engine`]: the engine's commands ([`Cmd`]) and a ring driver ([`Engine`]): submit,
 //!   fences (polled or by MSI), errors, engine reset;
 //! * [`reference`]: reference CHECKSUM/GEMM/COPY and a reference command validator;
@@ -28,7 +29,8 @@
 //! * `vmm-sys-util` (rust-vmm): the `ioctl_io_nr!` request-number macro and typed `ioctl`
 //!   wrappers (and `EventFd` for callers); the same crate `vfio-bindings` builds on.
 //! * `libc`: pread/pwrite-free syscalls that std does not wrap: `mmap`/`munmap`,
-//!   `getrandom`, errno constants.
+//!   errno constants.
+//! * `vgpu-sysfs` (this workspace): the sysfs model, for the instance to open.
 //! * `thiserror`: the error enum's `Display`/`source` boilerplate.
 //! * `log`: a warning when `munmap` fails in `Drop` (nowhere to return an error).
 //!
@@ -64,7 +66,6 @@ mod error;
 mod ioctls;
 mod mmap;
 pub mod reference;
-pub mod sysfs;
 
 pub use container::{Container, Group, CONTAINER_PATH};
 pub use device::{
@@ -74,6 +75,24 @@ pub use device::{
 };
 pub use engine::{Cmd, Engine, EngineRegs, ErrorCode, RawCmd};
 pub use error::{Error, Result};
+
+/// Opening a vgpu instance found through the sysfs model.
+pub trait OpenInstance {
+    /// The VFIO group number (its `iommu_group` link).
+    fn iommu_group(&self) -> Result<u32>;
+    /// Open the instance's VFIO device in a container of its own.
+    fn open(&self) -> Result<Device>;
+}
+
+impl OpenInstance for vgpu_sysfs::handle::Instance {
+    fn iommu_group(&self) -> Result<u32> {
+        Group::id_of(self.path())
+    }
+
+    fn open(&self) -> Result<Device> {
+        Device::open(self.path())
+    }
+}
 pub use mmap::{MappedRegion, Mismatch};
 pub use vfio_bindings::bindings::vfio as uapi;
 pub use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};

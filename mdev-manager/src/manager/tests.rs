@@ -1,9 +1,11 @@
 use super::*;
-use crate::env::test_env::TempEnvironment;
 use crate::fake::{FakeSysfs, SAMPLE_UUIDS};
+use crate::model::TypeDescription;
 use crate::render;
-use crate::sysfs::{parent_and_type, write_attr};
+use crate::test_env::TempEnvironment;
 use std::io;
+use std::path::Path;
+use vgpu_sysfs::io::{parent_and_type, write_attr};
 
 fn sample() -> (Manager<TempEnvironment>, FakeSysfs) {
     let env = TempEnvironment::new();

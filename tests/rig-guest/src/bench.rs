@@ -13,7 +13,8 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use vgpu_vfio::sysfs::{Instance, LatencyHist, Parent, Policy};
+use vgpu_sysfs::handle::{Instance, Parent};
+use vgpu_sysfs::{LatencyHist, Policy};
 
 use crate::harness::{clean_state, remove_with_timeout, Context, Fail, REMOVE_TIMEOUT};
 use crate::sys;
@@ -317,6 +318,7 @@ fn isolation(b: &mut Bench, out: &mut String) -> Result<(), Fail> {
     let next = victim_latencies(b, true, samples)?;
     let sl = |h: &LatencyHist, p: f64| {
         h.quantile_ns(p)
+            .filter(|&ns| ns != u64::MAX)
             .map_or(f64::NAN, |ns| ns as f64 / (slice_us as f64 * 1e3))
     };
     let (a50, a99) = (sl(&alone, 0.5), sl(&alone, 0.99));

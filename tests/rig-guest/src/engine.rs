@@ -8,11 +8,12 @@
 use crate::foundation::{bad_writes, COMMON_BAD};
 use std::time::{Duration, Instant};
 
+use vgpu_sysfs::handle::{Instance, Parent};
+use vgpu_sysfs::{LatencyHist, Policy};
 use vgpu_vfio::abi::engine as reg;
 use vgpu_vfio::abi::{self, drm};
 use vgpu_vfio::engine::error_name;
 use vgpu_vfio::reference::{copy_in_place, fnv1a64_bytes, gemm, gemm_in_place};
-use vgpu_vfio::sysfs::{Instance, LatencyHist, Parent, Policy};
 use vgpu_vfio::{irq, Cmd, EngineRegs, ErrorCode, EventFd, RawCmd, EFD_NONBLOCK};
 
 use crate::harness::{Context, Ctx, Fail, FailContext, Suite, Test, TestResult};
@@ -2316,14 +2317,14 @@ fn sched_sysfs_bad_input(ctx: &mut Ctx) -> TestResult {
     ];
     for a in ro_inst {
         let path = inst.vgpu_attr(a);
-        let before = vgpu_vfio::sysfs::read_u64(&path)?;
-        let r = vgpu_vfio::sysfs::write_attr(&path, "5");
+        let before = vgpu_sysfs::io::read_u64(&path)?;
+        let r = vgpu_sysfs::io::write_value(&path, "5");
         ctx.soft(expect_errno(
             r,
             &[libc::EACCES, libc::EPERM, libc::EIO, libc::EINVAL],
             &format!("write to read-only {a}"),
         ));
-        let after = vgpu_vfio::sysfs::read_u64(&path)?;
+        let after = vgpu_sysfs::io::read_u64(&path)?;
         ctx.soft(if after == before {
             Ok(())
         } else {
@@ -2334,7 +2335,7 @@ fn sched_sysfs_bad_input(ctx: &mut Ctx) -> TestResult {
     }
     for a in ["engines", "busy_ns", "idle_ns", "switches"] {
         let path = p.vgpu_attr(a);
-        let r = vgpu_vfio::sysfs::write_attr(&path, "5");
+        let r = vgpu_sysfs::io::write_value(&path, "5");
         ctx.soft(expect_errno(
             r,
             &[libc::EACCES, libc::EPERM, libc::EIO, libc::EINVAL],
@@ -2376,7 +2377,7 @@ fn accounting(ctx: &mut Ctx) -> TestResult {
         g.eng.wait_idle(FENCE_TIMEOUT)?;
     }
     for (g, n) in gs.iter().zip([51u64, 31, 8]) {
-        let st = g.inst.sched_stats()?;
+        let st = g.inst.sched_counters()?;
         ensure_eq!(st.jobs, n, "jobs of {}", g.inst.uuid());
         ensure_eq!(
             u64::from(g.eng.cmds_done()?),
@@ -2691,7 +2692,7 @@ fn macs(ctx: &mut Ctx) -> TestResult {
     ] {
         for v in ["0", "5"] {
             ctx.soft(expect_errno(
-                vgpu_vfio::sysfs::write_attr(&path, v),
+                vgpu_sysfs::io::write_value(&path, v),
                 &[libc::EACCES, libc::EPERM, libc::EIO, libc::EINVAL],
                 &format!("{what} <- {v:?}"),
             ));
@@ -2785,11 +2786,11 @@ fn hist_at(inst: &Instance, want: u64, what: &str) -> Result<(LatencyHist, Insta
     loop {
         let h = inst.latency_hist().ctx("read latency_hist")?;
         let t = Instant::now();
-        if h.count() >= want || start.elapsed() > Duration::from_secs(2) {
+        if h.total() >= want || start.elapsed() > Duration::from_secs(2) {
             ensure!(
-                h.count() == want,
+                h.total() == want,
                 "{what}: latency_hist holds {} samples, want {want}: {}",
-                h.count(),
+                h.total(),
                 show_hist(&h)
             );
             return Ok((h, t));
@@ -2803,9 +2804,9 @@ fn hist_stays(inst: &Instance, want: u64, what: &str) -> Result<LatencyHist, Fai
     std::thread::sleep(Duration::from_millis(50));
     let h = inst.latency_hist().ctx("read latency_hist")?;
     ensure!(
-        h.count() == want,
+        h.total() == want,
         "{what}: latency_hist holds {} samples, want {want}: {}",
-        h.count(),
+        h.total(),
         show_hist(&h)
     );
     Ok(h)
@@ -2997,7 +2998,7 @@ fn latency_hist(ctx: &mut Ctx) -> TestResult {
     } else {
         // Something completed while the doorbells were rung: slots were freed.
         std::thread::sleep(Duration::from_millis(50));
-        let n = g.inst.latency_hist()?.count();
+        let n = g.inst.latency_hist()?.total();
         ctx.note(format!(
             "inconclusive: {} commands completed during the 20 doorbells",
             jobs1 - jobs0
@@ -3137,7 +3138,7 @@ fn latency_hist_sysfs(ctx: &mut Ctx) -> TestResult {
         "1", "5", "00x", "0x0", "-0", "+0", " 0", "0 ", "\n0", "0\t", "0\n\n", "0\0", "0.0", "0,",
     ]);
     for b in bad {
-        if g.inst.latency_hist()?.count() == 0 {
+        if g.inst.latency_hist()?.total() == 0 {
             g.run(&[Cmd::Nop])?;
             hist_at(&g.inst, 1, "refill")?;
         }
@@ -3145,7 +3146,7 @@ fn latency_hist_sysfs(ctx: &mut Ctx) -> TestResult {
             if s.starts_with("hist") {
                 Ok(())
             } else {
-                vgpu_vfio::sysfs::write_attr(&path, s)
+                vgpu_sysfs::io::write_value(&path, s)
             }
         };
         let read = || g.inst.latency_hist().map(HistView);
@@ -3154,10 +3155,10 @@ fn latency_hist_sysfs(ctx: &mut Ctx) -> TestResult {
     // "0" and "0\n" clear it; samples are recorded again after.
     for v in ["0", "0\n"] {
         ensure!(
-            g.inst.latency_hist()?.count() > 0,
+            g.inst.latency_hist()?.total() > 0,
             "test bug: nothing to clear"
         );
-        vgpu_vfio::sysfs::write_attr(&path, v).ctx(format!("latency_hist <- {v:?}"))?;
+        vgpu_sysfs::io::write_value(&path, v).ctx(format!("latency_hist <- {v:?}"))?;
         let raw = std::fs::read_to_string(&path).ctx("read latency_hist")?;
         ensure_eq!(raw.as_str(), "", "latency_hist after writing {v:?}");
         g.run(&[Cmd::Nop])?;
@@ -3177,12 +3178,12 @@ fn latency_hist_sysfs(ctx: &mut Ctx) -> TestResult {
     // "00" is a decimal 0, as for every numeric attribute: it clears too.
     g.run(&[Cmd::Nop])?;
     ensure!(
-        g.inst.latency_hist()?.count() > 0,
+        g.inst.latency_hist()?.total() > 0,
         "test bug: nothing to clear"
     );
-    vgpu_vfio::sysfs::write_attr(&path, "00").ctx("latency_hist <- \"00\"")?;
+    vgpu_sysfs::io::write_value(&path, "00").ctx("latency_hist <- \"00\"")?;
     ensure_eq!(
-        g.inst.latency_hist()?.count(),
+        g.inst.latency_hist()?.total(),
         0,
         "samples after writing \"00\""
     );

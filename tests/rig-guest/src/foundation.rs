@@ -5,8 +5,8 @@ use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use vgpu_sysfs::handle::{Instance, Parent};
 use vgpu_vfio::abi::{self, dispi, drm, info};
-use vgpu_vfio::sysfs::{Instance, Parent};
 use vgpu_vfio::uapi::{
     VFIO_DEVICE_FLAGS_PCI, VFIO_DEVICE_FLAGS_RESET, VFIO_GFX_PLANE_TYPE_DMABUF,
     VFIO_GFX_PLANE_TYPE_REGION, VFIO_IRQ_INFO_EVENTFD, VFIO_IRQ_INFO_MASKABLE,
@@ -15,7 +15,7 @@ use vgpu_vfio::uapi::{
     VFIO_IRQ_SET_DATA_NONE, VFIO_REGION_INFO_FLAG_CAPS, VFIO_REGION_INFO_FLAG_MMAP,
     VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
 };
-use vgpu_vfio::{irq, region, Device, EventFd, EFD_NONBLOCK};
+use vgpu_vfio::{irq, region, Device, EventFd, OpenInstance, EFD_NONBLOCK};
 
 use crate::harness::{Context, Ctx, Fail, Suite, Test, TestResult};
 use crate::sys;
@@ -49,6 +49,21 @@ pub fn suite() -> Suite {
             t("multi_parent", Some("parents=3 pool_mb=1024"), multi_parent),
             t("reset", Some(""), reset),
             t("vfio_ioctls_compat", Some(""), vfio_ioctls_compat),
+            t(
+                "instances_attr",
+                Some("pool_mb=8192"),
+                crate::listing::instances_attr,
+            ),
+            t(
+                "instances_attr_churn",
+                Some("pool_mb=2048"),
+                crate::listing::instances_attr_churn,
+            ),
+            t(
+                "instances_attr_more",
+                Some("pool_mb=12800"),
+                crate::listing::instances_attr_more,
+            ),
         ],
     }
 }
@@ -1452,8 +1467,8 @@ fn irqs(ctx: &mut Ctx) -> TestResult {
 /// value as it was (shared with the engine suite's scheduler attributes).
 pub(crate) fn bad_writes<T: PartialEq + std::fmt::Debug + std::fmt::Display>(
     what: &str,
-    write: &dyn Fn(&str) -> vgpu_vfio::Result<()>,
-    read: &dyn Fn() -> vgpu_vfio::Result<T>,
+    write: &dyn Fn(&str) -> vgpu_sysfs::Result<()>,
+    read: &dyn Fn() -> vgpu_sysfs::Result<T>,
     bad: &[&str],
 ) -> TestResult {
     let before = read().ctx(format!("read {what}"))?;

@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use vgpu_sysfs::handle::Parent;
 use vgpu_vfio::abi::engine as reg;
 use vgpu_vfio::engine::error_name;
 use vgpu_vfio::reference::{
     fnv1a64_bytes, gemm, overlaps, validate, work, writes, CodeSet, Limits,
 };
-use vgpu_vfio::sysfs::Parent;
 use vgpu_vfio::{Cmd, ErrorCode, RawCmd};
 
 use crate::harness::{clean_state, Context, Fail};

@@ -5,7 +5,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use vgpu_vfio::sysfs::{Instance, MdevType, Parent};
+use vgpu_sysfs::handle::{Instance, MdevType, Parent};
 
 use crate::sys;
 
@@ -163,7 +163,7 @@ impl Ctx {
     }
 
     /// Try to create an instance of `t`, returning the library error on failure.
-    pub fn try_create(&self, t: &MdevType) -> vgpu_vfio::Result<Instance> {
+    pub fn try_create(&self, t: &MdevType) -> vgpu_sysfs::Result<Instance> {
         t.create_new()
     }
 

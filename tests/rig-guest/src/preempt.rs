@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use vgpu_vfio::sysfs::{LatencyHist, Parent};
+use vgpu_sysfs::handle::Parent;
+use vgpu_sysfs::LatencyHist;
 use vgpu_vfio::Cmd;
 
 use crate::engine::{expect_shares, fleet, new_gpu, with_saturated, DATA, SHARE_TOL, T128};
@@ -81,7 +82,7 @@ fn show(h: &LatencyHist) -> String {
     };
     format!(
         "{} samples, p50 {} p99 {} max {}",
-        h.count(),
+        h.total(),
         q(0.5),
         q(0.99),
         q(1.0)
@@ -93,7 +94,7 @@ fn show(h: &LatencyHist) -> String {
 fn with_neighbour<T>(
     ctx: &Ctx,
     p: &Parent,
-    f: impl FnOnce(&[vgpu_vfio::sysfs::Instance]) -> Result<T, Fail>,
+    f: impl FnOnce(&[vgpu_sysfs::handle::Instance]) -> Result<T, Fail>,
 ) -> Result<T, Fail> {
     let (gpus, ns) = fleet(ctx, p, &[1])?;
     with_saturated(gpus, ns, f).map(|(r, _)| r)
@@ -169,7 +170,7 @@ fn preempt_knob(ctx: &mut Ctx) -> TestResult {
     // the counters are read-only
     for path in [p.vgpu_attr("preemptions"), inst.vgpu_attr("preemptions")] {
         ensure!(
-            vgpu_vfio::sysfs::write_attr(&path, "0").is_err(),
+            vgpu_sysfs::io::write_attr(&path, "0").is_err(),
             "{} took a write",
             path.display()
         );
@@ -231,7 +232,7 @@ fn preempt_off(ctx: &mut Ctx) -> TestResult {
     let (h, pp, vp, _) = victim_next_to_neighbour(ctx, false)?;
     ensure_eq!(pp, 0, "parent preemptions with preempt 0");
     ensure_eq!(vp, 0, "victim preemptions with preempt 0");
-    ensure_eq!(h.count(), u64::from(VICTIM_JOBS), "victim samples");
+    ensure_eq!(h.total(), u64::from(VICTIM_JOBS), "victim samples");
     Ok(())
 }
 

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use vgpu_vfio::sysfs::{Instance, Parent, Uuid};
+use vgpu_sysfs::handle::{Instance, Parent};
+use vgpu_sysfs::Uuid;
 
 use crate::harness::Fail;
 use crate::workload::*;
@@ -150,14 +151,14 @@ pub fn load(args: &[String]) -> ToolResult {
     Ok(())
 }
 
-type Many = (std::time::Instant, Vec<vgpu_vfio::sysfs::InstanceStats>);
+type Many = (std::time::Instant, Vec<vgpu_sysfs::InstanceCounters>);
 
 fn snap_many(insts: &[Instance]) -> Result<Many, ToolError> {
     let t = std::time::Instant::now();
     let mut v = Vec::new();
     for i in insts {
         v.push(
-            i.sched_stats()
+            i.sched_counters()
                 .map_err(|e| ToolError::Failed(e.to_string()))?,
         );
     }

@@ -3,8 +3,8 @@
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
+use vgpu_sysfs::handle::{Instance, Parent};
 use vgpu_vfio::abi::{self, dispi};
-use vgpu_vfio::sysfs::{Instance, Parent};
 use vgpu_vfio::{region, Device};
 
 use crate::harness::{Context, Fail};
@@ -32,8 +32,8 @@ pub fn errno_name(e: i32) -> String {
 }
 
 /// Expect a vgpu_vfio error with one of `errnos`.
-pub fn expect_errno<T: Debug>(
-    r: vgpu_vfio::Result<T>,
+pub fn expect_errno<T: Debug, E: Into<vgpu_vfio::Error>>(
+    r: Result<T, E>,
     errnos: &[i32],
     what: &str,
 ) -> Result<(), Fail> {
@@ -42,10 +42,13 @@ pub fn expect_errno<T: Debug>(
             "{what}: succeeded ({v:?}), want {}",
             names(errnos)
         ))),
-        Err(e) => match e.errno() {
-            Some(n) if errnos.contains(&n) => Ok(()),
-            _ => Err(Fail(format!("{what}: {e}, want {}", names(errnos)))),
-        },
+        Err(e) => {
+            let e: vgpu_vfio::Error = e.into();
+            match e.errno() {
+                Some(n) if errnos.contains(&n) => Ok(()),
+                _ => Err(Fail(format!("{what}: {e}, want {}", names(errnos)))),
+            }
+        }
     }
 }
 
@@ -247,7 +250,7 @@ pub fn ensure_bytes(got: &[u8], want: &[u8], what: &str) -> Result<(), Fail> {
 }
 
 /// Ensure a value read from sysfs equals the expectation.
-pub fn ensure_attr(got: vgpu_vfio::Result<u64>, want: u64, what: &str) -> Result<(), Fail> {
+pub fn ensure_attr(got: vgpu_sysfs::Result<u64>, want: u64, what: &str) -> Result<(), Fail> {
     let g = got.ctx(what)?;
     ensure_eq!(g, want, "{what}");
     Ok(())

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use vgpu_sysfs::handle::{Instance, Parent};
+use vgpu_sysfs::{InstanceCounters as InstanceStats, LatencyHist, ParentCounters as ParentStats};
 use vgpu_vfio::abi::engine as reg;
 use vgpu_vfio::reference::fnv1a64_words;
-use vgpu_vfio::sysfs::{Instance, InstanceStats, LatencyHist, Parent, ParentStats};
-use vgpu_vfio::{region, Cmd, Device, Engine, EventFd, MappedRegion, EFD_NONBLOCK};
+use vgpu_vfio::{region, Cmd, Device, Engine, EventFd, MappedRegion, OpenInstance, EFD_NONBLOCK};
 
 use crate::ensure;
 use crate::harness::{Context, Fail};
@@ -401,10 +402,10 @@ pub struct Snap {
 pub fn snap(parent: &Parent, insts: &[Instance]) -> Result<Snap, Fail> {
     // The parent first, right after the clock: throughput figures use its macs.
     let t = Instant::now();
-    let parent = parent.sched_stats().ctx("parent stats")?;
+    let parent = parent.sched_counters().ctx("parent stats")?;
     let mut v = Vec::with_capacity(insts.len());
     for i in insts {
-        v.push(i.sched_stats().ctx(format!("stats of {}", i.uuid()))?);
+        v.push(i.sched_counters().ctx(format!("stats of {}", i.uuid()))?);
     }
     Ok(Snap { t, inst: v, parent })
 }
@@ -608,9 +609,9 @@ pub fn victim_latency(
     }
     let h = victim.inst.latency_hist().ctx("latency_hist")?;
     ensure!(
-        h.count() == u64::from(samples),
+        h.total() == u64::from(samples),
         "latency_hist counts {} submissions, the victim made {samples}",
-        h.count()
+        h.total()
     );
     Ok(h)
 }

@@ -4,9 +4,12 @@
 //! as the number of instances grows.
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use vgpu_vfio::sysfs::{read_u64, write_attr, Instance, LatencyHist};
+use vgpu_sysfs::handle::Instance;
+use vgpu_sysfs::io::{read_u64, write_attr};
+use vgpu_sysfs::LatencyHist;
 use vgpu_vfio::Cmd;
 
 use super::{max_err, pctl, victim_latencies, with_load, Bench, DATA, WEIGHTS};
@@ -183,7 +186,7 @@ pub(super) fn frame_time(b: &mut Bench, out: &mut String) -> Result<(), Fail> {
                     .filter(|(ub, _)| *ub <= 16_667_000)
                     .map(|x| x.1)
                     .sum::<u64>();
-                let pct = 100.0 * on_time as f64 / h.count().max(1) as f64;
+                let pct = 100.0 * on_time as f64 / h.total().max(1) as f64;
                 let q = |p| h.quantile_ns(p).map_or(f64::NAN, |x| x as f64 / 1e6);
                 let target = k == 7 && *on == "1";
                 let _ = writeln!(
@@ -286,7 +289,7 @@ pub(super) fn pick_cost(b: &mut Bench, out: &mut String) -> Result<(), Fail> {
         "N", "ns/pick", "picks/s", "share err"
     );
     let hook = format!("{PARAMS}/test_pick_stats");
-    if write_attr(&hook, "1").is_err() {
+    if write_attr(Path::new(&hook), "1").is_err() {
         let _ = writeln!(
             out,
             "    (no test_pick_stats: a module built without VGPU_TEST_HOOKS)"
@@ -307,11 +310,13 @@ pub(super) fn pick_cost(b: &mut Bench, out: &mut String) -> Result<(), Fail> {
             let p = b.p.clone();
             let (w, dns, dpicks) = with_load(b, gpus, |is| {
                 std::thread::sleep(settle);
-                let ns0 = read_u64(format!("{PARAMS}/test_pick_ns")).ctx("test_pick_ns")?;
-                let k0 = read_u64(format!("{PARAMS}/test_picks")).ctx("test_picks")?;
+                let ns0 =
+                    read_u64(Path::new(&format!("{PARAMS}/test_pick_ns"))).ctx("test_pick_ns")?;
+                let k0 = read_u64(Path::new(&format!("{PARAMS}/test_picks"))).ctx("test_picks")?;
                 let w = measure(&p, is, Duration::ZERO, win)?;
-                let ns1 = read_u64(format!("{PARAMS}/test_pick_ns")).ctx("test_pick_ns")?;
-                let k1 = read_u64(format!("{PARAMS}/test_picks")).ctx("test_picks")?;
+                let ns1 =
+                    read_u64(Path::new(&format!("{PARAMS}/test_pick_ns"))).ctx("test_pick_ns")?;
+                let k1 = read_u64(Path::new(&format!("{PARAMS}/test_picks"))).ctx("test_picks")?;
                 Ok((w, ns1 - ns0, k1 - k0))
             })?;
             b.remove_all()?;
@@ -334,7 +339,7 @@ pub(super) fn pick_cost(b: &mut Bench, out: &mut String) -> Result<(), Fail> {
         }
         Ok(())
     })();
-    let _ = write_attr(&hook, "0");
+    let _ = write_attr(Path::new(&hook), "0");
     b.reset_knobs()?;
     r
 }

@@ -13,10 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use vgpu_sysfs::handle::Parent;
+use vgpu_sysfs::LatencyHist;
 use vgpu_vfio::abi::engine as reg;
 use vgpu_vfio::abi::{self, dispi, drm, info};
-use vgpu_vfio::sysfs::{LatencyHist, Parent};
-use vgpu_vfio::{region, Cmd, EngineRegs, ErrorCode};
+use vgpu_vfio::{region, Cmd, EngineRegs, ErrorCode, OpenInstance};
 
 use crate::harness::{Context, Ctx, Fail, FailContext, Test, TestResult};
 use crate::util::*;
@@ -42,8 +43,8 @@ pub fn tests() -> Vec<Test> {
 // ---- helpers ------------------------------------------------------------------------
 
 /// The parent's `vgpu/display_pages`.
-fn display_pages(p: &Parent) -> vgpu_vfio::Result<u64> {
-    vgpu_vfio::sysfs::read_u64(p.vgpu_attr("display_pages"))
+fn display_pages(p: &Parent) -> vgpu_sysfs::Result<u64> {
+    vgpu_sysfs::io::read_u64(&p.vgpu_attr("display_pages"))
 }
 
 /// Offset of the first non-zero byte of `v`.
@@ -429,7 +430,7 @@ impl MemCgroup {
     }
 
     fn current(&self) -> Result<u64, Fail> {
-        Ok(vgpu_vfio::sysfs::read_u64(self.dir.join("memory.current"))?)
+        Ok(vgpu_sysfs::io::read_u64(&self.dir.join("memory.current"))?)
     }
 }
 
@@ -744,9 +745,10 @@ struct Phase {
     max: f64,
 }
 
-/// The victim's latency quantile `q` in slices.
+/// The victim's latency quantile `q` in slices (infinite in the unprinted tail).
 fn in_slices(h: &LatencyHist, q: f64, slice_ns: f64) -> f64 {
     h.quantile_ns(q)
+        .filter(|&v| v != u64::MAX)
         .map_or(f64::INFINITY, |v| v as f64 / slice_ns)
 }
 

@@ -28,8 +28,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use vgpu_sysfs::handle::Parent;
 use vgpu_vfio::abi::drm;
-use vgpu_vfio::sysfs::Parent;
 use vgpu_vfio::{irq, Cmd, Device, EventFd, EFD_NONBLOCK};
 
 use crate::engine::{fleet, new_gpu, with_saturated, DATA, RING, RING_SIZE, SHARE_TOL, T128};
@@ -300,7 +300,7 @@ fn accounted(w: &crate::workload::Window) -> f64 {
 fn slice_end_remove_race(ctx: &mut Ctx) -> TestResult {
     let delay_us = 30_000;
     let delay = hook("test_slice_end_delay_us")?;
-    vgpu_vfio::sysfs::write_attr(&delay, &delay_us.to_string())
+    vgpu_sysfs::io::write_value(&delay, &delay_us.to_string())
         .ctx("set test_slice_end_delay_us")?;
     let p = ctx.parent(0)?;
     p.set_watchdog_ms("60000").ctx("watchdog_ms")?;
@@ -350,7 +350,7 @@ fn slice_end_remove_race(ctx: &mut Ctx) -> TestResult {
         ensure!(!inst.exists(), "iteration {i}: instance still present");
         ensure_no_reports(&mut kmsg, &format!("iteration {i}"))?;
     }
-    vgpu_vfio::sysfs::write_attr(&delay, "0").ctx("clear test_slice_end_delay_us")?;
+    vgpu_sysfs::io::write_value(&delay, "0").ctx("clear test_slice_end_delay_us")?;
     ctx.note(format!(
         "{iters} removals of a busy instance with a {delay_us} us slice-end delay; \
          {slow} took longer than the delay"
@@ -466,14 +466,14 @@ struct HookSet(PathBuf);
 impl HookSet {
     fn new(name: &str, value: u64) -> Result<HookSet, Fail> {
         let p = hook(name)?;
-        vgpu_vfio::sysfs::write_attr(&p, &value.to_string()).ctx(format!("set {name}"))?;
+        vgpu_sysfs::io::write_value(&p, &value.to_string()).ctx(format!("set {name}"))?;
         Ok(HookSet(p))
     }
 }
 
 impl Drop for HookSet {
     fn drop(&mut self) {
-        let _ = vgpu_vfio::sysfs::write_attr(&self.0, "0");
+        let _ = vgpu_sysfs::io::write_value(&self.0, "0");
     }
 }
 

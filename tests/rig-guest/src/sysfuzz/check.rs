@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use vgpu_vfio::sysfs::{Instance, Parent};
+use vgpu_sysfs::handle::{Instance, Parent};
 use vgpu_vfio::{Container, Group, REGION_OFFSET_SHIFT};
 
 use super::life::uuid;

@@ -248,7 +248,7 @@ fn is_engine_comm(c: &str) -> bool {
 /// group->iommu_group still set: vfio_group_release() hits WARN_ON(group->iommu_group)
 /// (vfio_main.c:179) and the reference leaks. Injected there, it fails the run for a
 /// bug the module cannot fix (see docs/reliability.md).
-pub fn calibrate_create(parent: &vgpu_vfio::sysfs::Parent, uuid: &str) -> Result<u32, String> {
+pub fn calibrate_create(parent: &vgpu_sysfs::handle::Parent, uuid: &str) -> Result<u32, String> {
     const FAR: u32 = 1_000_000;
     let t = parent.mdev_type("vgpu_shim-4G");
     let free = parent.pool_free_mb().map_err(|e| e.to_string())?;
@@ -287,7 +287,7 @@ pub fn calibrate_create(parent: &vgpu_vfio::sysfs::Parent, uuid: &str) -> Result
 /// kernel logs vfio_group_release's WARN_ON (or n passes `span` more points). Returns
 /// the n that triggered it, and the kernel log lines from its WARNING on.
 pub fn repro_vfio_group_warn(
-    parent: &vgpu_vfio::sysfs::Parent,
+    parent: &vgpu_sysfs::handle::Parent,
     mut uuid: impl FnMut() -> String,
     span: u32,
 ) -> Result<Option<(u32, Vec<String>)>, String> {
@@ -316,7 +316,7 @@ pub fn repro_vfio_group_warn(
             if injected { "injected" } else { "not reached" }
         );
         if r >= 0 {
-            let inst = vgpu_vfio::sysfs::Instance::new(u.parse().map_err(|e| format!("{e}"))?);
+            let inst = vgpu_sysfs::handle::Instance::new(u.parse().map_err(|e| format!("{e}"))?);
             inst.remove().map_err(|e| format!("remove: {e}"))?;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));

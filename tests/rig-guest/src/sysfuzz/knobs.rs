@@ -115,7 +115,7 @@ fn value(rng: &mut crate::rng::Rng, a: A) -> (Vec<u8>, bool) {
 }
 
 /// A live slot's instance (removing ones included).
-fn any_instance(th: &mut Th) -> Option<(usize, u64, vgpu_vfio::sysfs::Instance, u64)> {
+fn any_instance(th: &mut Th) -> Option<(usize, u64, vgpu_sysfs::handle::Instance, u64)> {
     for _ in 0..4 {
         let slot = th.any_slot();
         let st = th.w.slots[slot].lock();
@@ -308,7 +308,7 @@ pub fn read(th: &mut Th) -> i32 {
         "device_api" => text == "vfio-pci\n",
         "description" => text
             .strip_suffix('\n')
-            .and_then(|t| t.parse::<vgpu_vfio::sysfs::TypeDescription>().ok())
+            .and_then(|t| t.parse::<vgpu_sysfs::TypeDescription>().ok())
             .is_some(),
         "vram_mb" if owner.is_some() => decimal(&text) == Some(vram_mb),
         "weight" => decimal(&text).is_some_and(|v| (1..=100).contains(&v)),

@@ -10,8 +10,9 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
 use std::time::Instant;
 
+use vgpu_sysfs::handle::Instance;
+use vgpu_sysfs::Uuid;
 use vgpu_vfio::abi;
-use vgpu_vfio::sysfs::{Instance, Uuid};
 use vgpu_vfio::{Container, Group};
 
 use super::ops::*;
@@ -46,7 +47,7 @@ pub fn uuid(rng: &mut crate::rng::Rng) -> Uuid {
     for c in b.chunks_mut(8) {
         c.copy_from_slice(&rng.next_u64().to_le_bytes());
     }
-    Uuid::from_random_bytes(b)
+    uuid::Builder::from_random_bytes(b).into_uuid()
 }
 
 pub fn create(th: &mut Th) -> i32 {

@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use vgpu_vfio::sysfs::Parent;
+use vgpu_sysfs::handle::Parent;
 
 use crate::harness::{clean_state, remove_with_timeout};
 use crate::rng::Rng;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use vgpu_vfio::sysfs::{Instance, Parent};
+use vgpu_sysfs::handle::{Instance, Parent};
 use vgpu_vfio::Group;
 
 use super::ops::Kind;
@@ -234,7 +234,7 @@ pub struct Remover {
     pub slot: usize,
     pub gen: u64,
     pub started: Instant,
-    pub handle: std::thread::JoinHandle<vgpu_vfio::Result<()>>,
+    pub handle: std::thread::JoinHandle<vgpu_sysfs::Result<()>>,
 }
 
 /// A canary instance: never fuzzed; its VRAM pattern must never change.

@@ -68,7 +68,7 @@ impl FakeKernel {
                     .fake
                     .type_dir(parent, type_id)
                     .join("available_instances");
-                if crate::sysfs::read_u64(&avail).map_err(io::Error::other)? == 0 {
+                if crate::io::read_u64(&avail).map_err(io::Error::other)? == 0 {
                     return Err(code(libc::ENOSPC));
                 }
                 self.fake.add_instance(parent, type_id, uuid, None, 0, 0)
@@ -80,7 +80,7 @@ impl FakeKernel {
                     .root()
                     .join("sys/bus/mdev/devices")
                     .join(uuid.to_string());
-                let dev = crate::sysfs::resolve_link(&link).map_err(|_| code(libc::ENODEV))?;
+                let dev = crate::io::resolve_link(&link).map_err(|_| code(libc::ENODEV))?;
                 let parent = dev
                     .parent()
                     .and_then(Path::file_name)
@@ -100,7 +100,7 @@ impl FakeKernel {
     }
 
     fn plain(&self, rel: &[&str], value: &str) -> io::Result<()> {
-        crate::sysfs::write_attr(&self.fake.root().join(rel.join("/")), value)
+        crate::io::write_attr(&self.fake.root().join(rel.join("/")), value)
     }
 }
 

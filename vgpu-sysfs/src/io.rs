@@ -1,7 +1,11 @@
 //! Reading and writing sysfs attributes the way the vgpu_shim ABI needs: one
 //! `write(2)` per value, never creating a missing attribute, decimal numbers parsed
-//! strictly, and errnos mapped to operator-facing errors. Every path comes from an
-//! [`Environment`](crate::Environment), so this works on a fake tree too.
+//! strictly. Every path comes from an [`Environment`](crate::Environment), so this
+//! works on a fake tree too.
+//!
+//! Why so few system calls: `vgpuctl` is run once per operation by scripts, and under
+//! emulation (the test VM, CI) an `open` of a sysfs attribute costs some 25 µs; a
+//! listing of 64 instances is hundreds of them.
 
 use log::warn;
 use std::fs::{self, File};
@@ -12,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::model::parse_decimal;
 
 /// `…/<parent>/mdev_supported_types/<type>` → (parent, type).
-pub(crate) fn parent_and_type(link: &Path) -> Option<(String, String)> {
+pub fn parent_and_type(link: &Path) -> Option<(String, String)> {
     let names: Vec<&str> = link
         .components()
         .filter_map(|c| match c {
@@ -30,7 +34,7 @@ pub(crate) fn parent_and_type(link: &Path) -> Option<(String, String)> {
 
 /// Directory entries as (UTF-8 name, path), sorted by name; a missing directory is
 /// empty (e.g. no mdev parent registered at all).
-pub(crate) fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+pub fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut out: Vec<(String, PathBuf)> = entries(dir)?
         .into_iter()
         .map(|(name, _)| {
@@ -43,7 +47,7 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 }
 
 /// The names in a directory, unsorted: for listings whose order does not matter.
-pub(crate) fn list_names(dir: &Path) -> Result<Vec<String>> {
+pub fn list_names(dir: &Path) -> Result<Vec<String>> {
     Ok(entries(dir)?.into_iter().map(|(name, _)| name).collect())
 }
 
@@ -51,7 +55,7 @@ pub(crate) fn list_names(dir: &Path) -> Result<Vec<String>> {
 /// them, unsorted; a missing directory is empty. Names that are not UTF-8 are skipped
 /// with a warning. Read with rustix: musl's `opendir` allocates with its own malloc,
 /// which maps and unmaps a page each time.
-pub(crate) fn entries(dir: &Path) -> Result<Vec<(String, rustix::fs::FileType)>> {
+pub fn entries(dir: &Path) -> Result<Vec<(String, rustix::fs::FileType)>> {
     use rustix::fs::{Dir, Mode, OFlags};
     let read = |e: rustix::io::Errno| Error::Read {
         path: dir.to_path_buf(),
@@ -85,7 +89,7 @@ pub(crate) fn entries(dir: &Path) -> Result<Vec<(String, rustix::fs::FileType)>>
 }
 
 /// An attribute's text without the trailing newline sysfs adds.
-pub(crate) fn read_attr(path: &Path) -> Result<String> {
+pub fn read_attr(path: &Path) -> Result<String> {
     let mut s = read_small(path).map_err(|source| Error::Read {
         path: path.to_path_buf(),
         source,
@@ -103,9 +107,9 @@ pub(crate) fn read_attr(path: &Path) -> Result<String> {
 /// buffer is the end: no `fstat` for a size hint (sysfs sizes are fake) and no second
 /// `read` to see 0. Larger files are read on to their end. The file is opened with
 /// `O_CLOEXEC` by a raw `openat` (rustix): musl's `open` adds an `fcntl` to set it
-/// again. `vgpuctl list` reads four attributes per instance, and under emulation (the
-/// rig) every system call counts.
-pub(crate) fn read_small(path: &Path) -> io::Result<String> {
+/// again. `vgpuctl list` on a module without `vgpu/instances` reads three attributes
+/// per instance, and under emulation (the rig) every system call counts.
+pub fn read_small(path: &Path) -> io::Result<String> {
     use rustix::fs::{Mode, OFlags};
     let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
     let mut buf = [0u8; 4096];
@@ -136,7 +140,7 @@ pub(crate) fn read_small(path: &Path) -> io::Result<String> {
 /// `<device>/mdev_type`) and the directories a relative target climbs out of are
 /// real: one `readlink(2)`, where `canonicalize` costs one per path component. A path
 /// that is not a link is returned as it is.
-pub(crate) fn resolve_link(link: &Path) -> io::Result<PathBuf> {
+pub fn resolve_link(link: &Path) -> io::Result<PathBuf> {
     let target = match fs::read_link(link) {
         Ok(t) => t,
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(link.to_path_buf()),
@@ -158,7 +162,7 @@ pub(crate) fn resolve_link(link: &Path) -> io::Result<PathBuf> {
 
 /// A decimal attribute. Read into a small buffer on the stack (a number and a newline
 /// fit); anything longer is read whole, for the error message.
-pub(crate) fn read_u64(path: &Path) -> Result<u64> {
+pub fn read_u64(path: &Path) -> Result<u64> {
     use rustix::fs::{Mode, OFlags};
     let read = |source| Error::Read {
         path: path.to_path_buf(),
@@ -193,7 +197,7 @@ pub(crate) fn read_u64(path: &Path) -> Result<u64> {
 
 /// Writes an attribute in one `write(2)`. Never creates the file: a missing attribute
 /// is an error, not something to invent. (Opened as [`read_small`] opens.)
-pub(crate) fn write_attr(path: &Path, value: &str) -> io::Result<()> {
+pub fn write_attr(path: &Path, value: &str) -> io::Result<()> {
     use rustix::fs::{Mode, OFlags};
     let fd = rustix::fs::open(
         path,
@@ -203,14 +207,13 @@ pub(crate) fn write_attr(path: &Path, value: &str) -> io::Result<()> {
     File::from(fd).write_all(value.as_bytes())
 }
 
-/// Maps a failed attribute write to an operator-facing error.
-pub(crate) fn write_error(path: PathBuf, e: io::Error, what: String) -> Error {
-    match e.raw_os_error() {
-        Some(libc::EACCES) | Some(libc::EPERM) => Error::PermissionDenied { path },
-        Some(libc::ENOENT) => Error::Write { path, source: e },
-        Some(_) => Error::Refused { what, source: e },
-        None => Error::Write { path, source: e },
-    }
+/// [`write_attr`], with the failure named by path ([`Error::Write`], whose
+/// [`Error::errno`] is the kernel's answer).
+pub fn write_value(path: &Path, value: &str) -> Result<()> {
+    write_attr(path, value).map_err(|source| Error::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]

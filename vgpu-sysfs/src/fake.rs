@@ -301,6 +301,38 @@ impl FakeSysfs {
         }
     }
 
+    /// Writes a parent's `vgpu/instances` (as a module that has it shows it) from its
+    /// instances' own files, by UUID. Not kept up to date: call again after a change.
+    pub fn write_instances_attr(&self, parent: &str) -> io::Result<()> {
+        let dir = self.parent_dir(parent);
+        let mut lines = Vec::new();
+        for entry in fs::read_dir(&dir)? {
+            let path = entry?.path();
+            let Some(uuid) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| Uuid::parse_str(n).ok())
+            else {
+                continue;
+            };
+            let link = fs::read_link(path.join("mdev_type"))?;
+            let type_id = link.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let Some(short) = type_id.strip_prefix(TYPE_PREFIX) else {
+                continue;
+            };
+            let v = |a: &str| read_u64(&path.join("vgpu").join(a));
+            lines.push(format!(
+                "{uuid} {short} {} {} {} {}\n",
+                v("vram_mb")?,
+                v("vram_used_kb")?,
+                v("weight")?,
+                v("cap")?
+            ));
+        }
+        lines.sort();
+        fs::write(dir.join("vgpu/instances"), lines.concat())
+    }
+
     /// Sets one of a parent's `vgpu/` attributes.
     pub fn set_parent_attr(
         &self,

@@ -1,4 +1,5 @@
-//! What the manager reports: parents, types and instances, as read from sysfs.
+//! The sysfs model as values: parents, types and instances as read at one instant
+//! (what `vgpuctl` reports), the type `description` grammar and the knobs' ranges.
 
 use serde::Serialize;
 use std::fmt;
@@ -216,7 +217,7 @@ impl fmt::Display for TypeDescription {
 
 /// Parses a plain decimal `u64` as the kernel prints it: ASCII digits only, no sign, no
 /// whitespace, no leading zeros (except `0` itself).
-pub(crate) fn parse_decimal(s: &str) -> Option<u64> {
+pub fn parse_decimal(s: &str) -> Option<u64> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -228,7 +229,7 @@ pub(crate) fn parse_decimal(s: &str) -> Option<u64> {
 
 /// Orders names like `vgpu_shim2` before `vgpu_shim10`: by the text before the trailing
 /// digits, then by the number they make.
-pub(crate) fn natural_key(name: &str) -> (&str, u64, &str) {
+pub fn natural_key(name: &str) -> (&str, u64, &str) {
     let digits_at = name
         .char_indices()
         .rev()

@@ -1,5 +1,6 @@
-//! Where the manager finds the system: every path it touches is derived from one
-//! [`Environment`], so tests (and `vgpuctl --root`) can point it at a fake tree.
+//! Where the system is: every path of the sysfs model (and of `vgpuctl`'s own files)
+//! is derived from one [`Environment`], so tests (and `vgpuctl --root`) can point it at
+//! a fake tree.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -45,7 +46,7 @@ pub trait Environment {
     /// manager makes to sysfs goes through here, so a test environment can act as the
     /// kernel does ([`crate::fake_kernel::FakeKernel`]).
     fn write_attr(&self, path: &Path, value: &str) -> io::Result<()> {
-        crate::sysfs::write_attr(path, value)
+        crate::io::write_attr(path, value)
     }
 }
 
@@ -100,31 +101,6 @@ impl RootedEnvironment {
 impl Environment for RootedEnvironment {
     fn root(&self) -> &Path {
         &self.root
-    }
-}
-
-#[cfg(test)]
-pub(crate) mod test_env {
-    use super::Environment;
-    use std::path::Path;
-
-    /// A throw-away environment in a temporary directory, removed on drop.
-    pub struct TempEnvironment {
-        dir: tempfile::TempDir,
-    }
-
-    impl TempEnvironment {
-        pub fn new() -> Self {
-            Self {
-                dir: tempfile::tempdir().expect("create temporary directory"),
-            }
-        }
-    }
-
-    impl Environment for TempEnvironment {
-        fn root(&self) -> &Path {
-            self.dir.path()
-        }
     }
 }
 

@@ -2,6 +2,10 @@
 //! docs/scheduler.md): per instance and per parent, plus the latency histogram.
 
 use serde::Serialize;
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::Error;
 
 /// Counters of one instance (`/sys/bus/mdev/devices/<uuid>/vgpu/`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -153,6 +157,65 @@ impl LatencyHist {
     }
 }
 
+impl FromStr for LatencyHist {
+    type Err = Error;
+
+    /// [`LatencyHist::parse`], with the text in the error.
+    fn from_str(text: &str) -> Result<Self, Error> {
+        Self::parse(text).map_err(|_| Error::Parse {
+            what: "latency_hist",
+            text: text.to_string(),
+        })
+    }
+}
+
+/// A parent's scheduling policy (`vgpu/policy`, docs/scheduler.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Weighted fair share, work-conserving.
+    BestEffort,
+    /// Equal shares whatever the weights, work-conserving.
+    EqualShare,
+    /// Each instance gets at most its weight's share of the engines, even when idle.
+    FixedShare,
+}
+
+impl Policy {
+    /// Every policy.
+    pub const ALL: [Policy; 3] = [Policy::BestEffort, Policy::EqualShare, Policy::FixedShare];
+
+    /// The sysfs spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::BestEffort => "best_effort",
+            Policy::EqualShare => "equal_share",
+            Policy::FixedShare => "fixed_share",
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Policy {
+    type Err = Error;
+    /// Exactly one of the three names (one trailing newline tolerated).
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let t = s.strip_suffix('\n').unwrap_or(s);
+        Policy::ALL
+            .into_iter()
+            .find(|p| p.as_str() == t)
+            .ok_or_else(|| Error::Parse {
+                what: "scheduling policy",
+                text: s.to_string(),
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +258,23 @@ mod tests {
         assert_eq!(d.buckets, vec![(1000, 1), (8000, 2)]);
         let cleared = LatencyHist::parse("2000 1\n").unwrap();
         assert_eq!(cleared.since(&a).buckets, vec![(2000, 1)]);
+    }
+
+    #[test]
+    fn policies() {
+        for p in Policy::ALL {
+            assert_eq!(p.as_str().parse::<Policy>().expect("parse"), p);
+            assert_eq!(format!("{p}\n").parse::<Policy>().expect("newline"), p);
+        }
+        for bad in [
+            "",
+            "best",
+            "BEST_EFFORT",
+            " best_effort",
+            "best_effort ",
+            "fixed_share\n\n",
+        ] {
+            assert!(bad.parse::<Policy>().is_err(), "{bad:?}");
+        }
     }
 }

@@ -38,6 +38,7 @@ const PARENT: &[(&str, A)] = &[
     ("switches", A::Ro),
     ("preemptions", A::Ro),
     ("macs", A::Ro),
+    ("instances", A::Ro),
 ];
 
 const INSTANCE: &[(&str, A)] = &[
@@ -306,6 +307,7 @@ pub fn read(th: &mut Th) -> i32 {
         }),
         "name" => text.starts_with("vgpu ") && text.ends_with('\n'),
         "device_api" => text == "vfio-pci\n",
+        "instances" => vgpu_sysfs::listing::parse(&format!("vgpu_shim{pi}"), &text).is_ok(),
         "description" => text
             .strip_suffix('\n')
             .and_then(|t| t.parse::<vgpu_sysfs::TypeDescription>().ok())

@@ -15,10 +15,13 @@
 //! * [`OpenInstance`]: open the VFIO device of a `vgpu_sysfs::handle::Instance` (the
 //!   sysfs ABI itself, parents, types, instances, knobs and counters, is the
 //!   `vgpu-sysfs` crate's);
-//! * [`engine`]: the engine's commands ([`Cmd`]) and a ring driver ([`Engine`]): submit,
-//!   fences (polled or by MSI), errors, engine reset;
-//! * [`reference`]: reference CHECKSUM/GEMM/COPY and a reference command validator;
-//! * [`abi`]: the device ABI's constants.
+//! * [`engine`]: a ring driver ([`Engine`]) over the device: submit, fences (polled or
+//!   by MSI), errors, engine reset.
+//!
+//! The engine ABI itself (register and region layout, command encoding, reference
+//! semantics) is the `vgpu-engine-abi` crate's, shared with guest-side code that has no
+//! VFIO; it is re-exported here under its old paths: [`abi`] (its `layout`), [`Cmd`],
+//! [`RawCmd`], [`ErrorCode`], [`EngineRegs`] (also as `engine::*`) and [`reference`](mod@reference).
 //!
 //! Errors are [`Error`]; [`Error::errno`] exposes the kernel's errno for tests.
 //!
@@ -31,6 +34,7 @@
 //! * `libc`: pread/pwrite-free syscalls that std does not wrap: `mmap`/`munmap`,
 //!   errno constants.
 //! * `vgpu-sysfs` (this workspace): the sysfs model, for the instance to open.
+//! * `vgpu-engine-abi` (this workspace): the engine ABI the [`Engine`] speaks.
 //! * `thiserror`: the error enum's `Display`/`source` boilerplate.
 //! * `log`: a warning when `munmap` fails in `Drop` (nowhere to return an error).
 //!
@@ -58,14 +62,20 @@
 #[macro_use]
 extern crate vmm_sys_util;
 
-pub mod abi;
+/// Constants of the vgpu device ABI: `vgpu_engine_abi::layout`, re-exported.
+pub mod abi {
+    pub use vgpu_engine_abi::layout::*;
+}
 mod container;
 mod device;
 pub mod engine;
 mod error;
 mod ioctls;
 mod mmap;
-pub mod reference;
+/// Reference semantics of the engine: `vgpu_engine_abi::reference`, re-exported.
+pub mod reference {
+    pub use vgpu_engine_abi::reference::*;
+}
 
 pub use container::{Container, Group, CONTAINER_PATH};
 pub use device::{

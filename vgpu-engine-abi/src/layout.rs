@@ -1,4 +1,6 @@
-//! Constants of the vgpu device ABI (docs/device-abi.md), shared by clients and tests.
+//! Constants of the vgpu device ABI (docs/device-abi.md, docs/engine-abi.md): PCI
+//! identity, regions, the DISPI/info/engine register files, DRM formats and the types,
+//! shared by clients and tests.
 
 /// PCI vendor ID (bochs display).
 pub const VENDOR_ID: u16 = 0x1234;
@@ -133,7 +135,7 @@ pub mod engine {
     pub const RING_CTL: u64 = 0x918;
     /// STATUS bits ([`STATUS_ENABLED`] ...).
     pub const STATUS: u64 = 0x91c;
-    /// First error code since the last reset ([`ErrorCode`](crate::engine::ErrorCode)).
+    /// First error code since the last reset ([`ErrorCode`](crate::cmd::ErrorCode)).
     pub const ERROR: u64 = 0x920;
     /// Ring offset of the command that failed.
     pub const ERROR_HEAD: u64 = 0x924;

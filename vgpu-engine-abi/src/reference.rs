@@ -9,8 +9,8 @@
 //! OUT_OF_RANGE, whether an unused operand counts as a reserved field). A command with
 //! an empty `must` and a non-empty `may` is ambiguous: the engine may run or reject it.
 
-use crate::abi::engine as reg;
-use crate::engine::{ErrorCode, RawCmd};
+use crate::cmd::{ErrorCode, RawCmd};
+use crate::layout::engine as reg;
 
 /// FNV-1a-64 over u32 words (`h ^= w; h *= prime` per word).
 pub fn fnv1a64_words(words: impl IntoIterator<Item = u32>) -> u64 {
@@ -441,7 +441,7 @@ pub fn overlaps(a: u64, al: u64, b: u64, bl: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Cmd;
+    use crate::cmd::Cmd;
 
     const MIB: u64 = 1 << 20;
 

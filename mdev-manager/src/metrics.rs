@@ -90,7 +90,7 @@ type ParentGetter = fn(&crate::stats::ParentStats) -> String;
 /// The exposition of a snapshot.
 pub fn render(snap: &Snapshot) -> String {
     let mut out = String::new();
-    let parent_families: [(&'static str, &str, &str, ParentGetter); 11] = [
+    let parent_families: [(&'static str, &str, &str, ParentGetter); 12] = [
         (
             "vgpu_parent_pool_bytes",
             "gauge",
@@ -146,6 +146,17 @@ pub fn render(snap: &Snapshot) -> String {
             |p| p.counters.switches.to_string(),
         ),
         (
+            "vgpu_parent_preemptions_total",
+            "counter",
+            "Slices ended early for a waking instance (preemptions; absent without wake-up \
+             preemption).",
+            |p| {
+                p.counters
+                    .preemptions
+                    .map_or(String::new(), |v| v.to_string())
+            },
+        ),
+        (
             "vgpu_parent_gemm_macs_total",
             "counter",
             "GEMM multiply-adds of all the parent's instances, removed ones included.",
@@ -170,6 +181,9 @@ pub fn render(snap: &Snapshot) -> String {
             } else {
                 get(p)
             };
+            if value.is_empty() {
+                continue; // not in this module's ABI
+            }
             f.sample("", &[("parent", &p.parent.name)], value);
         }
     }
@@ -188,7 +202,7 @@ pub fn render(snap: &Snapshot) -> String {
             );
         }
     }
-    let instance_families: [(&'static str, &str, &str, InstanceGetter); 11] = [
+    let instance_families: [(&'static str, &str, &str, InstanceGetter); 12] = [
         (
             "vgpu_instance_busy_seconds_total",
             "counter",
@@ -218,6 +232,16 @@ pub fn render(snap: &Snapshot) -> String {
             "counter",
             "Times an engine picked the instance (slices).",
             |i| i.counters.slices.to_string(),
+        ),
+        (
+            "vgpu_instance_preemptions_total",
+            "counter",
+            "Times the instance took an engine from a running slice on waking (preemptions).",
+            |i| {
+                i.counters
+                    .preemptions
+                    .map_or(String::new(), |v| v.to_string())
+            },
         ),
         (
             "vgpu_instance_gemm_macs_total",
@@ -266,8 +290,12 @@ pub fn render(snap: &Snapshot) -> String {
     for (name, kind, help, get) in instance_families {
         let mut f = Family::new(&mut out, name, kind, help);
         for i in &snap.instances {
+            let value = get(i);
+            if value.is_empty() {
+                continue; // not in this module's ABI
+            }
             let uuid = i.instance.uuid.to_string();
-            f.sample("", &instance_labels(&uuid, i), get(i));
+            f.sample("", &instance_labels(&uuid, i), value);
         }
     }
     let mut f = Family::new(

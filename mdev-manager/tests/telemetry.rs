@@ -31,6 +31,7 @@ fn busy_sample() -> (tempfile::TempDir, FakeSysfs) {
         (b, "jobs", "100"),
         (b, "cmds_failed", "2"),
         (b, "macs", "500000000"),
+        (b, "preemptions", "17"),
         (b, "latency_hist", "12000000 3\nmore 1\n"),
     ] {
         fake.set_instance_attr("vgpu_shim0", u, attr, v).unwrap();
@@ -39,6 +40,7 @@ fn busy_sample() -> (tempfile::TempDir, FakeSysfs) {
         ("busy_ns", "1850000000"),
         ("idle_ns", "150000000"),
         ("switches", "42"),
+        ("preemptions", "19"),
         ("macs", "3500000000"),
     ] {
         fake.set_parent_attr("vgpu_shim0", attr, v).unwrap();
@@ -79,6 +81,46 @@ fn top_rates_over_a_window() {
         (once[0].engine_pct, once[0].p50_ns),
         (None, Some(1_000_000))
     );
+}
+
+/// A module from before wake-up preemption has no `preempt`/`preemptions`: their
+/// families have no samples there, the rest is unchanged.
+#[test]
+fn metrics_without_preemption_attributes() {
+    let (dir, fake) = busy_sample();
+    std::fs::remove_file(fake.parent_dir("vgpu_shim1").join("vgpu/preemptions")).unwrap();
+    std::fs::remove_file(fake.parent_dir("vgpu_shim1").join("vgpu/preempt")).unwrap();
+    std::fs::remove_file(
+        fake.instance_dir("vgpu_shim0", SAMPLE_UUIDS[0])
+            .join("vgpu/preemptions"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vgpuctl"))
+        .arg("--root")
+        .arg(dir.path())
+        .arg("metrics")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let samples = |name: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        samples("vgpu_parent_preemptions_total"),
+        ["vgpu_parent_preemptions_total{parent=\"vgpu_shim0\"} 19"]
+    );
+    let inst = samples("vgpu_instance_preemptions_total");
+    assert_eq!(inst.len(), 1, "{inst:?}");
+    assert!(inst[0].ends_with(" 17"), "{inst:?}");
+    assert_eq!(samples("vgpu_parent_switches_total").len(), 2);
 }
 
 #[test]

@@ -24,6 +24,9 @@ pub struct InstanceCounters {
     pub queue_depth: u64,
     /// GEMM multiply-adds done (`macs`).
     pub macs: u64,
+    /// Times it took an engine from a running slice on waking (`preemptions`); `None`
+    /// on a module without wake-up preemption.
+    pub preemptions: Option<u64>,
     /// Submission latency histogram (`latency_hist`).
     pub latency: LatencyHist,
 }
@@ -47,6 +50,11 @@ pub struct ParentCounters {
     pub switches: u64,
     /// GEMM multiply-adds of all instances ever, removed ones included (`macs`).
     pub macs: u64,
+    /// Wake-up preemption on (`preempt`); `None` on a module without it.
+    pub preempt: Option<bool>,
+    /// Slices its engines ended early for a waking instance (`preemptions`); `None` on a
+    /// module without wake-up preemption.
+    pub preemptions: Option<u64>,
 }
 
 /// A latency histogram: `(upper bound ns, count)` per non-empty bucket, ascending, and

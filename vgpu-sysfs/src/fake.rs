@@ -128,6 +128,8 @@ impl FakeSysfs {
             ("busy_ns", "0"),
             ("idle_ns", "0"),
             ("switches", "0"),
+            ("preempt", "1"),
+            ("preemptions", "0"),
             ("macs", "0"),
         ] {
             write(&dir.join("vgpu").join(attr), value)?;
@@ -213,6 +215,7 @@ impl FakeSysfs {
                 "cmds_failed",
                 "slices",
                 "queue_depth",
+                "preemptions",
                 "macs",
             ] {
                 write(&dir.join("vgpu").join(counter), 0)?;

@@ -217,7 +217,8 @@ impl Parent {
         })
     }
 
-    /// The parent's counters ([`Parent::sched_counters`]) and then its knobs.
+    /// The parent's counters ([`Parent::sched_counters`]) and then its knobs (and the
+    /// preemption knob and counter where the module has them).
     pub fn counters(&self) -> Result<ParentCounters> {
         let counters = self.sched_counters()?;
         Ok(ParentCounters {
@@ -225,6 +226,8 @@ impl Parent {
             policy: self.policy_raw()?,
             slice_us: self.slice_us()?,
             watchdog_ms: self.watchdog_ms()?,
+            preempt: optional(self.preempt())?.map(|v| v != 0),
+            preemptions: optional(self.preemptions())?,
             ..counters
         })
     }
@@ -503,15 +506,18 @@ impl Instance {
             slices: self.slices()?,
             queue_depth: self.queue_depth()?,
             macs: self.macs()?,
+            preemptions: None,
             latency: LatencyHist::default(),
         })
     }
 
-    /// All its counters: [`Instance::sched_counters`], then the latency histogram.
+    /// All its counters: [`Instance::sched_counters`], then the latency histogram and
+    /// `preemptions` (where the module has it).
     pub fn counters(&self) -> Result<InstanceCounters> {
         let counters = self.sched_counters()?;
         Ok(InstanceCounters {
             latency: self.latency_hist()?,
+            preemptions: optional(self.preemptions())?,
             ..counters
         })
     }
@@ -612,5 +618,14 @@ mod tests {
         assert_eq!(e.errno(), Some(libc::ENOENT), "{e}");
         let e = missing.set_weight("1").expect_err("missing");
         assert_eq!(e.errno(), Some(libc::ENOENT), "{e}");
+    }
+}
+
+/// `r`, with an attribute that does not exist (a module from before it) as `None`.
+fn optional<T>(r: Result<T>) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.errno() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
     }
 }

@@ -555,6 +555,15 @@ impl Instance {
     }
 }
 
+/// `r`, with an attribute that does not exist (a module from before it) as `None`.
+fn optional<T>(r: Result<T>) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.errno() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -618,14 +627,5 @@ mod tests {
         assert_eq!(e.errno(), Some(libc::ENOENT), "{e}");
         let e = missing.set_weight("1").expect_err("missing");
         assert_eq!(e.errno(), Some(libc::ENOENT), "{e}");
-    }
-}
-
-/// `r`, with an attribute that does not exist (a module from before it) as `None`.
-fn optional<T>(r: Result<T>) -> Result<Option<T>> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.errno() == Some(libc::ENOENT) => Ok(None),
-        Err(e) => Err(e),
     }
 }

@@ -83,6 +83,22 @@ fn top_rates_over_a_window() {
     );
 }
 
+/// `vgpuctl --root ROOT metrics`, which must succeed.
+fn metrics_text(root: &std::path::Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_vgpuctl"))
+        .arg("--root")
+        .arg(root)
+        .arg("metrics")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// A module from before wake-up preemption has no `preempt`/`preemptions`: their
 /// families have no samples there, the rest is unchanged.
 #[test]
@@ -95,18 +111,7 @@ fn metrics_without_preemption_attributes() {
             .join("vgpu/preemptions"),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_vgpuctl"))
-        .arg("--root")
-        .arg(dir.path())
-        .arg("metrics")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = metrics_text(dir.path());
     let samples = |name: &str| -> Vec<String> {
         text.lines()
             .filter(|l| l.starts_with(&format!("{name}{{")))
@@ -126,14 +131,7 @@ fn metrics_without_preemption_attributes() {
 #[test]
 fn metrics_golden_and_parsed_by_prometheus_client() {
     let (dir, _fake) = busy_sample();
-    let out = Command::new(env!("CARGO_BIN_EXE_vgpuctl"))
-        .arg("--root")
-        .arg(dir.path())
-        .arg("metrics")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = metrics_text(dir.path());
     golden("metrics.txt", &text);
     // Debian's package installs for the system python; a pyenv or venv python3 first on
     // PATH would not see it.

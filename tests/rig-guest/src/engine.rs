@@ -294,6 +294,9 @@ fn nop_fence(ctx: &mut Ctx) -> TestResult {
     ensure_eq!(r.status & reg::STATUS_BUSY, 0, "STATUS.BUSY when idle");
     ensure_attr(g.inst.jobs(), 4, "jobs")?;
     ensure_attr(g.inst.queue_depth(), 0, "queue_depth when idle")?;
+    // The slice is charged when the engine ends it, which may come just after STATUS
+    // went idle; an engine asleep (idle_ns growing) has ended it.
+    wait_engine_asleep(&p, FENCE_TIMEOUT)?;
     ensure!(g.inst.busy_ns()? > 0, "busy_ns still 0 after 4 commands");
     ensure!(g.inst.slices()? >= 1, "slices still 0 after 4 commands");
     // 64-bit seqno: the high half lands in FENCE_HI.

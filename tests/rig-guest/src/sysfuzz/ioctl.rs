@@ -48,24 +48,30 @@ pub fn get_info(th: &mut Th) -> i32 {
     c
 }
 
+/// An info ioctl's argument `{argsz, flags 0, index}` in a `bufsz`-byte buffer, noted
+/// for the trace: the index is below `nindex` 7 times in 8, any u32 otherwise.
+fn info_arg(th: &mut Th, slot: usize, bufsz: usize, argsz: u32, nindex: u64) -> (u32, *mut u8) {
+    let index = if th.rng.chance(7, 8) {
+        th.rng.below(nindex) as u32
+    } else {
+        th.rng.next_u32()
+    };
+    th.note(
+        slot as i64,
+        u64::from(index),
+        u64::from(argsz),
+        bufsz as u64,
+    );
+    (index, put_words(th, &[argsz, 0, index], bufsz))
+}
+
 pub fn region_info(th: &mut Th) -> i32 {
     let Some(t) = th.target() else { return SKIP };
     let bufsz = *th.rng.pick(&[16usize, 32, 40, 48, 48, 64]);
     let argsz = *th
         .rng
         .pick(&[0u32, 16, 31, 32, 32, 40, 47, 48, 48, 64, 4096, u32::MAX]);
-    let index = if th.rng.chance(7, 8) {
-        th.rng.below(12) as u32
-    } else {
-        th.rng.next_u32()
-    };
-    th.note(
-        t.slot as i64,
-        u64::from(index),
-        u64::from(argsz),
-        bufsz as u64,
-    );
-    let p = put_words(th, &[argsz, 0, index], bufsz);
+    let (index, p) = info_arg(th, t.slot, bufsz, argsz, 12);
     th.inject_begin();
     let r = ioctl(t.h.fd(), GET_REGION_INFO, p as u64);
     th.inject_end();
@@ -125,18 +131,7 @@ pub fn irq_info(th: &mut Th) -> i32 {
     let Some(t) = th.target() else { return SKIP };
     let bufsz = *th.rng.pick(&[8usize, 16, 16, 24]);
     let argsz = *th.rng.pick(&[0u32, 15, 16, 16, 32, u32::MAX]);
-    let index = if th.rng.chance(7, 8) {
-        th.rng.below(7) as u32
-    } else {
-        th.rng.next_u32()
-    };
-    th.note(
-        t.slot as i64,
-        u64::from(index),
-        u64::from(argsz),
-        bufsz as u64,
-    );
-    let p = put_words(th, &[argsz, 0, index], bufsz);
+    let (index, p) = info_arg(th, t.slot, bufsz, argsz, 7);
     let r = ioctl(t.h.fd(), GET_IRQ_INFO, p as u64);
     let want = if bufsz < 16 {
         libc::EFAULT

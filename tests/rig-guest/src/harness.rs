@@ -238,17 +238,29 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// Run the tests of `suite` whose names contain `filter` and are not named in `skip`
-/// (`repeat` times over); print TAP; return failures.
-pub fn run_suite(suite: &Suite, filter: Option<&str>, skip: &[String], repeat: usize) -> usize {
-    let once: Vec<&Test> = suite
-        .tests
-        .iter()
-        .filter(|t| filter.is_none_or(|f| t.name.contains(f)))
-        .filter(|t| !skip.iter().any(|s| s == t.name))
-        .collect();
-    if !skip.is_empty() {
-        println!("# skipped by request: {}", skip.join(", "));
+/// Which tests of a suite to run: names containing `filter`, among `only` when that is
+/// not empty, except those in `skip`.
+#[derive(Default)]
+pub struct Select {
+    pub filter: Option<String>,
+    pub only: Vec<String>,
+    pub skip: Vec<String>,
+}
+
+impl Select {
+    pub fn picks(&self, name: &str) -> bool {
+        self.filter.as_deref().is_none_or(|f| name.contains(f))
+            && (self.only.is_empty() || self.only.iter().any(|s| s == name))
+            && !self.skip.iter().any(|s| s == name)
+    }
+}
+
+/// Run the tests of `suite` that `sel` picks (`repeat` times over); print TAP; return
+/// failures.
+pub fn run_suite(suite: &Suite, sel: &Select, repeat: usize) -> usize {
+    let once: Vec<&Test> = suite.tests.iter().filter(|t| sel.picks(t.name)).collect();
+    if !sel.skip.is_empty() {
+        println!("# skipped by request: {}", sel.skip.join(", "));
     }
     let tests: Vec<&Test> = (0..repeat.max(1))
         .flat_map(|_| once.iter().copied())

@@ -1,6 +1,6 @@
 //! vgpu-rig-tests: guest-side tests run as root inside the kernel rig.
 //!
-//! `vgpu-rig-tests <suite> [--filter SUBSTR] [--skip NAME,...] [--list]` runs a suite of named tests and
+//! `vgpu-rig-tests <suite> [--filter SUBSTR] [--only NAME,...] [--skip NAME,...] [--list]` runs a suite of named tests and
 //! prints TAP; the exit status is non-zero if any test failed. Each test starts with
 //! vgpu_shim unloaded, loads it with the parameters it needs, and the harness removes
 //! every instance and unloads the module afterwards, even on failure.
@@ -40,7 +40,7 @@ fn suites() -> Vec<Suite> {
 
 fn usage(suites: &[Suite]) -> ! {
     eprintln!(
-        "usage: vgpu-rig-tests <suite> [--filter SUBSTR] [--skip NAME,...] [--repeat N] [--list]"
+        "usage: vgpu-rig-tests <suite> [--filter SUBSTR] [--only NAME,...] [--skip NAME,...] [--repeat N] [--list]"
     );
     eprintln!("       vgpu-rig-tests fuzz [--commands N] [--seed S]");
     eprintln!("       vgpu-rig-tests bench [--csv-dir DIR] [--quick] [--only SECTION]");
@@ -85,10 +85,9 @@ fn main() {
         eprintln!("unknown suite {name:?}");
         usage(&suites)
     };
-    let mut filter = None;
+    let mut sel = harness::Select::default();
     let mut list = false;
     let mut repeat = 1;
-    let mut skip: Vec<String> = Vec::new();
     let mut i = 1;
     while i < args.len() {
         match args[i].as_str() {
@@ -96,19 +95,24 @@ fn main() {
                 let Some(f) = args.get(i + 1) else {
                     usage(&suites)
                 };
-                filter = Some(f.clone());
+                sel.filter = Some(f.clone());
                 i += 2;
             }
-            "--skip" => {
+            opt @ ("--skip" | "--only") => {
                 let Some(names) = args.get(i + 1) else {
                     usage(&suites)
                 };
                 for n in names.split(',').filter(|n| !n.is_empty()) {
                     if !suite.tests.iter().any(|t| t.name == n) {
-                        eprintln!("--skip: no test named {n:?} in suite {}", suite.name);
+                        eprintln!("{opt}: no test named {n:?} in suite {}", suite.name);
                         std::process::exit(2);
                     }
-                    skip.push(n.to_string());
+                    let to = if opt == "--skip" {
+                        &mut sel.skip
+                    } else {
+                        &mut sel.only
+                    };
+                    to.push(n.to_string());
                 }
                 i += 2;
             }
@@ -130,13 +134,11 @@ fn main() {
         }
     }
     if list {
-        for t in &suite.tests {
-            if filter.as_deref().is_none_or(|f| t.name.contains(f)) {
-                println!("{}", t.name);
-            }
+        for t in suite.tests.iter().filter(|t| sel.picks(t.name)) {
+            println!("{}", t.name);
         }
         return;
     }
-    let failed = harness::run_suite(suite, filter.as_deref(), &skip, repeat);
+    let failed = harness::run_suite(suite, &sel, repeat);
     std::process::exit(if failed == 0 { 0 } else { 1 });
 }

@@ -3197,19 +3197,36 @@ fn two_engines(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
     ensure_attr(p.engines(), 2, "engines")?;
     let (gpus, ns) = fleet(ctx, &p, &[1, 1])?;
-    let (w, mut gpus) = with_saturated(gpus, ns, |is| {
-        measure(&p, is, Duration::from_millis(500), Duration::from_secs(3))
+    // Three windows of 1 s, each instance judged on its best one: a host that
+    // deschedules a vCPU lowers a window now and then, an engine that is not there
+    // lowers all of them.
+    let (ws, mut gpus) = with_saturated(gpus, ns, |is| {
+        measure_windows(
+            &p,
+            is,
+            Duration::from_millis(500),
+            Duration::from_secs(1),
+            3,
+        )
     })?;
-    let u = w.utils();
+    let u: Vec<f64> = (0..2)
+        .map(|i| ws.iter().map(|w| w.utils()[i]).fold(f64::MIN, f64::max))
+        .collect();
     let cap1 = u.iter().copied().fold(f64::MAX, f64::min);
     ctx.note(format!(
-        "2 engines, 2 saturating instances: {} of wall; parent busy {:.1}%",
-        pcts(&u),
-        w.parent_util()
+        "2 engines, 2 saturating instances, per window: {} of wall; parent busy {}",
+        ws.iter()
+            .map(|w| pcts(&w.utils()))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        ws.iter()
+            .map(|w| format!("{:.1}%", w.parent_util()))
+            .collect::<Vec<_>>()
+            .join(" ")
     ));
     ensure!(
         u.iter().all(|x| *x >= 70.0),
-        "with 2 engines each instance should get about one engine: {}",
+        "with 2 engines each instance should get about one engine: best windows {}",
         pcts(&u)
     );
     // One instance alone never runs on two engines at once.

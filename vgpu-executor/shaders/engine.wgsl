@@ -1,0 +1,158 @@
+// vgpu engine commands as Vulkan compute (docs/executor.md, docs/engine-abi.md).
+//
+// Compiled to SPIR-V at build time by naga (build.rs). Every entry point sees the same
+// bindings and the same push-constant block; what p0..p7 mean is per entry point (and
+// mirrored in src/exec.rs). VRAM is an array of little-endian u32 words; byte offsets
+// are u32 (VRAM of at most 4 GiB: src/vram.rs checks).
+
+struct Params {
+    p0: u32,
+    p1: u32,
+    p2: u32,
+    p3: u32,
+    p4: u32,
+    p5: u32,
+    p6: u32,
+    p7: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> vram: array<u32>;
+@group(0) @binding(1) var<storage, read_write> scratch: array<u32>;
+var<push_constant> pc: Params;
+
+const WG: u32 = 64u;
+
+// FILL: p0 first word, p1 words, p2 value. Grid-stride loop.
+@compute @workgroup_size(64)
+fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let total = nwg.x * WG;
+    for (var i = gid.x; i < pc.p1; i += total) {
+        vram[pc.p0 + i] = pc.p2;
+    }
+}
+
+fn load_byte(from_scratch: bool, b: u32) -> u32 {
+    var w: u32;
+    if from_scratch {
+        w = scratch[b >> 2u];
+    } else {
+        w = vram[b >> 2u];
+    }
+    return (w >> ((b & 3u) * 8u)) & 0xffu;
+}
+
+// A strided byte copy ("rows" rows of "row_bytes" bytes), the core of COPY and BLIT.
+// p0 dst first byte, p1 dst stride (bytes between rows, > 0), p2 row bytes,
+// p3 rows, p4 src first byte, p5 src stride, p6 dst words to cover (from p0 / 4),
+// p7 bit 0: source is the scratch buffer, bit 1: destination is the scratch buffer.
+// Each invocation owns whole destination words (so no two write the same word), takes
+// each of its bytes that lies in a row from the source and keeps the others. The
+// source must not be written by the same dispatch (the caller goes through scratch
+// when it would be).
+@compute @workgroup_size(64)
+fn copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let total = nwg.x * WG;
+    let src_scratch = (pc.p7 & 1u) != 0u;
+    let dst_scratch = (pc.p7 & 2u) != 0u;
+    let first = pc.p0;
+    let w0 = first >> 2u;
+    for (var j = gid.x; j < pc.p6; j += total) {
+        let word = w0 + j;
+        var old: u32;
+        if dst_scratch {
+            old = scratch[word];
+        } else {
+            old = vram[word];
+        }
+        var out = 0u;
+        for (var i = 0u; i < 4u; i++) {
+            let b = word * 4u + i;
+            var v = (old >> (i * 8u)) & 0xffu;
+            if b >= first {
+                let rel = b - first;
+                let row = rel / pc.p1;
+                let col = rel % pc.p1;
+                if row < pc.p3 && col < pc.p2 {
+                    v = load_byte(src_scratch, pc.p4 + row * pc.p5 + col);
+                }
+            }
+            out |= v << (i * 8u);
+        }
+        if dst_scratch {
+            scratch[word] = out;
+        } else {
+            vram[word] = out;
+        }
+    }
+}
+
+// (hi, lo) * 0x100000001b3 mod 2^64 in u32 arithmetic (no shaderInt64 needed):
+// h * 0x1b3 + (h << 40), and h << 40 only adds lo << 8 to the high word.
+fn fnv_mul(h: vec2<u32>) -> vec2<u32> {
+    let lo = h.y;
+    let l0 = (lo & 0xffffu) * 0x1b3u;
+    let l1 = (lo >> 16u) * 0x1b3u;
+    let t = l1 << 16u;
+    let low = l0 + t;
+    let carry = select(0u, 1u, low < t);
+    let high = h.x * 0x1b3u + (l1 >> 16u) + carry + (lo << 8u);
+    return vec2<u32>(high, low);
+}
+
+// CHECKSUM, one piece: FNV-1a-64 is a strict sequence (no associative combine of
+// partial states), so one invocation walks the words; a long checksum is split into
+// pieces that carry the state in scratch[0..2] (lo, hi).
+// p0 first word, p1 words, p2 bit 0 first piece, bit 1 last piece, p3 result word (the
+// u64 goes to vram[p3], vram[p3 + 1], little-endian).
+@compute @workgroup_size(1)
+fn checksum() {
+    var h = vec2<u32>(0xcbf29ce4u, 0x84222325u);
+    if (pc.p2 & 1u) == 0u {
+        h = vec2<u32>(scratch[1], scratch[0]);
+    }
+    for (var i = 0u; i < pc.p1; i++) {
+        h.y ^= vram[pc.p0 + i];
+        h = fnv_mul(h);
+    }
+    if (pc.p2 & 2u) != 0u {
+        vram[pc.p3] = h.y;
+        vram[pc.p3 + 1u] = h.x;
+    } else {
+        scratch[0] = h.y;
+        scratch[1] = h.x;
+    }
+}
+
+fn gemm_element(i: u32, j: u32) -> u32 {
+    let a = pc.p0 + i * pc.p5;
+    var acc = 0u;
+    for (var p = 0u; p < pc.p5; p++) {
+        acc += vram[a + p] * vram[pc.p1 + p * pc.p4 + j];
+    }
+    return acc;
+}
+
+// GEMM when C overlaps neither A nor B: one invocation per element of a band of rows.
+// p0 A word, p1 B word, p2 C word, p3 m, p4 n, p5 k, p6 first row, p7 rows in the band.
+// Dispatch (ceil(n / 64), rows).
+@compute @workgroup_size(64)
+fn gemm(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let j = gid.x;
+    if j >= pc.p4 || gid.y >= pc.p7 {
+        return;
+    }
+    let i = pc.p6 + gid.y;
+    vram[pc.p2 + i * pc.p4 + j] = gemm_element(i, j);
+}
+
+// GEMM when C overlaps A or B: the ABI computes and stores the elements one after the
+// other in row-major order, so one invocation does exactly that.
+// p0..p5 as for gemm, p6 first element (row-major index), p7 elements.
+@compute @workgroup_size(1)
+fn gemm_serial() {
+    for (var e = pc.p6; e < pc.p6 + pc.p7; e++) {
+        let i = e / pc.p4;
+        let j = e % pc.p4;
+        vram[pc.p2 + e] = gemm_element(i, j);
+    }
+}

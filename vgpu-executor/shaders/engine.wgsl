@@ -123,11 +123,21 @@ fn checksum() {
     }
 }
 
+// Two multiply-adds per iteration: k <= 65536 takes at most 32768 iterations (llvmpipe
+// ends any loop after 65535 iterations; see src/exec.rs, MAX_LOOP).
 fn gemm_element(i: u32, j: u32) -> u32 {
     let a = pc.p0 + i * pc.p5;
+    let n = pc.p4;
     var acc = 0u;
-    for (var p = 0u; p < pc.p5; p++) {
-        acc += vram[a + p] * vram[pc.p1 + p * pc.p4 + j];
+    let pairs = pc.p5 >> 1u;
+    for (var q = 0u; q < pairs; q++) {
+        let p = q * 2u;
+        acc += vram[a + p] * vram[pc.p1 + p * n + j];
+        acc += vram[a + p + 1u] * vram[pc.p1 + (p + 1u) * n + j];
+    }
+    if (pc.p5 & 1u) != 0u {
+        let p = pc.p5 - 1u;
+        acc += vram[a + p] * vram[pc.p1 + p * n + j];
     }
     return acc;
 }

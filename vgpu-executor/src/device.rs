@@ -138,9 +138,11 @@ impl DeviceSelector {
                     let mut m = usable().filter(|d| d.name.to_lowercase().contains(&low));
                     match (m.next(), m.next()) {
                         (Some(d), None) => Some(d),
-                        (Some(_), Some(_)) => return Err(Error::Device(format!(
+                        (Some(_), Some(_)) => {
+                            return Err(Error::Device(format!(
                             "--device {n:?} matches more than one device (use the index or UUID)"
-                        ))),
+                        )))
+                        }
                         _ => None,
                     }
                 }

@@ -15,13 +15,40 @@ use crate::Error;
 
 static SPIRV: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/engine.spv"));
 
-/// Bytes one COPY/BLIT piece moves through the scratch buffer (when source and
-/// destination overlap): the scratch buffer's size.
+/// The scratch buffer's size: the most one COPY/BLIT piece moves through it (when
+/// source and destination overlap).
 const SCRATCH_BYTES: u64 = 4 << 20;
-/// Words one CHECKSUM dispatch hashes (a single invocation walks them).
-const CHECKSUM_PIECE_WORDS: u64 = 1 << 20;
-/// Multiply-adds one GEMM dispatch does at most (at least one row, or one element).
-const GEMM_PIECE_MACS: u64 = 1 << 26;
+
+/// How much work one dispatch does at most: long commands are split into pieces (so a
+/// piece stays short on any GPU, and the kernel's chunks will map onto them). The
+/// defaults suit a real GPU and lavapipe; tests make them tiny to exercise the splits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pieces {
+    /// Bytes of one overlapping COPY/BLIT piece through scratch (1 ..= 4 MiB).
+    pub copy_bytes: u64,
+    /// Words one CHECKSUM dispatch hashes (a single invocation walks them; at most
+    /// 32768, see MAX_LOOP in the source).
+    pub checksum_words: u64,
+    /// Multiply-adds of one GEMM dispatch (at least one row, or one element when C
+    /// overlaps A or B).
+    pub gemm_macs: u64,
+}
+
+impl Default for Pieces {
+    fn default() -> Self {
+        Pieces {
+            copy_bytes: SCRATCH_BYTES,
+            checksum_words: MAX_LOOP,
+            gemm_macs: 1 << 26,
+        }
+    }
+}
+/// Iterations of any shader loop in one dispatch at most. llvmpipe (lavapipe) ends a
+/// loop after 65535 iterations (gallivm's loop limiter: a CHECKSUM of 65536 words
+/// came out wrong, 65535 right), so every loop is bounded well below that: CHECKSUM
+/// pieces, serial GEMM pieces, GEMM's inner loop (two multiply-adds per iteration,
+/// k <= 65536) and the grid-stride loops (at most 2^30 words / (MAX_GROUPS * WG)).
+const MAX_LOOP: u64 = 1 << 15;
 /// Workgroups of a grid-stride dispatch at most.
 const MAX_GROUPS: u64 = 4096;
 /// Threads per workgroup of the 1-D entry points.
@@ -72,6 +99,7 @@ pub struct Executor {
     scratch_mem: vk::DeviceMemory,
     info: DeviceInfo,
     counters: Cell<Counters>,
+    pieces: Cell<Pieces>,
     // Last: dropped after the device is destroyed in `drop`.
     _vk: Vk,
 }
@@ -150,6 +178,7 @@ impl Executor {
             scratch_mem: vk::DeviceMemory::null(),
             info,
             counters: Cell::new(Counters::default()),
+            pieces: Cell::new(Pieces::default()),
             _vk: vk,
         };
         // On error, `ex`'s drop destroys whatever was created (null handles are ignored).
@@ -262,6 +291,17 @@ impl Executor {
         &self.info
     }
 
+    /// Split long commands into pieces of at most this much work (`copy_bytes` is
+    /// clamped to 1 ..= the scratch size, `checksum_words` to 1 ..= 32768, `gemm_macs`
+    /// to at least 1).
+    pub fn set_pieces(&self, p: Pieces) {
+        self.pieces.set(Pieces {
+            copy_bytes: p.copy_bytes.clamp(1, SCRATCH_BYTES),
+            checksum_words: p.checksum_words.clamp(1, MAX_LOOP),
+            gemm_macs: p.gemm_macs.max(1),
+        });
+    }
+
     /// What it has done so far.
     pub fn counters(&self) -> Counters {
         self.counters.get()
@@ -370,6 +410,7 @@ impl Executor {
             ex: self,
             cb: self.cb,
             dispatches: 0,
+            pieces: self.pieces.get(),
         };
         let d = &self.device;
         // SAFETY (this block): the command buffer is not pending (every submit is waited
@@ -457,6 +498,7 @@ struct Recorder<'a> {
     ex: &'a Executor,
     cb: vk::CommandBuffer,
     dispatches: u64,
+    pieces: Pieces,
 }
 
 impl Recorder<'_> {
@@ -546,11 +588,12 @@ impl Recorder<'_> {
         }
         // Through the scratch buffer, piece by piece in the order memmove needs: from
         // the top when the destination lies above the source.
-        let pieces = len.div_ceil(SCRATCH_BYTES);
+        let size = self.pieces.copy_bytes;
+        let pieces = len.div_ceil(size);
         for i in 0..pieces {
             let piece = if dst > src { pieces - 1 - i } else { i };
-            let off = piece * SCRATCH_BYTES;
-            let l = SCRATCH_BYTES.min(len - off);
+            let off = piece * size;
+            let l = size.min(len - off);
             self.copy2d(0, l, l, 1, src + off, 0, 2);
             self.copy2d(dst + off, l, l, 1, 0, 0, 1);
         }
@@ -570,11 +613,12 @@ impl Recorder<'_> {
             reg::OP_COPY => self.memmove(a[0], a[1], a[2]),
             reg::OP_CHECKSUM => {
                 let (src, n, dst) = (a[0] / 4, a[1] / 4, a[2] / 4);
-                let pieces = n.div_ceil(CHECKSUM_PIECE_WORDS);
+                let size = self.pieces.checksum_words;
+                let pieces = n.div_ceil(size);
                 for i in 0..pieces {
-                    let off = i * CHECKSUM_PIECE_WORDS;
+                    let off = i * size;
                     let flags = u64::from(i == 0) | u64::from(i + 1 == pieces) << 1;
-                    let l = CHECKSUM_PIECE_WORDS.min(n - off);
+                    let l = size.min(n - off);
                     self.dispatch(
                         Pipe::Checksum,
                         [src + off, l, flags, dst, 0, 0, 0, 0],
@@ -587,7 +631,7 @@ impl Recorder<'_> {
                 let p = |x: u64, y: u64| [ma / 4, mb / 4, mc / 4, m, n, k, x, y];
                 if overlap(mc, 4 * m * n, ma, 4 * m * k) || overlap(mc, 4 * m * n, mb, 4 * k * n) {
                     // Strictly one element after the other, in row-major order.
-                    let per = (GEMM_PIECE_MACS / k).max(1);
+                    let per = (self.pieces.gemm_macs / k).clamp(1, MAX_LOOP);
                     let total = m * n;
                     let mut e = 0;
                     while e < total {
@@ -596,7 +640,7 @@ impl Recorder<'_> {
                         e += l;
                     }
                 } else {
-                    let rows = (GEMM_PIECE_MACS / (n * k)).clamp(1, 65535);
+                    let rows = (self.pieces.gemm_macs / (n * k)).clamp(1, 65535);
                     let mut r = 0;
                     while r < m {
                         let l = rows.min(m - r);

@@ -46,7 +46,7 @@ mod vram;
 use std::fmt;
 
 pub use device::{list_devices, DeviceInfo, DeviceSelector};
-pub use exec::{Counters, Executor};
+pub use exec::{Counters, Executor, Pieces};
 pub use vram::Vram;
 
 /// What can go wrong.

@@ -86,7 +86,7 @@ impl Drop for Vram<'_> {
 
 impl Executor {
     fn check_vram_size(&self, len: usize) -> Result<(), Error> {
-        if len == 0 || len % 4096 != 0 {
+        if len == 0 || !len.is_multiple_of(4096) {
             return Err(Error::Vram(format!(
                 "size {len} is not a non-zero multiple of 4 KiB"
             )));
@@ -144,7 +144,9 @@ impl Executor {
                     .into(),
             ));
         }
-        if (ptr as usize) % self.import_align != 0 || len % self.import_align != 0 {
+        if !(ptr as usize).is_multiple_of(self.import_align)
+            || !len.is_multiple_of(self.import_align)
+        {
             return Err(Error::Vram(format!(
                 "pointer and size must be multiples of {} bytes",
                 self.import_align

@@ -41,6 +41,7 @@
 
 pub mod device;
 mod exec;
+pub mod logger;
 mod vram;
 
 use std::fmt;

@@ -523,5 +523,15 @@ fn long_loops() {
             k: k / 2,
         }
         .raw(),
+        // Serial with more than 65535 elements (k = 1: one dispatch could take them all).
+        Cmd::Gemm {
+            a: 0,
+            b: 4 * k,
+            c: 4,
+            m: 256,
+            n: 300,
+            k: 1,
+        }
+        .raw(),
     ]);
 }

@@ -106,7 +106,7 @@ impl Executor {
     pub fn alloc_vram(&self, len: usize) -> Result<Vram<'_>, Error> {
         self.check_vram_size(len)?;
         if self.ext_host.is_none() {
-            return self.mapped_vram(len);
+            return self.alloc_mapped_vram(len);
         }
         let align = self.import_align.max(4096);
         let layout = Layout::from_size_align(len.next_multiple_of(align), align)
@@ -217,7 +217,11 @@ impl Executor {
         self.finish_vram(buffer, memory, ptr, len, backing)
     }
 
-    fn mapped_vram(&self, len: usize) -> Result<Vram<'_>, Error> {
+    /// A zeroed VRAM of `len` bytes in host-visible, host-coherent device memory mapped
+    /// into the process (what [`Executor::alloc_vram`] falls back to on a device
+    /// without VK_EXT_external_memory_host; public so that path is tested everywhere).
+    pub fn alloc_mapped_vram(&self, len: usize) -> Result<Vram<'_>, Error> {
+        self.check_vram_size(len)?;
         let buffer = self.create_buffer(len as u64, None)?;
         // SAFETY: `buffer` was created on this device.
         let req = unsafe { self.device.get_buffer_memory_requirements(buffer) };

@@ -148,9 +148,16 @@ impl Executor {
             exts.push(ash::khr::external_memory::NAME.as_ptr());
             exts.push(ash::ext::external_memory_host::NAME.as_ptr());
         }
+        // robustBufferAccess where the device has it: a further bound on what a shader
+        // can touch, should a check above ever miss (docs/executor.md, threat model).
+        // SAFETY: `pd` belongs to this instance.
+        let supported = unsafe { inst.get_physical_device_features(pd) };
+        let features = vk::PhysicalDeviceFeatures::default()
+            .robust_buffer_access(supported.robust_buffer_access != 0);
         let dci = vk::DeviceCreateInfo::default()
             .queue_create_infos(&qci)
-            .enabled_extension_names(&exts);
+            .enabled_extension_names(&exts)
+            .enabled_features(&features);
         // SAFETY: `dci` and what it points to live across the call.
         let device = unsafe { inst.create_device(pd, &dci, None) }
             .map_err(|e| Error::vk("vkCreateDevice", e))?;
@@ -470,6 +477,28 @@ impl Executor {
 /// Refuse what the reference validator says must fail, and any write outside VRAM
 /// (the scanout of `mode` included).
 fn check(c: &RawCmd, lim: &Limits) -> Result<(), Error> {
+    if c.opcode() == reg::OP_BLIT {
+        if let Some(md) = lim.mode {
+            // A displayable mode (docs/device-abi.md): rows that do not overlap, inside
+            // VRAM (the shader divides by the stride).
+            let row = md.xres.checked_mul(md.bytes_pp);
+            let end = md
+                .yres
+                .checked_sub(1)
+                .and_then(|r| r.checked_mul(md.stride))
+                .and_then(|s| s.checked_add(md.start))
+                .and_then(|s| row.and_then(|r| s.checked_add(r)));
+            if !(2..=4).contains(&md.bytes_pp)
+                || md.xres == 0
+                || row.is_none_or(|r| md.stride < r)
+                || end.is_none_or(|e| e > lim.vram_size)
+            {
+                return Err(Error::Rejected(format!(
+                    "scanout mode {md:?} is not displayable in this VRAM"
+                )));
+            }
+        }
+    }
     let v = reference::validate(c, lim);
     if v.must_fail() {
         return Err(Error::Rejected(format!("{c:?}: {}", v.must.names())));

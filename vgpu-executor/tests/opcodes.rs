@@ -470,7 +470,31 @@ fn refused_commands_change_nothing() {
     };
     assert!(ex.execute(&mut p.vram, &[blit.raw()], Some(md)).is_err());
     p.compare(&[blit.raw()]);
-    assert_eq!(ex.counters().rejected, bad.len() as u64 + 1);
+    // A mode that is not displayable (stride 0, pixels of 5 bytes, overlapping rows).
+    for md in [
+        ScanoutMode { stride: 0, ..md },
+        ScanoutMode { bytes_pp: 5, ..md },
+        ScanoutMode {
+            start: 0,
+            stride: 63,
+            ..md
+        },
+    ] {
+        let blit = Cmd::Blit {
+            src: 0,
+            src_stride: 64,
+            width: 1,
+            height: 1,
+            dst_x: 0,
+            dst_y: 0,
+        };
+        assert!(
+            ex.execute(&mut p.vram, &[blit.raw()], Some(md)).is_err(),
+            "{md:?}"
+        );
+        p.compare(&[blit.raw()]);
+    }
+    assert_eq!(ex.counters().rejected, bad.len() as u64 + 4);
 }
 
 /// k up to the ABI's 65536, and checksums past 65535 words: llvmpipe ends any shader

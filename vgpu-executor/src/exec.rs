@@ -673,7 +673,7 @@ impl Recorder<'_> {
                     let mut r = 0;
                     while r < m {
                         let l = rows.min(m - r);
-                        self.dispatch(Pipe::Gemm, p(r, l), (n.div_ceil(WG), l));
+                        self.dispatch(Pipe::Gemm, p(r, l), (n.div_ceil(4).div_ceil(WG), l));
                         r += l;
                     }
                 }

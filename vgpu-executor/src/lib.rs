@@ -18,7 +18,7 @@
 //!
 //! The design wants the GPU to work on the very pages the guest maps (the kernel's VRAM
 //! pages, mapped into the daemon through the per-parent device), so VRAM is host
-//! memory imported with VK_EXT_external_memory_host ([`Vram::import`]; lavapipe in
+//! memory imported with VK_EXT_external_memory_host ([`Executor::import`]; lavapipe in
 //! Mesa 22.3 supports it, `minImportedHostPointerAlignment` 4 KiB). No copy in or out:
 //! what the shaders write is what the guest reads. On a device without the extension
 //! [`Executor::alloc_vram`] falls back to host-visible, host-coherent device memory

@@ -384,7 +384,8 @@ impl Executor {
     }
 
     /// Run `cmds` on `vram`, in order, as one submission, and wait for them. `mode` is
-    /// the scanout a BLIT writes to (as the kernel saw it when it validated the BLIT).
+    /// the scanout a BLIT writes to (as the kernel saw it when it validated the BLIT);
+    /// [`Executor::execute_modes`] takes one per command.
     ///
     /// Each command is checked first with the engine ABI's reference validator (the
     /// kernel has validated it already; this is defence in depth so that a bad handoff
@@ -397,15 +398,27 @@ impl Executor {
         cmds: &[RawCmd],
         mode: Option<ScanoutMode>,
     ) -> Result<(), Error> {
+        let work: Vec<_> = cmds.iter().map(|&c| (c, mode)).collect();
+        self.execute_modes(vram, &work)
+    }
+
+    /// As [`Executor::execute`], each command with the scanout mode its BLIT writes to
+    /// (the mode may change between two commands of one batch: the kernel snapshots it
+    /// when it validates each BLIT).
+    pub fn execute_modes(
+        &self,
+        vram: &mut Vram<'_>,
+        work: &[(RawCmd, Option<ScanoutMode>)],
+    ) -> Result<(), Error> {
         if !std::ptr::eq(vram.exec, self) {
             return Err(Error::Vram("this VRAM belongs to another executor".into()));
         }
-        let lim = Limits {
-            vram_size: vram.len() as u64,
-            ring_size: 1 << 20,
-            mode,
-        };
-        for c in cmds {
+        for (c, mode) in work {
+            let lim = Limits {
+                vram_size: vram.len() as u64,
+                ring_size: 1 << 20,
+                mode: *mode,
+            };
             if let Err(e) = check(c, &lim) {
                 let mut n = self.counters.get();
                 n.rejected += 1;
@@ -438,8 +451,8 @@ impl Executor {
                 &[vram.set],
                 &[],
             );
-            for c in cmds {
-                rec.command(vram.buffer, c, mode);
+            for (c, mode) in work {
+                rec.command(vram.buffer, c, *mode);
             }
             let host = vk::MemoryBarrier::default()
                 .src_access_mask(vk::AccessFlags::SHADER_WRITE | vk::AccessFlags::TRANSFER_WRITE)
@@ -465,11 +478,11 @@ impl Executor {
             r.map_err(|e| Error::vk("vkResetFences", e))?;
         }
         let mut n = self.counters.get();
-        n.commands += cmds.len() as u64;
+        n.commands += work.len() as u64;
         n.dispatches += rec.dispatches;
         n.submits += 1;
         self.counters.set(n);
-        debug!("{} commands, {} dispatches", cmds.len(), rec.dispatches);
+        debug!("{} commands, {} dispatches", work.len(), rec.dispatches);
         Ok(())
     }
 }

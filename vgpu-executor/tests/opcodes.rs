@@ -559,3 +559,35 @@ fn long_loops() {
         .raw(),
     ]);
 }
+
+/// BLITs of one batch into different scanout modes (the kernel snapshots the mode when
+/// it validates each BLIT).
+#[test]
+fn blit_modes_per_command() {
+    let Some(ex) = executor() else { return };
+    let mut rng = Rng(100);
+    let mut p = Pair::new(&ex, VRAM, &mut rng);
+    let v = VRAM as u64;
+    let mut work = Vec::new();
+    for _ in 0..20 {
+        let md = random_mode(&mut rng, v);
+        let (width, height) = (rng.range(1, md.xres), rng.range(1, md.yres));
+        let row = width * md.bytes_pp;
+        let src_stride = rng.range(0, 2 * row);
+        let src = rng.range(0, v - (height - 1) * src_stride - row);
+        let blit = Cmd::Blit {
+            src,
+            src_stride,
+            width,
+            height,
+            dst_x: md.xres - width,
+            dst_y: md.yres - height,
+        }
+        .raw();
+        vgpu_engine_abi::reference::apply(&mut p.image, &blit, Some(&md)).expect("reference");
+        work.push((blit, Some(md)));
+    }
+    ex.execute_modes(&mut p.vram, &work).expect("execute_modes");
+    let cmds: Vec<_> = work.iter().map(|w| w.0).collect();
+    p.compare(&cmds);
+}

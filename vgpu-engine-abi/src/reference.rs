@@ -1,6 +1,7 @@
 //! Reference semantics of the engine (docs/engine-abi.md), for checking what it did:
 //! CHECKSUM (FNV-1a-64 over u32 words), GEMM (u32, wrapping, row-major, elements in
-//! row-major order) and a reference validator that says which ERROR codes a command may
+//! row-major order), the memory effect of every command on a VRAM image ([`apply`]: FILL,
+//! COPY as memmove, BLIT row by row, FENCE's WRITE) and a reference validator that says which ERROR codes a command may
 //! produce.
 //!
 //! The validator returns a [`Verdict`]: `must` is the set of codes for rules the command
@@ -413,6 +414,94 @@ pub fn writes(raw: &RawCmd, lim: &Limits) -> Vec<(u64, u64)> {
     }
 }
 
+/// FILL on a byte image: the u32 `value` (little-endian) repeated over `[dst, dst +
+/// len)`. `None` if out of bounds or `len` is not a multiple of 4.
+pub fn fill_in_place(mem: &mut [u8], dst: usize, len: usize, value: u32) -> Option<()> {
+    if !len.is_multiple_of(4) {
+        return None;
+    }
+    let range = mem.get_mut(dst..dst.checked_add(len)?)?;
+    for w in range.chunks_exact_mut(4) {
+        w.copy_from_slice(&value.to_le_bytes());
+    }
+    Some(())
+}
+
+/// BLIT on a byte image: `height` rows of `width` pixels from `src` (rows `src_stride`
+/// apart) into `mode`'s scanout at (`dst_x`, `dst_y`), top to bottom, each row a memmove
+/// (so a row sees what earlier rows wrote). `None` if a row is out of bounds.
+#[allow(clippy::too_many_arguments)]
+pub fn blit_in_place(
+    mem: &mut [u8],
+    mode: &ScanoutMode,
+    src: u64,
+    src_stride: u64,
+    width: u64,
+    height: u64,
+    dst_x: u64,
+    dst_y: u64,
+) -> Option<()> {
+    let row = usize::try_from(width.checked_mul(mode.bytes_pp)?).ok()?;
+    for r in 0..height {
+        let s = usize::try_from(src.checked_add(r.checked_mul(src_stride)?)?).ok()?;
+        let d = usize::try_from(mode.pixel_offset(dst_x, dst_y + r)).ok()?;
+        copy_in_place(mem, d, s, row)?;
+    }
+    Some(())
+}
+
+/// The effect on VRAM of a valid command, on a byte image of the whole VRAM: the bytes
+/// the engine writes (a FENCE's WRITE and a CHECKSUM's result included; registers,
+/// interrupts and ring movement are not memory and not modelled here). NOP, JUMP and
+/// FENCE without WRITE change nothing. `mode` is the scanout a BLIT writes to. `None`
+/// if the command does not fit `mem` (or is a BLIT without a mode): validate first.
+pub fn apply(mem: &mut [u8], raw: &RawCmd, mode: Option<&ScanoutMode>) -> Option<()> {
+    let a = raw.args;
+    let us = |v: u64| usize::try_from(v).ok();
+    match raw.opcode() {
+        reg::OP_FILL => fill_in_place(mem, us(a[0])?, us(a[1])?, a[2] as u32),
+        reg::OP_COPY => copy_in_place(mem, us(a[0])?, us(a[1])?, us(a[2])?),
+        reg::OP_CHECKSUM => {
+            let (src, len, dst) = (us(a[0])?, us(a[1])?, us(a[2])?);
+            let h = fnv1a64_bytes(mem.get(src..src.checked_add(len)?)?)?;
+            mem.get_mut(dst..dst.checked_add(8)?)?
+                .copy_from_slice(&h.to_le_bytes());
+            Some(())
+        }
+        reg::OP_GEMM => {
+            if a[..3].iter().any(|&o| !o.is_multiple_of(4)) || !mem.len().is_multiple_of(4) {
+                return None;
+            }
+            let mut words: Vec<u32> = mem
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            let w = |o: u64| us(o / 4);
+            gemm_in_place(
+                &mut words,
+                w(a[0])?,
+                w(a[1])?,
+                w(a[2])?,
+                us(a[3])?,
+                us(a[4])?,
+                us(a[5])?,
+            )?;
+            for (c, v) in mem.chunks_exact_mut(4).zip(words) {
+                c.copy_from_slice(&v.to_le_bytes());
+            }
+            Some(())
+        }
+        reg::OP_BLIT => blit_in_place(mem, mode?, a[0], a[1], a[2], a[3], a[4], a[5]),
+        reg::OP_FENCE if raw.flags() & reg::FENCE_FLAG_WRITE != 0 => {
+            let d = us(a[1])?;
+            mem.get_mut(d..d.checked_add(8)?)?
+                .copy_from_slice(&a[0].to_le_bytes());
+            Some(())
+        }
+        _ => Some(()),
+    }
+}
+
 /// A rough cost of a valid command in "bytes touched" (GEMM: 4 per multiply-add), for
 /// keeping generated work bounded.
 pub fn work(raw: &RawCmd, lim: &Limits) -> u64 {
@@ -528,6 +617,53 @@ mod tests {
         // c10 = 3*5+4*7 = 43; c11 = 43*6+4*8 = 290.
         assert_eq!(&mem[..4], &[19, 130, 43, 290]);
         assert!(gemm_in_place(&mut mem, 6, 0, 0, 2, 2, 2).is_none());
+    }
+
+    #[test]
+    fn apply_fill_blit_fence_checksum() {
+        let mut m = vec![0u8; 64];
+        assert_eq!(fill_in_place(&mut m, 4, 8, 0x0403_0201), Some(()));
+        assert_eq!(&m[..16], &[0, 0, 0, 0, 1, 2, 3, 4, 1, 2, 3, 4, 0, 0, 0, 0]);
+        assert_eq!(fill_in_place(&mut m, 60, 8, 1), None);
+        // Two rows of 2 pixels of 2 bytes, source rows overlapping the destination.
+        let md = ScanoutMode {
+            xres: 4,
+            yres: 4,
+            bytes_pp: 2,
+            stride: 8,
+            start: 32,
+        };
+        let mut m: Vec<u8> = (0..64).collect();
+        assert_eq!(blit_in_place(&mut m, &md, 30, 4, 2, 2, 0, 0), Some(()));
+        // Row 0: [30..34) -> [32..36) (memmove); row 1 reads [34..38) after row 0 wrote 34, 35.
+        assert_eq!(&m[32..36], &[30, 31, 32, 33]);
+        assert_eq!(&m[40..44], &[32, 33, 36, 37]);
+        let mut m = vec![0u8; 32];
+        let fence = Cmd::Fence {
+            seqno: 0x1122_3344_5566_7788,
+            addr: 8,
+            irq: false,
+            write: true,
+        };
+        assert_eq!(apply(&mut m, &fence.raw(), None), Some(()));
+        assert_eq!(&m[8..16], &0x1122_3344_5566_7788u64.to_le_bytes());
+        let ck = Cmd::Checksum {
+            src: 0,
+            len: 8,
+            dst: 24,
+        };
+        let want = fnv1a64_bytes(&m[..8]).unwrap();
+        assert_eq!(apply(&mut m, &ck.raw(), None), Some(()));
+        assert_eq!(&m[24..32], &want.to_le_bytes());
+        let blit = Cmd::Blit {
+            src: 0,
+            src_stride: 4,
+            width: 1,
+            height: 1,
+            dst_x: 0,
+            dst_y: 0,
+        };
+        assert_eq!(apply(&mut m, &blit.raw(), None), None);
     }
 
     #[test]

@@ -1,0 +1,86 @@
+//! vgpu-executor: runs the vgpu engine's commands (docs/engine-abi.md) with Vulkan
+//! compute, bit-exact with the reference semantics in `vgpu-engine-abi`
+//! (docs/executor.md).
+//!
+//! This crate is the compute core of issue 11's external executor. The kernel module
+//! stays the enforcement point (ring fetch, validation, scheduling, watchdog, fences,
+//! interrupts); it will hand validated commands to the `vgpu-executor` daemon through a
+//! per-parent character device (not written yet). What is here:
+//!
+//! * [`device`]: listing and selecting Vulkan devices (`--list-devices`, `--device`);
+//! * [`Executor`]: a Vulkan device with the engine's compute pipelines;
+//! * [`Vram`]: an instance's VRAM as the GPU sees it;
+//! * [`Executor::execute`]: one or more commands on one VRAM, with the exact bytes of
+//!   the reference (FILL, COPY as memmove, CHECKSUM as FNV-1a-64, GEMM over u32
+//!   wrapping with row-major element order, BLIT row by row, FENCE's WRITE).
+//!
+//! # VRAM in host memory: VK_EXT_external_memory_host
+//!
+//! The design wants the GPU to work on the very pages the guest maps (the kernel's VRAM
+//! pages, mapped into the daemon through the per-parent device), so VRAM is host
+//! memory imported with VK_EXT_external_memory_host ([`Executor::import`]; lavapipe in
+//! Mesa 22.3 supports it, `minImportedHostPointerAlignment` 4 KiB). No copy in or out:
+//! what the shaders write is what the guest reads. On a device without the extension
+//! [`Executor::alloc_vram`] falls back to host-visible, host-coherent device memory
+//! mapped into the process ([`Vram::imported`] says which); the kernel's pages could
+//! then only reach the GPU by copying them in before and out after each command, which
+//! is not implemented: the daemon will refuse such a device for `external` mode.
+//!
+//! # Shaders
+//!
+//! `shaders/engine.wgsl`, compiled to SPIR-V at build time by naga (`build.rs`): no
+//! system tool, no prebuilt blob. 64-bit arithmetic (FNV-1a-64) is done in u32 pairs,
+//! so `shaderInt64` is not needed.
+//!
+//! # Limits (for now)
+//!
+//! A VRAM must fit in one storage-buffer binding (`maxStorageBufferRange`: 128 MiB on
+//! lavapipe, 4 GiB on common desktop GPUs) and be under 4 GiB (the shaders use u32 byte
+//! offsets). Binding windows of a larger VRAM is future work (docs/executor.md).
+#![deny(missing_docs)]
+
+pub mod device;
+mod exec;
+pub mod logger;
+mod vram;
+
+use std::fmt;
+
+pub use device::{list_devices, DeviceInfo, DeviceSelector};
+pub use exec::{Counters, Executor, Pieces};
+pub use vram::Vram;
+
+/// What can go wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// No Vulkan loader or instance on this host.
+    NoVulkan(String),
+    /// No device matches, or the chosen one cannot be used.
+    Device(String),
+    /// A Vulkan call failed.
+    Vk(&'static str, ash::vk::Result),
+    /// A command the executor refuses (it breaks the engine ABI's validation rules, or
+    /// it does not fit the VRAM): nothing was executed.
+    Rejected(String),
+    /// A VRAM the executor cannot use (size, alignment).
+    Vram(String),
+}
+
+impl Error {
+    pub(crate) fn vk(call: &'static str, r: ash::vk::Result) -> Self {
+        Error::Vk(call, r)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NoVulkan(s) | Error::Device(s) => write!(f, "{s}"),
+            Error::Vk(call, r) => write!(f, "{call}: {r}"),
+            Error::Rejected(s) => write!(f, "command rejected: {s}"),
+            Error::Vram(s) => write!(f, "VRAM: {s}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

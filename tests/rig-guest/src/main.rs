@@ -18,6 +18,7 @@ mod foundation;
 mod fuzz;
 mod hardening;
 mod harness;
+mod ioeventfd;
 mod listing;
 mod preempt;
 mod rng;

@@ -68,6 +68,11 @@ pub struct Args {
     /// problem" and falls back to FXSAVE anyway.
     #[arg(long)]
     pub no_xsave: bool,
+
+    /// Trap the vGPU's DOORBELL writes (an exit to vgpu-vmm each) instead of pairing a
+    /// KVM ioeventfd with VFIO_DEVICE_IOEVENTFD (the default: no exit).
+    #[arg(long)]
+    pub no_ioeventfd: bool,
 }
 
 /// What to boot and how: the checked form of [`Args`].
@@ -91,6 +96,8 @@ pub struct VmConfig {
     pub no_xsave: bool,
     /// The vGPU's sysfs directory, if one is attached.
     pub vgpu: Option<PathBuf>,
+    /// Pair the vGPU's DOORBELL with a KVM ioeventfd (`--no-ioeventfd` clears it).
+    pub ioeventfd: bool,
 }
 
 impl TryFrom<Args> for VmConfig {
@@ -133,6 +140,7 @@ impl TryFrom<Args> for VmConfig {
             kvm: a.kvm,
             no_xsave: a.no_xsave,
             vgpu: a.vgpu,
+            ioeventfd: !a.no_ioeventfd,
         })
     }
 }

@@ -46,6 +46,17 @@ fn main() -> ExitCode {
                 VmEnd::Failed(m) => format!("error: {m}"),
                 VmEnd::Signal(n) => format!("stopped by signal {n}"),
             };
+            if cfg.vgpu.is_some() {
+                eprintln!(
+                    "vgpu-vmm: doorbell: {} MMIO exits ({})",
+                    vgpu_vmm::ioeventfd::doorbell_exits(),
+                    if cfg.ioeventfd {
+                        "ioeventfd"
+                    } else {
+                        "trapped"
+                    }
+                );
+            }
             eprintln!(
                 "vgpu-vmm: {what}; exit status {} (setup {} ms, ran {} ms)",
                 status.code(),

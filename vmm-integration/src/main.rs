@@ -37,6 +37,13 @@ fn main() -> ExitCode {
             return ExitCode::from(ExitStatus::Usage.code() as u8);
         }
     };
+    if let Some((name, uuid)) = &cfg.domain {
+        log::info!(
+            "domain {} ({})",
+            name.as_deref().unwrap_or("(no name)"),
+            uuid.as_deref().unwrap_or("no uuid")
+        );
+    }
     match vm::run(&cfg, signals, started) {
         Ok(o) => {
             let status = ExitStatus::from(&o.end);

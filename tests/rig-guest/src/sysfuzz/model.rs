@@ -251,7 +251,7 @@ pub fn ioeventfd_want(bufsz: usize, argsz: u32, flags: u32, offset: u64, fd: FdK
     let db = vgpu_vfio::abi::engine::DOORBELL;
     let at_doorbell = offset >> vgpu_vfio::REGION_OFFSET_SHIFT == 2
         && count <= 4
-        && pos % count == 0
+        && pos.is_multiple_of(count)
         && pos >= db
         && pos + count <= db + 4;
     if !at_doorbell {

@@ -79,6 +79,12 @@ pub struct Args {
     /// error). A flag given as well overrides the document's value.
     #[arg(long, value_name = "FILE")]
     pub domain_xml: Option<PathBuf>,
+
+    /// Write the vGPU's current frame (its display plane) to FILE as a PNG, every SECONDS
+    /// (at least 0.1) if given, and once more when the VM ends; nothing while the display
+    /// is off. Needs a vGPU.
+    #[arg(long, value_name = "FILE[,SECONDS]")]
+    pub display_png: Option<String>,
 }
 
 /// What to boot and how: the checked form of [`Args`].
@@ -106,6 +112,8 @@ pub struct VmConfig {
     pub ioeventfd: bool,
     /// The domain's `<name>` and `<uuid>` (`--domain-xml`), for the log.
     pub domain: Option<(Option<String>, Option<String>)>,
+    /// `--display-png`.
+    pub display_png: Option<crate::display::DisplayPng>,
 }
 
 impl TryFrom<Args> for VmConfig {
@@ -176,6 +184,17 @@ impl TryFrom<Args> for VmConfig {
             .unwrap_or_else(|| DEFAULT_CMDLINE.to_string());
         let serial_file = a.serial_file.or(dom.serial.flatten());
         let domain = a.domain_xml.as_ref().map(|_| (dom.name, dom.uuid));
+        let display_png = match &a.display_png {
+            Some(s) => {
+                if vgpu.is_none() {
+                    return Err(Error::Config(format!(
+                        "--display-png {s}: no vGPU (--vgpu or a <hostdev>) to show"
+                    )));
+                }
+                Some(crate::display::parse_arg(s).map_err(Error::Config)?)
+            }
+            None => None,
+        };
         if cmdline.len() >= CMDLINE_MAX {
             return Err(Error::Config(format!(
                 "--cmdline is {} bytes; the kernel takes at most {}",
@@ -200,6 +219,7 @@ impl TryFrom<Args> for VmConfig {
             vgpu,
             ioeventfd: !a.no_ioeventfd,
             domain,
+            display_png,
         })
     }
 }

@@ -42,6 +42,7 @@ pub mod boot;
 pub mod config;
 pub mod cpu;
 pub mod devices;
+pub mod display;
 pub mod domain_xml;
 pub mod ioeventfd;
 pub mod layout;

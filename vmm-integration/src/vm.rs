@@ -149,6 +149,10 @@ pub fn run(cfg: &VmConfig, signals: OwnedFd, started: Instant) -> Result<Outcome
         }
         None => None,
     };
+    let display = match (&cfg.display_png, &vgpu) {
+        (Some(d), Some(v)) => Some(crate::display::Writer::start(d.clone(), v.clone())),
+        _ => None,
+    };
     let bus = Arc::new(PioBus::new(irq, out, vgpu));
 
     let cpuid = kvm
@@ -200,6 +204,13 @@ pub fn run(cfg: &VmConfig, signals: OwnedFd, started: Instant) -> Result<Outcome
         log::debug!("doorbell ioeventfd at {:#x}", d.gpa());
     }
     drop(doorbell);
+    if let Some(d) = display {
+        match d.finish() {
+            Ok(true) => log::info!("--display-png: last frame written"),
+            Ok(false) => eprintln!("vgpu-vmm: --display-png: the display was off, no frame"),
+            Err(e) => eprintln!("vgpu-vmm: {e}"),
+        }
+    }
     Ok(Outcome {
         end,
         setup,

@@ -407,6 +407,11 @@ struct vgpu_device {
 	bool intx_masked;
 	bool intx_pending;
 	bool req_logged;
+
+	/* VFIO_DEVICE_IOEVENTFD registrations (vgpu_ioeventfd.c) */
+	struct mutex ioeventfd_lock;
+	struct list_head ioeventfds;
+	unsigned int ioeventfds_nr;
 };
 
 static inline struct vgpu_device *to_vgpu(struct vfio_device *vdev)
@@ -479,6 +484,11 @@ int vgpu_ioctl_set_irqs(struct vgpu_device *vg, void __user *arg);
 void vgpu_irq_raise(struct vgpu_device *vg, unsigned int index);
 void vgpu_irq_release_all(struct vgpu_device *vg);
 void vgpu_request(struct vfio_device *vdev, unsigned int count);
+
+/* ---- vgpu_ioeventfd.c: VFIO_DEVICE_IOEVENTFD on DOORBELL ---- */
+int vgpu_ioctl_ioeventfd(struct vgpu_device *vg, void __user *arg);
+void vgpu_ioeventfd_flush(struct vgpu_device *vg);
+void vgpu_ioeventfd_release_all(struct vgpu_device *vg);
 
 /* ---- vgpu_cfg.c ---- */
 int vgpu_cfg_irq_index(struct vgpu_device *vg);

@@ -40,6 +40,8 @@ static int vgpu_init_dev(struct vfio_device *vdev)
 	atomic_long_set(&vg->lock_asked, 0);
 	atomic_long_set(&vg->lock_got, 0);
 	spin_lock_init(&vg->irq_lock);
+	mutex_init(&vg->ioeventfd_lock);
+	INIT_LIST_HEAD(&vg->ioeventfds);
 
 	ret = vgpu_pages_init(&vg->vram, vg->vram_size, true);
 	if (ret)
@@ -61,6 +63,7 @@ static int vgpu_init_dev(struct vfio_device *vdev)
 err_vram:
 	vgpu_pages_fini(vg, &vg->vram);
 err_pool:
+	mutex_destroy(&vg->ioeventfd_lock);
 	mutex_destroy(&vg->lock);
 	vgpu_pool_release(parent, type->vram_mb);
 err_module:
@@ -74,10 +77,12 @@ static void vgpu_release_dev(struct vfio_device *vdev)
 
 	/* No engine may touch the pages from here on. */
 	vgpu_sched_detach(vg);
+	vgpu_ioeventfd_release_all(vg);
 	vgpu_irq_release_all(vg);
 	vgpu_pages_fini(vg, &vg->disp);
 	vgpu_pages_fini(vg, &vg->vram);
 	vgpu_pool_release(vg->parent, vg->type->vram_mb);
+	mutex_destroy(&vg->ioeventfd_lock);
 	mutex_destroy(&vg->lock);
 #if KERNEL_VERSION(6, 2, 0) > LINUX_VERSION_CODE
 	vfio_free_device(vdev);
@@ -107,7 +112,8 @@ static int vgpu_open_device(struct vfio_device *vdev)
  * one VM to the next, so nothing of this tenant may stay: the engine stops
  * (a ring left running would go on using engine time), config space, DISPI
  * and every engine register return to their state at creation, the
- * eventfds are dropped (like vfio-pci) and every VRAM and display page is
+ * eventfds and ioeventfds are dropped (like vfio-pci; the ioeventfds
+ * first, so that no doorbell of theirs lands after the reset) and every VRAM and display page is
  * freed, so the next open finds zeroed VRAM and no frame, and a closed
  * device holds no host memory but its page arrays. Host counters (busy_ns,
  * jobs, latency_hist, ...) and the host's knobs (weight, cap) stay.
@@ -117,6 +123,7 @@ static void vgpu_close_device(struct vfio_device *vdev)
 	struct vgpu_device *vg = to_vgpu(vdev);
 	struct mem_cgroup *memcg;
 
+	vgpu_ioeventfd_release_all(vg);
 	vgpu_lock(vg);
 	vgpu_engine_reset(vg, true);
 	vgpu_cfg_init(vg);
@@ -134,10 +141,14 @@ static void vgpu_close_device(struct vfio_device *vdev)
 /*
  * Clears DISPI, engine state, config command and MSI enable; VRAM content
  * is kept. A chunk of engine work runs under vg->lock, so none is half
- * done here and none runs after this for the old ring.
+ * done here and none runs after this for the old ring. Registered
+ * ioeventfds stay (as with vfio-pci: the user paired them with KVM and a
+ * reset must not silently cut the guest's doorbell off), but a doorbell
+ * signalled before the reset is rung before it, never after.
  */
 void vgpu_device_reset(struct vgpu_device *vg)
 {
+	vgpu_ioeventfd_flush(vg);
 	vgpu_lock(vg);
 	vgpu_engine_reset(vg, true);
 	vgpu_cfg_reset(vg);
@@ -397,6 +408,8 @@ static long vgpu_ioctl(struct vfio_device *vdev, unsigned int cmd,
 		return vgpu_ioctl_set_irqs(vg, uarg);
 	case VFIO_DEVICE_QUERY_GFX_PLANE:
 		return vgpu_ioctl_query_gfx_plane(vg, uarg);
+	case VFIO_DEVICE_IOEVENTFD:
+		return vgpu_ioctl_ioeventfd(vg, uarg);
 	case VFIO_DEVICE_RESET:
 		vgpu_device_reset(vg);
 		return 0;

@@ -60,6 +60,20 @@ if [ -e $r ]; then
 	mount -t devtmpfs devtmpfs /dev
 	echo 1 >/sys/bus/pci/devices/0000:00:01.0/enable
 	echo "L2-VGPU-ID $(devmem 0xd0000800 32)"
+	# 16 doorbells (DOORBELL is BAR2 + 0x914): vgpu-vmm counts those that exit to it,
+	# none with its default ioeventfd, each with --no-ioeventfd.
+	for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16; do devmem 0xd0000914 32 1; done
+	echo "L2-DOORBELLS 16"
+	# A 16x8 XRGB8888 mode through the bochs DISPI registers (BAR2 0x500 + 2 * index:
+	# XRES 1, YRES 2, BPP 3, ENABLE 4 = ENABLED | LFB_ENABLED); pixel (0,0) is VRAM's
+	# first word written above (0x5a5aa5a5), pixel (1,0) an orange. vgpu-vmm
+	# --display-png writes the frame when the VM ends.
+	devmem 0xd0000502 16 16
+	devmem 0xd0000504 16 8
+	devmem 0xd0000506 16 32
+	devmem 0xd0000508 16 0x41
+	devmem 0xc0000004 32 0x00ff8000
+	echo "L2-DREW 16x8"
 	devmem 0xc0000000 32 0x5a5aa5a5
 	devmem 0xcffffffc 32 0x0badcafe
 	echo "L2-VRAM $(devmem 0xc0000000 32) $(devmem 0xcffffffc 32)"

@@ -18,6 +18,7 @@ ioctl_io_nr!(
     VFIO_TYPE as u32,
     VFIO_BASE + 14
 );
+ioctl_io_nr!(VFIO_DEVICE_IOEVENTFD, VFIO_TYPE as u32, VFIO_BASE + 16);
 ioctl_io_nr!(VFIO_IOMMU_MAP_DMA, VFIO_TYPE as u32, VFIO_BASE + 13);
 ioctl_io_nr!(VFIO_IOMMU_UNMAP_DMA, VFIO_TYPE as u32, VFIO_BASE + 14);
 
@@ -33,5 +34,6 @@ mod tests {
         assert_eq!(VFIO_DEVICE_SET_IRQS(), 0x3b6e);
         assert_eq!(VFIO_DEVICE_QUERY_GFX_PLANE(), 0x3b72);
         assert_eq!(VFIO_IOMMU_MAP_DMA(), 0x3b71);
+        assert_eq!(VFIO_DEVICE_IOEVENTFD(), 0x3b74);
     }
 }

@@ -71,6 +71,7 @@ mod device;
 pub mod engine;
 mod error;
 mod ioctls;
+pub mod ioeventfd;
 mod mmap;
 /// Reference semantics of the engine: `vgpu_engine_abi::reference`, re-exported.
 pub mod reference {

@@ -28,26 +28,26 @@ pub struct Args {
     /// Kernel to boot: an ELF vmlinux with a PVH entry note (booted via PVH), or a
     /// bzImage such as Debian's /boot/vmlinuz-* (booted via the 32-bit boot protocol;
     /// it decompresses itself, which takes longer).
-    #[arg(long, value_name = "FILE")]
-    pub kernel: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "domain_xml")]
+    pub kernel: Option<PathBuf>,
 
     /// Initial ramdisk (a cpio archive, compressed or not).
     #[arg(long, value_name = "FILE")]
     pub initrd: Option<PathBuf>,
 
-    /// Kernel command line.
-    #[arg(long, value_name = "STRING", default_value = DEFAULT_CMDLINE)]
-    pub cmdline: String,
+    /// Kernel command line [default: console=ttyS0 panic=-1].
+    #[arg(long, value_name = "STRING")]
+    pub cmdline: Option<String>,
 
-    /// Number of vCPUs.
-    #[arg(long, value_name = "N", default_value_t = 1,
+    /// Number of vCPUs [default: 1].
+    #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u8).range(1..=MAX_VCPUS as i64))]
-    pub vcpus: u8,
+    pub vcpus: Option<u8>,
 
-    /// Guest RAM in MiB.
-    #[arg(long, value_name = "MiB", default_value_t = 256,
+    /// Guest RAM in MiB [default: 256].
+    #[arg(long, value_name = "MiB",
           value_parser = clap::value_parser!(u64).range(MIN_MEMORY_MIB..=MAX_MEMORY_MIB))]
-    pub memory: u64,
+    pub memory: Option<u64>,
 
     /// Write the serial console (COM1) to FILE (created or truncated) instead of stdout.
     #[arg(long, value_name = "FILE")]
@@ -68,6 +68,23 @@ pub struct Args {
     /// problem" and falls back to FXSAVE anyway.
     #[arg(long)]
     pub no_xsave: bool,
+
+    /// Trap the vGPU's DOORBELL writes (an exit to vgpu-vmm each) instead of pairing a
+    /// KVM ioeventfd with VFIO_DEVICE_IOEVENTFD (the default: no exit).
+    #[arg(long)]
+    pub no_ioeventfd: bool,
+
+    /// Read the VM from a libvirt domain document (a subset: name, uuid, memory, vcpu,
+    /// os kernel/initrd/cmdline, serial/console, one mdev hostdev; anything else is an
+    /// error). A flag given as well overrides the document's value.
+    #[arg(long, value_name = "FILE")]
+    pub domain_xml: Option<PathBuf>,
+
+    /// Write the vGPU's current frame (its display plane) to FILE as a PNG, every SECONDS
+    /// (at least 0.1) if given, and once more when the VM ends; nothing while the display
+    /// is off. Needs a vGPU.
+    #[arg(long, value_name = "FILE[,SECONDS]")]
+    pub display_png: Option<String>,
 }
 
 /// What to boot and how: the checked form of [`Args`].
@@ -91,6 +108,12 @@ pub struct VmConfig {
     pub no_xsave: bool,
     /// The vGPU's sysfs directory, if one is attached.
     pub vgpu: Option<PathBuf>,
+    /// Pair the vGPU's DOORBELL with a KVM ioeventfd (`--no-ioeventfd` clears it).
+    pub ioeventfd: bool,
+    /// The domain's `<name>` and `<uuid>` (`--domain-xml`), for the log.
+    pub domain: Option<(Option<String>, Option<String>)>,
+    /// `--display-png`.
+    pub display_png: Option<crate::display::DisplayPng>,
 }
 
 impl TryFrom<Args> for VmConfig {
@@ -99,40 +122,104 @@ impl TryFrom<Args> for VmConfig {
     /// Checks what clap cannot: that the files exist and are regular files, and that the
     /// command line fits the kernel's buffer. Nothing is opened for writing here.
     fn try_from(a: Args) -> Result<Self, Error> {
-        check_file("kernel", &a.kernel)?;
-        if let Some(i) = &a.initrd {
-            check_file("initrd", i)?;
+        let dom = match &a.domain_xml {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| Error::Config(format!("--domain-xml {}: {e}", p.display())))?;
+                Some(
+                    crate::domain_xml::parse(&text)
+                        .map_err(|e| Error::Config(format!("--domain-xml {}: {e}", p.display())))?,
+                )
+            }
+            None => None,
+        };
+        let dom = dom.unwrap_or_default();
+        // A flag wins over the document; the document over the default.
+        let label = |flag: bool, f: &'static str, x: &'static str| if flag { f } else { x };
+        let kernel_label = label(a.kernel.is_some(), "--kernel", "<os><kernel>");
+        let Some(kernel) = a.kernel.or(dom.kernel) else {
+            return Err(Error::Config(
+                "no kernel: --kernel FILE or <os><kernel> in --domain-xml".into(),
+            ));
+        };
+        check_file(kernel_label, &kernel)?;
+        let initrd_label = label(a.initrd.is_some(), "--initrd", "<os><initrd>");
+        let initrd = a.initrd.or(dom.initrd);
+        if let Some(i) = &initrd {
+            check_file(initrd_label, i)?;
         }
-        if let Some(v) = &a.vgpu {
+        let vgpu_label = label(a.vgpu.is_some(), "--vgpu", "<hostdev>");
+        let vgpu = a.vgpu.or(dom.vgpu);
+        if let Some(v) = &vgpu {
             if !v.join("iommu_group").exists() {
                 return Err(Error::Config(format!(
-                    "--vgpu {}: not a mediated device (no iommu_group link there)",
+                    "{vgpu_label} {}: not a mediated device (no iommu_group link there)",
                     v.display()
                 )));
             }
         }
-        if a.cmdline.len() >= CMDLINE_MAX {
+        let vcpus = match (a.vcpus, dom.vcpus) {
+            (Some(v), _) => v,
+            (None, Some(v)) => u8::try_from(v)
+                .ok()
+                .filter(|v| (1..=MAX_VCPUS).contains(v))
+                .ok_or_else(|| {
+                    Error::Config(format!("<vcpu> {v}: vgpu-vmm runs 1..={MAX_VCPUS}"))
+                })?,
+            (None, None) => 1,
+        };
+        let memory = match (a.memory, dom.memory_mib) {
+            (Some(m), _) => m,
+            (None, Some(m)) if (MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&m) => m,
+            (None, Some(m)) => {
+                return Err(Error::Config(format!(
+                    "<memory> {m} MiB: vgpu-vmm runs {MIN_MEMORY_MIB}..={MAX_MEMORY_MIB} MiB"
+                )))
+            }
+            (None, None) => 256,
+        };
+        let cmdline = a
+            .cmdline
+            .or(dom.cmdline)
+            .unwrap_or_else(|| DEFAULT_CMDLINE.to_string());
+        let serial_file = a.serial_file.or(dom.serial.flatten());
+        let domain = a.domain_xml.as_ref().map(|_| (dom.name, dom.uuid));
+        let display_png = match &a.display_png {
+            Some(s) => {
+                if vgpu.is_none() {
+                    return Err(Error::Config(format!(
+                        "--display-png {s}: no vGPU (--vgpu or a <hostdev>) to show"
+                    )));
+                }
+                Some(crate::display::parse_arg(s).map_err(Error::Config)?)
+            }
+            None => None,
+        };
+        if cmdline.len() >= CMDLINE_MAX {
             return Err(Error::Config(format!(
                 "--cmdline is {} bytes; the kernel takes at most {}",
-                a.cmdline.len(),
+                cmdline.len(),
                 CMDLINE_MAX - 1
             )));
         }
-        if a.cmdline.bytes().any(|b| b == 0 || !b.is_ascii()) {
+        if cmdline.bytes().any(|b| b == 0 || !b.is_ascii()) {
             return Err(Error::Config(
                 "--cmdline must be printable ASCII without NUL bytes".into(),
             ));
         }
         Ok(VmConfig {
-            kernel: a.kernel,
-            initrd: a.initrd,
-            cmdline: a.cmdline,
-            vcpus: a.vcpus,
-            memory_mib: a.memory,
-            serial_file: a.serial_file,
+            kernel,
+            initrd,
+            cmdline,
+            vcpus,
+            memory_mib: memory,
+            serial_file,
             kvm: a.kvm,
             no_xsave: a.no_xsave,
-            vgpu: a.vgpu,
+            vgpu,
+            ioeventfd: !a.no_ioeventfd,
+            domain,
+            display_png,
         })
     }
 }
@@ -141,10 +228,10 @@ fn check_file(what: &str, p: &std::path::Path) -> Result<(), Error> {
     match std::fs::metadata(p) {
         Ok(m) if m.is_file() => Ok(()),
         Ok(_) => Err(Error::Config(format!(
-            "--{what} {}: not a regular file",
+            "{what} {}: not a regular file",
             p.display()
         ))),
-        Err(e) => Err(Error::Config(format!("--{what} {}: {e}", p.display()))),
+        Err(e) => Err(Error::Config(format!("{what} {}: {e}", p.display()))),
     }
 }
 
@@ -247,6 +334,83 @@ mod tests {
         assert!(e.contains("at most 2047"), "{e}");
         let a = parse(&["--kernel", k.path(), "--cmdline", "a\u{e9}"]).expect("parse");
         assert!(VmConfig::try_from(a).is_err());
+    }
+
+    fn domain_file(body: &str) -> tempfile_lite::TempFile {
+        let f = tempfile_lite::TempFile::new("domain.xml");
+        std::fs::write(f.path(), body).expect("write domain");
+        f
+    }
+
+    #[test]
+    fn domain_xml_and_flags() {
+        let k = kernel_file();
+        let x = domain_file(&format!(
+            "<domain type='kvm'><name>vm1</name><memory unit='GiB'>1</memory>\
+             <vcpu>3</vcpu><os><type>hvm</type><kernel>{}</kernel>\
+             <cmdline>console=ttyS0 quiet</cmdline></os>\
+             <devices><serial type='file'><source path='/tmp/s.log'/></serial></devices></domain>",
+            k.path()
+        ));
+        let c =
+            VmConfig::try_from(parse(&["--domain-xml", x.path()]).expect("parse")).expect("valid");
+        assert_eq!(c.kernel.to_str(), Some(k.path()));
+        assert_eq!((c.vcpus, c.memory_mib), (3, 1024));
+        assert_eq!(c.cmdline, "console=ttyS0 quiet");
+        assert_eq!(
+            c.serial_file.as_deref(),
+            Some(std::path::Path::new("/tmp/s.log"))
+        );
+        assert_eq!(c.domain, Some((Some("vm1".into()), None)));
+        // Flags win over the document.
+        let c = VmConfig::try_from(
+            parse(&[
+                "--domain-xml",
+                x.path(),
+                "--vcpus",
+                "2",
+                "--memory",
+                "128",
+                "--cmdline",
+                "x",
+            ])
+            .expect("parse"),
+        )
+        .expect("valid");
+        assert_eq!((c.vcpus, c.memory_mib, c.cmdline.as_str()), (2, 128, "x"));
+    }
+
+    #[test]
+    fn domain_xml_refusals() {
+        let x = domain_file("<domain type='kvm'><os><type>hvm</type></os></domain>");
+        let e = VmConfig::try_from(parse(&["--domain-xml", x.path()]).expect("parse"))
+            .expect_err("no kernel")
+            .to_string();
+        assert!(e.contains("no kernel"), "{e}");
+        let x = domain_file("<domain type='kvm'><vcpu>300</vcpu></domain>");
+        let k = kernel_file();
+        let e = VmConfig::try_from(
+            parse(&["--domain-xml", x.path(), "--kernel", k.path()]).expect("parse"),
+        )
+        .expect_err("vcpus")
+        .to_string();
+        assert!(e.contains("<vcpu> 300"), "{e}");
+        let x = domain_file("<domain type='kvm'><memory unit='MiB'>16</memory></domain>");
+        let e = VmConfig::try_from(
+            parse(&["--domain-xml", x.path(), "--kernel", k.path()]).expect("parse"),
+        )
+        .expect_err("memory")
+        .to_string();
+        assert!(e.contains("<memory> 16 MiB"), "{e}");
+        let x = domain_file("<domain type='kvm'><os><kernel>/nonexistent/k</kernel></os></domain>");
+        let e = VmConfig::try_from(parse(&["--domain-xml", x.path()]).expect("parse"))
+            .expect_err("missing kernel")
+            .to_string();
+        assert!(e.contains("<os><kernel> /nonexistent/k"), "{e}");
+        let e = VmConfig::try_from(parse(&["--domain-xml", "/nonexistent.xml"]).expect("parse"))
+            .expect_err("no file")
+            .to_string();
+        assert!(e.contains("--domain-xml /nonexistent.xml"), "{e}");
     }
 
     /// A temporary file without pulling in a crate for it.

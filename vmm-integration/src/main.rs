@@ -37,6 +37,13 @@ fn main() -> ExitCode {
             return ExitCode::from(ExitStatus::Usage.code() as u8);
         }
     };
+    if let Some((name, uuid)) = &cfg.domain {
+        log::info!(
+            "domain {} ({})",
+            name.as_deref().unwrap_or("(no name)"),
+            uuid.as_deref().unwrap_or("no uuid")
+        );
+    }
     match vm::run(&cfg, signals, started) {
         Ok(o) => {
             let status = ExitStatus::from(&o.end);
@@ -46,6 +53,17 @@ fn main() -> ExitCode {
                 VmEnd::Failed(m) => format!("error: {m}"),
                 VmEnd::Signal(n) => format!("stopped by signal {n}"),
             };
+            if cfg.vgpu.is_some() {
+                eprintln!(
+                    "vgpu-vmm: doorbell: {} MMIO exits ({})",
+                    vgpu_vmm::ioeventfd::doorbell_exits(),
+                    if cfg.ioeventfd {
+                        "ioeventfd"
+                    } else {
+                        "trapped"
+                    }
+                );
+            }
             eprintln!(
                 "vgpu-vmm: {what}; exit status {} (setup {} ms, ran {} ms)",
                 status.code(),

@@ -139,6 +139,7 @@ pub fn run(id: u8, mut vcpu: VcpuFd, bus: Arc<PioBus>, state: Arc<VmState>) {
             }
             Ok(VcpuExit::MmioWrite(addr, data)) => {
                 counts.mmio += 1;
+                crate::ioeventfd::note_mmio_write(addr);
                 if !bus.pci().mmio_write(addr, data) {
                     log::trace!("vCPU {id}: MMIO write {addr:#x}: no device");
                 }

@@ -59,6 +59,11 @@ impl Vgpu {
         })
     }
 
+    /// The VFIO device.
+    pub fn device(&self) -> &Device {
+        &self.dev
+    }
+
     /// The VRAM mapping's host address (for the KVM memory slot).
     pub fn vram_host(&self) -> *mut u8 {
         self.map.as_ptr()

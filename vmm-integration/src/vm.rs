@@ -125,6 +125,8 @@ pub fn run(cfg: &VmConfig, signals: OwnedFd, started: Instant) -> Result<Outcome
         EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Setup(format!("eventfd: {e}")))?;
     vm.register_irqfd(&irq, COM1_IRQ)
         .map_err(|e| Error::Kvm("KVM_IRQFD (serial)", e))?;
+    // Lives until the vCPU threads are joined (end of `run`).
+    let mut doorbell = None;
     let vgpu = match &cfg.vgpu {
         Some(p) => {
             let v = Arc::new(crate::vgpu::Vgpu::open(p)?);
@@ -139,9 +141,17 @@ pub fn run(cfg: &VmConfig, signals: OwnedFd, started: Instant) -> Result<Outcome
             // keeps alive until after the vCPU threads have been joined (end of `run`).
             unsafe { vm.set_user_memory_region(r) }
                 .map_err(|e| Error::Kvm("KVM_SET_USER_MEMORY_REGION (VRAM)", e))?;
+            crate::ioeventfd::set_doorbell_gpa(v.mmio.0);
+            if cfg.ioeventfd {
+                doorbell = Some(crate::ioeventfd::pair_doorbell(&vm, v.device(), v.mmio.0)?);
+            }
             Some(v)
         }
         None => None,
+    };
+    let display = match (&cfg.display_png, &vgpu) {
+        (Some(d), Some(v)) => Some(crate::display::Writer::start(d.clone(), v.clone())),
+        _ => None,
     };
     let bus = Arc::new(PioBus::new(irq, out, vgpu));
 
@@ -190,6 +200,17 @@ pub fn run(cfg: &VmConfig, signals: OwnedFd, started: Instant) -> Result<Outcome
     let end = state
         .end()
         .unwrap_or_else(|| VmEnd::Failed("the VM stopped without a reason".into()));
+    if let Some(d) = &doorbell {
+        log::debug!("doorbell ioeventfd at {:#x}", d.gpa());
+    }
+    drop(doorbell);
+    if let Some(d) = display {
+        match d.finish() {
+            Ok(true) => log::info!("--display-png: last frame written"),
+            Ok(false) => eprintln!("vgpu-vmm: --display-png: the display was off, no frame"),
+            Err(e) => eprintln!("vgpu-vmm: {e}"),
+        }
+    }
     Ok(Outcome {
         end,
         setup,

@@ -63,3 +63,50 @@ fn vgpu_that_is_not_an_mdev() {
         "{err}"
     );
 }
+
+/// `--domain-xml`: malformed documents, wrong units and unknown elements exit 2 with an
+/// error naming the problem; a good one gets as far as KVM (status 1 without it).
+#[test]
+fn domain_xml_bad_input() {
+    let me = env!("CARGO_BIN_EXE_vgpu-vmm");
+    let dir = std::env::temp_dir().join(format!("vgpu-vmm-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let good = format!(
+        "<domain type='kvm'><name>t</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+         <os><type>hvm</type><kernel>{me}</kernel></os></domain>"
+    );
+    for (name, body, want) in [
+        (
+            "malformed",
+            "<domain type='kvm'><name>t</domain>",
+            "not well-formed",
+        ),
+        (
+            "unit",
+            "<domain type='kvm'><memory unit='furlongs'>1</memory></domain>",
+            "unit='furlongs'",
+        ),
+        (
+            "element",
+            "<domain type='kvm'><devices><disk type='file'/></devices></domain>",
+            "unsupported element <domain/devices/disk>",
+        ),
+    ] {
+        let p = dir.join(format!("{name}.xml"));
+        std::fs::write(&p, body).expect("write");
+        let (rc, err) = vmm(&["--domain-xml", p.to_str().expect("utf-8"), "--kernel", me]);
+        assert_eq!(rc, 2, "{name}: {err}");
+        assert!(err.contains(want), "{name}: {err}");
+    }
+    let p = dir.join("good.xml");
+    std::fs::write(&p, good).expect("write");
+    let (rc, err) = vmm(&[
+        "--domain-xml",
+        p.to_str().expect("utf-8"),
+        "--kvm",
+        "/nonexistent/kvm",
+    ]);
+    assert_eq!(rc, 1, "{err}");
+    assert!(err.contains("/nonexistent/kvm"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

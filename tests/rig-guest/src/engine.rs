@@ -78,6 +78,13 @@ pub fn suite() -> Suite {
             t("latency_hist_dropped", Some(""), latency_hist_dropped),
             t("latency_hist_sysfs", Some(""), latency_hist_sysfs),
             t("two_engines", Some("engines=2"), two_engines),
+            t("ioeventfd_doorbell", Some(""), crate::ioeventfd::doorbell),
+            t("ioeventfd_bad_input", Some(""), crate::ioeventfd::bad_input),
+            t(
+                "ioeventfd_close_releases",
+                Some(""),
+                crate::ioeventfd::close_releases,
+            ),
             t("multi_parent", Some("parents=2"), multi_parent),
             t("remove_busy", Some(""), remove_busy),
         ],

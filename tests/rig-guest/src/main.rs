@@ -10,7 +10,8 @@
 //!   canaries;
 //! * `bench [--csv-dir DIR]`: the scheduler benchmark (a table, not a test);
 //! * `touch <uuid> <MiB>` and `load <seconds> <uuid>...`: demo helpers on instances that
-//!   already exist (the module stays loaded).
+//!   already exist (the module stays loaded);
+//! * `pngpixel FILE X Y`: a pixel of a PNG (`vgpu-vmm --display-png`'s) for rig scripts.
 
 mod bench;
 mod engine;
@@ -18,7 +19,9 @@ mod foundation;
 mod fuzz;
 mod hardening;
 mod harness;
+mod ioeventfd;
 mod listing;
+mod pngtool;
 mod preempt;
 mod rng;
 mod sys;
@@ -46,6 +49,7 @@ fn usage(suites: &[Suite]) -> ! {
     eprintln!("       vgpu-rig-tests bench [--csv-dir DIR] [--quick] [--only SECTION]");
     eprintln!("       vgpu-rig-tests touch <uuid> <MiB>");
     eprintln!("       vgpu-rig-tests load <seconds> <uuid>...");
+    eprintln!("       vgpu-rig-tests pngpixel FILE X Y");
     eprintln!("suites:");
     for s in suites {
         eprintln!("  {:<12} {}", s.name, s.about);
@@ -66,6 +70,7 @@ fn main() {
         "bench" => Some(bench::main(rest)),
         "touch" => Some(tools::touch(rest)),
         "load" => Some(tools::load(rest)),
+        "pngpixel" => Some(pngtool::pngpixel(rest)),
         _ => None,
     };
     if let Some(r) = tool {

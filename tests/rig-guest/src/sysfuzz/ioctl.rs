@@ -2,7 +2,8 @@
 //! always ends right before a guard page, so an over-long kernel copy faults instead of
 //! succeeding): GET_INFO, GET_REGION_INFO, GET_IRQ_INFO, SET_IRQS with random actions,
 //! data types, counts and eventfds (valid, -1, negative, closed, not an eventfd), RESET,
-//! QUERY_GFX_PLANE, GET_GFX_DMABUF and unknown requests. Each outcome is checked against
+//! QUERY_GFX_PLANE, GET_GFX_DMABUF, IOEVENTFD (registered, removed and signalled while
+//! other threads close, reset and remove) and unknown requests. Each outcome is checked against
 //! model.rs; successful queries against the ABI's values.
 
 use vgpu_vfio::abi;
@@ -19,6 +20,7 @@ const SET_IRQS: u64 = VFIO + 110;
 const RESET: u64 = VFIO + 111;
 const QUERY_GFX_PLANE: u64 = VFIO + 114;
 const GET_GFX_DMABUF: u64 = VFIO + 115;
+const IOEVENTFD: u64 = VFIO + 116;
 const DEVICE_FEATURE: u64 = VFIO + 117;
 
 pub fn get_info(th: &mut Th) -> i32 {
@@ -353,6 +355,97 @@ pub fn gfx_plane(th: &mut Th) -> i32 {
     c
 }
 
+pub fn ioeventfd(th: &mut Th) -> i32 {
+    let Some(t) = th.target() else { return SKIP };
+    let db = (2u64 << REGION_OFFSET_SHIFT) | abi::engine::DOORBELL;
+    // 3 in 4 well-formed: a size and place within DOORBELL; else anything.
+    let (flags, offset) = if th.rng.chance(3, 4) {
+        let (f, o) = *th
+            .rng
+            .pick(&[(4u32, 0u64), (4, 0), (4, 0), (1, 3), (2, 2), (1, 0)]);
+        (f, db + o)
+    } else {
+        let flags = *th
+            .rng
+            .pick(&[0u32, 3, 8, 4 | 0x10, 0x8000_0004, 6, 4, 4, 2]);
+        let offset = *th.rng.pick(&[
+            db,
+            db + 1,
+            db + 2,
+            db - 4,
+            db + 4,
+            abi::engine::DOORBELL,
+            (7u64 << REGION_OFFSET_SHIFT) | 4,
+            (2u64 << REGION_OFFSET_SHIFT) | abi::engine::RING_TAIL,
+            (9u64 << REGION_OFFSET_SHIFT) | abi::engine::DOORBELL,
+            u64::MAX,
+        ]);
+        (flags, offset)
+    };
+    let data = *th.rng.pick(&[0u64, 1, 1, 1, 2, u64::MAX]);
+    let fk = *th.rng.pick(&[
+        FdKind::Valid,
+        FdKind::Valid,
+        FdKind::Valid,
+        FdKind::Clear,
+        FdKind::Clear,
+        FdKind::Negative,
+        FdKind::Huge,
+        FdKind::NotEventfd,
+        FdKind::Closed,
+    ]);
+    let fd = match fk {
+        FdKind::Valid => th.efd(),
+        FdKind::Clear => -1,
+        FdKind::Negative => -2 - th.rng.below(1000) as i32,
+        FdKind::Huge => 100_000 + th.rng.below(1000) as i32,
+        FdKind::NotEventfd => t.h.fd(),
+        FdKind::Closed => {
+            use std::os::fd::AsRawFd;
+            match vgpu_vfio::EventFd::new(0) {
+                Ok(e) => e.as_raw_fd(), // closed when `e` drops at the end of this arm
+                Err(_) => 100_001,
+            }
+        }
+    };
+    let argsz = *th.rng.pick(&[32u32, 32, 32, 28, 0, 27, 64, u32::MAX]);
+    let bufsz = *th.rng.pick(&[32usize, 32, 32, 28, 27, 16]);
+    let mut bytes = Vec::with_capacity(32);
+    bytes.extend_from_slice(&argsz.to_ne_bytes());
+    bytes.extend_from_slice(&flags.to_ne_bytes());
+    bytes.extend_from_slice(&offset.to_ne_bytes());
+    bytes.extend_from_slice(&data.to_ne_bytes());
+    bytes.extend_from_slice(&fd.to_ne_bytes());
+    bytes.extend_from_slice(&[0; 4]);
+    bytes.truncate(bufsz);
+    th.note(
+        t.slot as i64,
+        u64::from(flags) << 32 | u64::from(argsz),
+        offset,
+        data << 32 | u64::from(fd as u32),
+    );
+    let p = th.scratch.put(&bytes);
+    th.inject_begin();
+    let r = ioctl(t.h.fd(), IOEVENTFD, p as u64);
+    th.inject_end();
+    let c = code(&r);
+    let want = model::ioeventfd_want(bufsz, argsz, flags, offset, fk);
+    if !(want.contains(&c) || th.injected && c == libc::ENOMEM) {
+        th.mismatch(format!(
+            "VFIO_DEVICE_IOEVENTFD flags {flags:#x} offset {offset:#x} data {data:#x} argsz {argsz} buf {bufsz} fd {fk:?}: {}, want one of {:?}",
+            code_name(c),
+            want.iter().map(|&w| code_name(w)).collect::<Vec<_>>()
+        ));
+    }
+    // Ring one of this thread's eventfds now and then: registered ones ring the
+    // doorbell of whatever instance they are registered with, racing its close.
+    if th.rng.chance(1, 2) {
+        let i = th.rng.below(th.efds.len() as u64) as usize;
+        let _ = th.efds[i].write(1);
+    }
+    c
+}
+
 pub fn gfx_dmabuf(th: &mut Th) -> i32 {
     let Some(t) = th.target() else { return SKIP };
     th.note(t.slot as i64, 0, 0, 0);
@@ -379,7 +472,7 @@ pub fn bad_ioctl(th: &mut Th) -> i32 {
             let c = match th.rng.below(3) {
                 0 => {
                     let nr = th.rng.range(100, 127) as u32;
-                    if matches!(nr, 107..=111 | 114 | 117) {
+                    if matches!(nr, 107..=111 | 114 | 116 | 117) {
                         continue;
                     }
                     0x3b00 | nr

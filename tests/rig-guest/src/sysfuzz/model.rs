@@ -229,6 +229,44 @@ pub fn set_irqs_want(r: &IrqSet) -> Vec<i32> {
     }
 }
 
+/// The errnos VFIO_DEVICE_IOEVENTFD may return (0: success), as vgpu_ioeventfd.c
+/// (docs/device-abi.md "ioeventfd"): the header, flags and fd checks of vfio-pci, then
+/// DOORBELL only, then the lookup (EEXIST, ENODEV for a removal) and the limit (ENOSPC)
+/// before the eventfd is looked at. Which of those depends on what other threads
+/// registered, so each is allowed where it can happen.
+pub fn ioeventfd_want(bufsz: usize, argsz: u32, flags: u32, offset: u64, fd: FdKind) -> Vec<i32> {
+    const MINSZ: u32 = 28;
+    let one = |e: i32| vec![e];
+    if bufsz < MINSZ as usize {
+        return one(libc::EFAULT);
+    }
+    if argsz < MINSZ || flags & !0xf != 0 {
+        return one(libc::EINVAL);
+    }
+    let count = u64::from(flags & 0xf);
+    if count.count_ones() != 1 || fd == FdKind::Negative {
+        return one(libc::EINVAL);
+    }
+    let pos = offset & ((1 << vgpu_vfio::REGION_OFFSET_SHIFT) - 1);
+    let db = vgpu_vfio::abi::engine::DOORBELL;
+    let at_doorbell = offset >> vgpu_vfio::REGION_OFFSET_SHIFT == 2
+        && count <= 4
+        && pos.is_multiple_of(count)
+        && pos >= db
+        && pos + count <= db + 4;
+    if !at_doorbell {
+        return one(libc::EINVAL);
+    }
+    match fd {
+        FdKind::Clear => vec![0, libc::ENODEV],
+        FdKind::Valid => vec![0, libc::EEXIST, libc::ENOSPC],
+        FdKind::Huge => vec![libc::EBADF, libc::EEXIST, libc::ENOSPC],
+        FdKind::NotEventfd => vec![libc::EINVAL, libc::EEXIST, libc::ENOSPC],
+        FdKind::Closed => vec![0, libc::EBADF, libc::EINVAL, libc::EEXIST, libc::ENOSPC],
+        FdKind::Negative => one(libc::EINVAL),
+    }
+}
+
 /// Config dword `reg`: (writable bits, value at reset) as vgpu_cfg.c sets them up.
 fn cfg_dword(reg: usize, vram: u64) -> (u32, u32) {
     let bar0_mask = !(vram - 1);

@@ -414,8 +414,9 @@ static void runq_order_across_wrap(struct kunit *test)
 
 /*
  * Over 3000 slices of three instances at weights 1, 3 and 5 (vts crossing
- * the wrap), one capped at 20 %, instances going idle and waking and
- * waiting for their lock at random: the pick is always the instance a scan
+ * the wrap, on both sides of it in some picks), one capped at 20 %,
+ * instances going idle and waking and waiting for their lock now and then
+ * at random: the pick is always the instance a scan
  * of all of them in creation order finds (the smallest vt among the
  * runnable, within budget, not waiting for their lock, ties to the older),
  * and an instance out of budget is never picked.
@@ -425,47 +426,50 @@ static void pick_matches_scan(struct kunit *test)
 	static const unsigned int wt[] = { 1, 3, 5 };
 	struct sched_fixture *f = kunit_kzalloc(test, sizeof(*f), GFP_KERNEL);
 	struct vgpu_sched_ent *se, *got, *want;
+	unsigned int i, straddles = 0;
 	u32 rnd = 12345;
-	unsigned int i;
 
 	KUNIT_ASSERT_NOT_NULL(test, f);
-	fixture_init(f, 3, wt, U64_MAX - 200 * VT_SLICE);
+	fixture_init(f, 3, wt, U64_MAX - 50 * VT_SLICE);
 	f->e[2].cap = 20;
 	vgpu_sched_requeue(&f->s, f->now);
 	for (i = 0; i < 3000; i++) {
 		u64 limit, wake_at, rate;
+		unsigned int wrap, op;
 
 		rnd = rnd * 1103515245 + 12345;
 		se = &f->e[(rnd >> 16) % 3];
-		switch ((rnd >> 8) % 8) {
-		case 0:
-			if (se->runnable)
-				vgpu_sched_sleep(&f->s, se, f->now);
-			else
-				vgpu_sched_wake(&f->s, se, f->now);
-			break;
-		case 1:
-			if (se->lockwait) {
+		op = (rnd >> 8) % 32;
+		if (op == 0 && se->runnable) {
+			vgpu_sched_sleep(&f->s, se, f->now);
+		} else if (op == 1 && se->runnable && !se->lockwait) {
+			vgpu_sched_set_lockwait(&f->s, se, true, f->now);
+		} else if (op < 10) {
+			/* short episodes: all back, most of the time all race */
+			list_for_each_entry(se, &f->s.ents, node) {
+				if (!se->runnable)
+					vgpu_sched_wake(&f->s, se, f->now);
+				if (!se->lockwait)
+					continue;
 				vgpu_sched_lock_back(&f->s, se);
 				vgpu_sched_set_lockwait(&f->s, se, false,
 							f->now);
-			} else if (se->runnable) {
-				vgpu_sched_set_lockwait(&f->s, se, true,
-							f->now);
 			}
-			break;
 		}
 		got = vgpu_sched_pick(&f->s, &f->w, f->now, &limit, &wake_at);
 		want = NULL;
+		wrap = 0;
 		list_for_each_entry(se, &f->s.ents, node) {
 			if (!se->runnable || se->lockwait || se->throttled)
 				continue;
 			rate = vgpu_sched_rate(&f->s, se);
 			if (rate && se->budget <= 0)
 				continue;
+			wrap |= se->vt >> 63 ? 2 : 1;
 			if (!want || vgpu_vt_before(se->vt, want->vt))
 				want = se;
 		}
+		straddles += wrap == 3;
 		if (got != want) {
 			KUNIT_FAIL(test, "slice %u: picked e%ld, a scan finds e%ld",
 				   i, got ? (long)(got - f->e) : -1L,
@@ -485,6 +489,8 @@ static void pick_matches_scan(struct kunit *test)
 		f->now += limit;
 		vgpu_sched_charge(&f->s, got, limit, f->now);
 	}
+	/* eligible vts were on both sides of the wrap in some picks */
+	KUNIT_EXPECT_GT(test, straddles, 0U);
 	/* the cap held: at most 20 % of the time, plus one bucket */
 	KUNIT_EXPECT_LE(test, f->e[2].busy_ns,
 			(f->now - 1000 * NSEC_PER_SEC) / 5 + 10 * NSEC_PER_MSEC);

@@ -8,11 +8,12 @@
  * lock) ordered by virtual time, next to an rbtree of the throttled ones
  * ordered by when their budget returns (vgpu_sched_policy.h). A worker
  * picks, among the eligible instances no other engine runs, the one with
- * the smallest virtual time (the leftmost: O(log N)), runs its ring chunk by chunk (vgpu_engine_chunk(), under
- * that instance's vg->lock) until the slice or its budget is used up or the
- * ring is idle, charges the engine time, and picks again. With nothing
- * eligible it sleeps, until a doorbell or knob change wakes it or, when
- * instances are throttled, until the earliest budget turns positive.
+ * the smallest virtual time (the leftmost: O(log N)), runs its ring chunk
+ * by chunk (vgpu_engine_chunk(), under that instance's vg->lock) until the
+ * slice or its budget is used up or the ring is idle, charges the engine
+ * time, and picks again. With nothing eligible it sleeps, until a doorbell
+ * or knob change wakes it or, when instances are throttled, until the
+ * earliest budget turns positive.
  *
  * Wake-up preemption: a doorbell that makes an instance runnable while no
  * engine is idle may ask a running engine to end its slice early, at a
@@ -526,7 +527,6 @@ void vgpu_sched_attach(struct vgpu_device *vg)
 {
 	struct vgpu_sched *s = &vg->parent->sched;
 	struct vgpu_sched_ent *se = &vg->se;
-
 	u64 now;
 
 	memset(se, 0, sizeof(*se));

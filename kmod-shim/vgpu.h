@@ -15,6 +15,7 @@
 #include <linux/memcontrol.h>
 #include <linux/mm.h>
 #include <linux/mutex.h>
+#include <linux/rbtree.h>
 #include <linux/sizes.h>
 #include <linux/spinlock.h>
 #include <linux/types.h>
@@ -220,6 +221,14 @@ struct vgpu_worker {
 struct vgpu_sched {
 	spinlock_t lock;		/* everything below, and vgpu_sched_ent */
 	struct list_head ents;		/* all instances, creation order */
+	/*
+	 * The pick's queues (docs/scheduler.md): @runq holds the eligible
+	 * instances (runnable, not waiting for their lock, within budget)
+	 * by (vt, seq), @throttleq the throttled ones (runnable, not
+	 * waiting for their lock) by when their budget returns.
+	 */
+	struct rb_root_cached runq;
+	struct rb_root_cached throttleq;
 	u64 next_seq;
 	unsigned int sum_weight;	/* over all instances (fixed_share) */
 	enum vgpu_policy policy;
@@ -227,6 +236,7 @@ struct vgpu_sched {
 	unsigned int watchdog_ms;	/* also read by the engine (READ_ONCE) */
 	bool preempt;			/* wake-up preemption on */
 	u64 vt_floor;
+	u64 sweep_floor;		/* vt_floor at the last reach sweep */
 	u64 busy_ns;
 	u64 idle_ns;
 	u64 switches;
@@ -235,6 +245,13 @@ struct vgpu_sched {
 	wait_queue_head_t drain_wq;	/* detach waits for the engine to let go */
 	unsigned int nr_workers;
 	struct vgpu_worker workers[VGPU_MAX_ENGINES];
+};
+
+/* Which of the pick's queues an instance is on (vgpu_sched_ent.queued). */
+enum {
+	VGPU_Q_NONE,
+	VGPU_Q_RUN,
+	VGPU_Q_THROTTLED,
 };
 
 /* An instance as the scheduler sees it (all under vgpu_sched.lock). */
@@ -253,7 +270,9 @@ struct vgpu_sched_ent {
 	u32 budget_frac;		/* accrued fraction of a ns, in ppm */
 	u64 refill_ns;
 	bool throttled;
-	bool back;			/* eligible again in this pick */
+	u8 queued;			/* VGPU_Q_*: which queue @rb is on */
+	struct rb_node rb;		/* on sched.runq or sched.throttleq */
+	u64 unthrottle_at;		/* throttleq key: budget back (ns) */
 	u64 throttled_since;
 	u64 busy_ns;
 	u64 slices;

@@ -3,14 +3,17 @@
  * vgpu_shim: the engines of a parent and their time-slice scheduler
  * (docs/scheduler.md).
  *
- * Each parent runs `engines` worker kthreads over one runqueue: the list of
- * its instances in creation order. A worker picks, among the runnable and
- * eligible instances no other engine runs, the one with the smallest
- * virtual time, runs its ring chunk by chunk (vgpu_engine_chunk(), under
- * that instance's vg->lock) until the slice or its budget is used up or the
- * ring is idle, charges the engine time, and picks again. With nothing
- * eligible it sleeps, until a doorbell or knob change wakes it or, when
- * instances are throttled, until the earliest budget turns positive.
+ * Each parent runs `engines` worker kthreads over one runqueue: an rbtree
+ * of its eligible instances (runnable, within budget, not waiting for their
+ * lock) ordered by virtual time, next to an rbtree of the throttled ones
+ * ordered by when their budget returns (vgpu_sched_policy.h). A worker
+ * picks, among the eligible instances no other engine runs, the one with
+ * the smallest virtual time (the leftmost: O(log N)), runs its ring chunk
+ * by chunk (vgpu_engine_chunk(), under that instance's vg->lock) until the
+ * slice or its budget is used up or the ring is idle, charges the engine
+ * time, and picks again. With nothing eligible it sleeps, until a doorbell
+ * or knob change wakes it or, when instances are throttled, until the
+ * earliest budget turns positive.
  *
  * Wake-up preemption: a doorbell that makes an instance runnable while no
  * engine is idle may ask a running engine to end its slice early, at a
@@ -206,17 +209,12 @@ static void vgpu_sched_preempt_check(struct vgpu_sched *s,
 				     struct vgpu_sched_ent *se)
 {
 	struct vgpu_worker *best = NULL;
-	u64 rate, after, best_after = 0;
+	u64 after, best_after = 0;
 	unsigned int i;
 
-	if (!s->preempt || se->on)
+	/* throttled (capped or out of its share): it waits */
+	if (!s->preempt || se->on || se->queued != VGPU_Q_RUN)
 		return;
-	rate = vgpu_sched_rate(s, se);
-	if (rate) {
-		vgpu_sched_refill(s, se, rate, ktime_get_ns());
-		if (se->budget <= 0)
-			return;		/* capped or out of its share: it waits */
-	}
 	for (i = 0; i < s->nr_workers; i++) {
 		struct vgpu_worker *w = &s->workers[i];
 
@@ -282,7 +280,7 @@ static bool vgpu_engine_trylock(struct vgpu_sched *s,
 	if (mutex_trylock(&vg->lock))
 		return true;
 	spin_lock(&s->lock);
-	WRITE_ONCE(se->lockwait, true);
+	vgpu_sched_set_lockwait(s, se, true, 0);
 	spin_unlock(&s->lock);
 	/*
 	 * The holder may have unlocked before the mark was there: look
@@ -293,7 +291,7 @@ static bool vgpu_engine_trylock(struct vgpu_sched *s,
 	if (!mutex_trylock(&vg->lock))
 		return false;
 	spin_lock(&s->lock);
-	WRITE_ONCE(se->lockwait, false);
+	vgpu_sched_set_lockwait(s, se, false, ktime_get_ns());
 	spin_unlock(&s->lock);
 	return true;
 }
@@ -319,7 +317,7 @@ static struct vgpu_sched_ent *vgpu_slice_end(struct vgpu_worker *w,
 	spin_lock(&s->lock);
 	vgpu_sched_charge(s, se, used, t);
 	if (yield)
-		WRITE_ONCE(se->lockwait, true);
+		vgpu_sched_set_lockwait(s, se, true, t);
 	if (pick && !kthread_should_stop()) {
 		next = vgpu_pick(s, w, t, limit, &wake_at);
 		if (next)
@@ -474,12 +472,15 @@ int vgpu_sched_init(struct vgpu_parent *parent)
 
 	spin_lock_init(&s->lock);
 	INIT_LIST_HEAD(&s->ents);
+	s->runq = RB_ROOT_CACHED;
+	s->throttleq = RB_ROOT_CACHED;
 	init_waitqueue_head(&s->drain_wq);
 	s->policy = VGPU_POLICY_BEST_EFFORT;
 	s->slice_us = VGPU_SLICE_US_DEFAULT;
 	s->watchdog_ms = VGPU_WATCHDOG_MS_DEFAULT;
 	s->preempt = vgpu_preempt_default;
 	s->vt_floor = vgpu_test_vt_floor();
+	s->sweep_floor = s->vt_floor;
 	s->nr_workers = 0;
 	atomic64_set(&s->macs, 0);
 
@@ -526,17 +527,23 @@ void vgpu_sched_attach(struct vgpu_device *vg)
 {
 	struct vgpu_sched *s = &vg->parent->sched;
 	struct vgpu_sched_ent *se = &vg->se;
+	u64 now;
 
 	memset(se, 0, sizeof(*se));
+	RB_CLEAR_NODE(&se->rb);
 	spin_lock(&s->lock);
+	now = ktime_get_ns();
+	/* budgets accrued so far count at the old fixed shares */
+	vgpu_sched_refill_all(s, now);
 	se->seq = ++s->next_seq;
 	se->weight = vg->weight;
 	se->cap = vg->cap;
-	se->refill_ns = ktime_get_ns();
+	se->refill_ns = now;
 	se->vt = s->vt_floor;
 	list_add_tail(&se->node, &s->ents);
 	s->sum_weight += se->weight;
 	se->attached = true;
+	vgpu_sched_requeue(s, now);
 	vgpu_sched_kick(s, true);	/* fixed shares changed */
 	spin_unlock(&s->lock);
 }
@@ -560,16 +567,20 @@ void vgpu_sched_detach(struct vgpu_device *vg)
 {
 	struct vgpu_sched *s = &vg->parent->sched;
 	struct vgpu_sched_ent *se = &vg->se;
+	u64 now;
 
 	spin_lock(&s->lock);
 	if (!se->attached) {
 		spin_unlock(&s->lock);
 		return;
 	}
+	now = ktime_get_ns();
+	vgpu_sched_refill_all(s, now);
 	se->detached = true;
-	se->runnable = false;
+	vgpu_sched_sleep(s, se, now);
 	list_del(&se->node);
 	s->sum_weight -= se->weight;
+	vgpu_sched_requeue(s, now);
 	vgpu_sched_kick(s, true);	/* fixed shares changed */
 	spin_unlock(&s->lock);
 
@@ -592,13 +603,11 @@ void vgpu_sched_update(struct vgpu_device *vg)
 		goto out;
 	if (want) {
 		/* no credit for idling: catch up with the eligible ones */
-		vgpu_sched_wake(s, se);
+		vgpu_sched_wake(s, se, ktime_get_ns());
 		if (!se->lockwait && !vgpu_sched_kick(s, false))
 			vgpu_sched_preempt_check(s, se);
 	} else {
-		if (se->throttled)
-			vgpu_sched_unthrottle(s, se, ktime_get_ns());
-		se->runnable = false;
+		vgpu_sched_sleep(s, se, ktime_get_ns());
 	}
 out:
 	spin_unlock(&s->lock);
@@ -613,20 +622,20 @@ static void vgpu_sched_set_knob(struct vgpu_device *vg, unsigned int *knob,
 {
 	struct vgpu_sched *s = &vg->parent->sched;
 	struct vgpu_sched_ent *se = &vg->se;
-	u64 rate;
+	u64 now;
 
 	spin_lock(&s->lock);
+	now = ktime_get_ns();
 	if (se->attached && !se->detached) {
-		/* budget accrued so far at the old rate */
-		rate = vgpu_sched_rate(s, se);
-		if (rate)
-			vgpu_sched_refill(s, se, rate, ktime_get_ns());
+		/* budgets accrued so far at the old rates (fixed shares) */
+		vgpu_sched_refill_all(s, now);
 	}
 	WRITE_ONCE(*knob, val);
 	if (se->attached && !se->detached) {
 		s->sum_weight = s->sum_weight - se->weight + vg->weight;
 		se->weight = vg->weight;
 		se->cap = vg->cap;
+		vgpu_sched_requeue(s, now);
 		vgpu_sched_kick(s, true);
 	}
 	spin_unlock(&s->lock);
@@ -664,6 +673,8 @@ void vgpu_sched_unlocked(struct vgpu_device *vg)
 		WRITE_ONCE(se->lockwait, false);
 		if (se->attached && !se->detached && se->runnable) {
 			vgpu_sched_lock_back(s, se);
+			if (se->queued == VGPU_Q_NONE)
+				vgpu_sched_enqueue(s, se, ktime_get_ns());
 			/* it lost its turn to the lock holder: as a wake-up */
 			if (!vgpu_sched_kick(s, false))
 				vgpu_sched_preempt_check(s, se);
@@ -693,7 +704,6 @@ static ssize_t policy_store(struct device *dev, struct device_attribute *attr,
 			    const char *buf, size_t count)
 {
 	struct vgpu_sched *s = dev_to_sched(dev);
-	struct vgpu_sched_ent *se;
 	int i;
 
 	/* exactly a name, optionally with one trailing newline */
@@ -708,15 +718,9 @@ static ssize_t policy_store(struct device *dev, struct device_attribute *attr,
 		u64 now = ktime_get_ns();
 
 		/* budgets accrued so far count at the old rates */
-		list_for_each_entry(se, &s->ents, node) {
-			u64 rate = vgpu_sched_rate(s, se);
-
-			if (rate)
-				vgpu_sched_refill(s, se, rate, now);
-			else
-				se->refill_ns = now;
-		}
+		vgpu_sched_refill_all(s, now);
 		s->policy = i;
+		vgpu_sched_requeue(s, now);
 		vgpu_sched_kick(s, true);
 	}
 	spin_unlock(&s->lock);

@@ -12,6 +12,7 @@
 #include <linux/list.h>
 #include <linux/math64.h>
 #include <linux/minmax.h>
+#include <linux/rbtree.h>
 
 #include "vgpu.h"
 
@@ -146,85 +147,236 @@ static inline void vgpu_sched_unthrottle(struct vgpu_sched *s,
 	se->throttled = false;
 }
 
+/* ---- the queues (docs/scheduler.md, "The pick") ---- */
+
+/*
+ * The order of the run queue: by virtual time, compared wrap-safe (the
+ * eligible instances are within a few slices of each other, far less than
+ * 2^63 apart), ties to the older instance (the smaller seq), as the list
+ * of instances in creation order gave them before the queue existed.
+ */
+static inline bool vgpu_se_before(const struct vgpu_sched_ent *a,
+				  const struct vgpu_sched_ent *b)
+{
+	if (a->vt != b->vt)
+		return vgpu_vt_before(a->vt, b->vt);
+	return a->seq < b->seq;
+}
+
+static inline bool vgpu_runq_less(struct rb_node *a, const struct rb_node *b)
+{
+	return vgpu_se_before(rb_entry(a, struct vgpu_sched_ent, rb),
+			      rb_entry(b, struct vgpu_sched_ent, rb));
+}
+
+/* The throttled queue: by when the budget returns (ktime ns: no wrap). */
+static inline bool vgpu_throttleq_less(struct rb_node *a,
+				       const struct rb_node *b)
+{
+	return rb_entry(a, struct vgpu_sched_ent, rb)->unthrottle_at <
+	       rb_entry(b, struct vgpu_sched_ent, rb)->unthrottle_at;
+}
+
+static inline struct vgpu_sched_ent *vgpu_runq_first(struct vgpu_sched *s)
+{
+	struct rb_node *n = rb_first_cached(&s->runq);
+
+	return n ? rb_entry(n, struct vgpu_sched_ent, rb) : NULL;
+}
+
+/* Take @se off whichever queue it is on. */
+static inline void vgpu_sched_dequeue(struct vgpu_sched *s,
+				      struct vgpu_sched_ent *se)
+{
+	if (se->queued == VGPU_Q_RUN)
+		rb_erase_cached(&se->rb, &s->runq);
+	else if (se->queued == VGPU_Q_THROTTLED)
+		rb_erase_cached(&se->rb, &s->throttleq);
+	se->queued = VGPU_Q_NONE;
+}
+
+/*
+ * Queue @se (off both queues) as throttled at @now: it waits until its
+ * budget turns positive at @rate (at once if it is positive, or @rate 0:
+ * the next pick makes it eligible).
+ */
+static inline void vgpu_sched_throttle(struct vgpu_sched *s,
+				       struct vgpu_sched_ent *se, u64 rate,
+				       u64 now)
+{
+	if (!se->throttled) {
+		se->throttled = true;
+		se->throttled_since = now;
+	}
+	se->unthrottle_at = now;
+	if (rate && se->budget <= 0)
+		se->unthrottle_at += div64_u64((1 - se->budget) * VGPU_PPM +
+					       rate - 1, rate);
+	rb_add_cached(&se->rb, &s->throttleq, vgpu_throttleq_less);
+	se->queued = VGPU_Q_THROTTLED;
+}
+
+/*
+ * Queue @se (runnable, not waiting for its lock, off both queues) at @now:
+ * throttled if it is out of budget, else eligible. Eligible again after
+ * being throttled, it catches up with the eligible ones, as a waking
+ * instance does: time held back by a cap or fixed share earns no credit.
+ */
+static inline void vgpu_sched_enqueue(struct vgpu_sched *s,
+				      struct vgpu_sched_ent *se, u64 now)
+{
+	u64 rate = vgpu_sched_rate(s, se);
+	struct vgpu_sched_ent *first;
+
+	if (rate) {
+		vgpu_sched_refill(s, se, rate, now);
+		if (se->budget <= 0) {
+			vgpu_sched_throttle(s, se, rate, now);
+			return;
+		}
+	}
+	if (se->throttled) {
+		vgpu_sched_unthrottle(s, se, now);
+		first = vgpu_runq_first(s);
+		if (first)
+			se->vt = vgpu_vt_max(se->vt, first->vt);
+	}
+	rb_add_cached(&se->rb, &s->runq, vgpu_runq_less);
+	se->queued = VGPU_Q_RUN;
+}
+
+/*
+ * Budgets or rates changed for all (a knob, the policy, an instance came
+ * or went): every queued instance is queued again at @now, an eligible one
+ * out of budget as throttled, a throttled one with its new return time
+ * (now, if it has budget again: the next pick makes it eligible). O(N), on
+ * knob changes only.
+ */
+static inline void vgpu_sched_requeue(struct vgpu_sched *s, u64 now)
+{
+	struct vgpu_sched_ent *se;
+
+	list_for_each_entry(se, &s->ents, node) {
+		u64 rate;
+
+		if (se->queued == VGPU_Q_NONE)
+			continue;
+		rate = vgpu_sched_rate(s, se);
+		if (rate)
+			vgpu_sched_refill(s, se, rate, now);
+		if (se->queued == VGPU_Q_RUN && (!rate || se->budget > 0))
+			continue;
+		vgpu_sched_dequeue(s, se);
+		vgpu_sched_throttle(s, se, rate, now);
+	}
+}
+
+/* Refill every rate-limited bucket at its current rate, before it changes. */
+static inline void vgpu_sched_refill_all(struct vgpu_sched *s, u64 now)
+{
+	struct vgpu_sched_ent *se;
+
+	list_for_each_entry(se, &s->ents, node) {
+		u64 rate = vgpu_sched_rate(s, se);
+
+		if (rate)
+			vgpu_sched_refill(s, se, rate, now);
+		else
+			se->refill_ns = now;
+	}
+}
+
+/*
+ * How far vt_floor moves between two reach sweeps: an instance out of the
+ * race is then at most VGPU_VT_REACH + VGPU_VT_SWEEP (+ one step of the
+ * floor) behind it, well below 2^63.
+ */
+#define VGPU_VT_SWEEP	(1ULL << 61)
+
+/*
+ * The smallest eligible vt is @vt: move vt_floor up to it. Every
+ * VGPU_VT_SWEEP of floor (26 days of engine time at weight 1), instances
+ * out of the race (idle, or waiting for their lock; they catch up when
+ * they are back anyway) are pulled up to VGPU_VT_REACH behind the floor,
+ * so that none falls so far behind that it would compare as ahead. O(N)
+ * once in 2^61 of virtual time: O(1) a pick, amortised.
+ */
+static inline void vgpu_sched_floor(struct vgpu_sched *s, u64 vt)
+{
+	struct vgpu_sched_ent *se;
+
+	if (!vgpu_vt_before(s->vt_floor, vt))
+		return;
+	s->vt_floor = vt;
+	if (vt - s->sweep_floor < VGPU_VT_SWEEP)
+		return;
+	s->sweep_floor = vt;
+	list_for_each_entry(se, &s->ents, node)
+		if (se->queued == VGPU_Q_NONE &&
+		    vgpu_vt_before(se->vt, vt - VGPU_VT_REACH))
+			se->vt = vt - VGPU_VT_REACH;
+}
+
 /*
  * Pick the next instance for engine @w (see the file comment) and its
  * slice limit; the instance @w has now (if any) may win again. Instances
- * waiting for their lock are skipped. *@wake_at is when the earliest
- * throttled instance that no engine runs gets budget again (0: none). An
- * instance that becomes eligible again catches up with the eligible ones,
- * as a waking one does: time held back by a cap or fixed share earns no
- * credit either.
+ * waiting for their lock are on no queue. *@wake_at is when the earliest
+ * throttled instance gets budget again (0: none). Throttled instances
+ * whose budget has returned become eligible first, catching up with the
+ * eligible ones (vgpu_sched_enqueue()).
+ *
+ * O(log N): the leftmost of the run queue, passing over at most the
+ * instances the other engines run; plus O(log N) for each throttled
+ * instance that becomes eligible (once per throttled interval).
  */
 static inline struct vgpu_sched_ent *
 vgpu_sched_pick(struct vgpu_sched *s, struct vgpu_worker *w, u64 now,
 		u64 *limit, u64 *wake_at)
 {
-	u64 slice = (u64)s->slice_us * NSEC_PER_USEC;
-	struct vgpu_sched_ent *se, *best = NULL;
-	bool back = false, have_min = false;
-	u64 min_vt = 0;
+	u64 slice = (u64)s->slice_us * NSEC_PER_USEC, rate;
+	struct vgpu_sched_ent *se, *first = vgpu_runq_first(s);
+	struct rb_node *n;
 
 	*wake_at = 0;
 	*limit = slice;
-	list_for_each_entry(se, &s->ents, node) {
-		u64 rate;
-
-		se->back = false;
-		if (!se->runnable || se->lockwait)
-			continue;
+	if (first)
+		vgpu_sched_floor(s, first->vt);
+	while ((n = rb_first_cached(&s->throttleq))) {
+		se = rb_entry(n, struct vgpu_sched_ent, rb);
+		if (se->unthrottle_at > now) {
+			*wake_at = se->unthrottle_at;
+			break;
+		}
+		vgpu_sched_dequeue(s, se);
 		rate = vgpu_sched_rate(s, se);
 		if (rate) {
 			vgpu_sched_refill(s, se, rate, now);
 			if (se->budget <= 0) {
-				u64 t;
-
-				if (!se->throttled) {
-					se->throttled = true;
-					se->throttled_since = now;
-				}
-				t = now + div64_u64((1 - se->budget) * VGPU_PPM +
-						    rate - 1, rate);
-				if (!se->on && (!*wake_at || t < *wake_at))
-					*wake_at = t;
+				/* back later than it looked: from now */
+				vgpu_sched_throttle(s, se, rate, now);
 				continue;
 			}
 		}
-		if (se->throttled) {
-			vgpu_sched_unthrottle(s, se, now);
-			se->back = true;
-			back = true;
-			continue;
-		}
-		min_vt = have_min ? vgpu_vt_min(min_vt, se->vt) : se->vt;
-		have_min = true;
+		/* catches up with those eligible before this pick */
+		vgpu_sched_unthrottle(s, se, now);
+		if (first)
+			se->vt = vgpu_vt_max(se->vt, first->vt);
+		rb_add_cached(&se->rb, &s->runq, vgpu_runq_less);
+		se->queued = VGPU_Q_RUN;
 	}
-	if (have_min && vgpu_vt_before(s->vt_floor, min_vt))
-		s->vt_floor = min_vt;
-
-	list_for_each_entry(se, &s->ents, node) {
-		if (!se->runnable || se->lockwait) {
-			/*
-			 * Out of the race (it catches up when it is back
-			 * anyway): never let it fall so far behind the floor
-			 * that it would compare as ahead.
-			 */
-			if (vgpu_vt_before(se->vt, s->vt_floor - VGPU_VT_REACH))
-				se->vt = s->vt_floor - VGPU_VT_REACH;
-			continue;
-		}
-		if (se->throttled)
-			continue;
-		if (back && se->back && have_min)
-			se->vt = vgpu_vt_max(se->vt, min_vt);
-		if (se->on && se->on != w)
-			continue;
-		/* the list is in creation order: ties go to the older */
-		if (!best || vgpu_vt_before(se->vt, best->vt))
-			best = se;
+	for (n = rb_first_cached(&s->runq); n; n = rb_next(n)) {
+		se = rb_entry(n, struct vgpu_sched_ent, rb);
+		if (!se->on || se->on == w)
+			break;
 	}
-	if (best && vgpu_sched_rate(s, best))
-		*limit = min_t(u64, slice, best->budget);
-	return best;
+	if (!n)
+		return NULL;
+	rate = vgpu_sched_rate(s, se);
+	if (rate) {
+		vgpu_sched_refill(s, se, rate, now);
+		*limit = min_t(u64, slice, se->budget);
+	}
+	return se;
 }
 
 /*
@@ -235,17 +387,11 @@ vgpu_sched_pick(struct vgpu_sched *s, struct vgpu_worker *w, u64 now,
 static inline u64 vgpu_sched_min_vt(struct vgpu_sched *s,
 				    struct vgpu_sched_ent *skip)
 {
-	struct vgpu_sched_ent *o;
-	bool have_min = false;
-	u64 min_vt = 0;
+	struct rb_node *n = rb_first_cached(&s->runq);
 
-	list_for_each_entry(o, &s->ents, node) {
-		if (o == skip || !o->runnable || o->throttled || o->lockwait)
-			continue;
-		min_vt = have_min ? vgpu_vt_min(min_vt, o->vt) : o->vt;
-		have_min = true;
-	}
-	return have_min ? min_vt : s->vt_floor;
+	if (n && rb_entry(n, struct vgpu_sched_ent, rb) == skip)
+		n = rb_next(n);
+	return n ? rb_entry(n, struct vgpu_sched_ent, rb)->vt : s->vt_floor;
 }
 
 /* The weight @se's virtual time runs at under the current policy. */
@@ -311,32 +457,69 @@ static inline u64 vgpu_sched_preempt_after(struct vgpu_sched *s, u64 vt,
 	return after < limit ? after : 0;
 }
 
-/* Charge @d ns of engine time to @se. */
+/*
+ * Charge @d ns of engine time to @se: its vt moves on, so it moves in the
+ * run queue; out of budget, it is throttled.
+ */
 static inline void vgpu_sched_charge(struct vgpu_sched *s,
 				     struct vgpu_sched_ent *se, u64 d, u64 now)
 {
 	unsigned int w = vgpu_sched_vt_weight(s, se);
 	u64 rate = vgpu_sched_rate(s, se);
+	bool queued = se->queued != VGPU_Q_NONE;
 
+	vgpu_sched_dequeue(s, se);
 	se->busy_ns += d;
 	s->busy_ns += d;
 	se->vt += div_u64(d * 1024, w);
 	if (rate) {
 		vgpu_sched_refill(s, se, rate, now);
 		se->budget -= d;
+		/* waiting for its lock: throttled from now all the same */
 		if (se->budget <= 0 && se->runnable && !se->throttled) {
 			se->throttled = true;
 			se->throttled_since = now;
 		}
 	}
+	if (queued)
+		vgpu_sched_enqueue(s, se, now);
 }
 
-/* @se becomes runnable: no credit for idling, it catches up. */
+/*
+ * @se becomes runnable at @now: no credit for idling, it catches up; on a
+ * queue unless it waits for its lock.
+ */
 static inline void vgpu_sched_wake(struct vgpu_sched *s,
-				   struct vgpu_sched_ent *se)
+				   struct vgpu_sched_ent *se, u64 now)
 {
 	se->vt = vgpu_vt_max(se->vt, vgpu_sched_min_vt(s, se));
 	se->runnable = true;
+	if (!se->lockwait)
+		vgpu_sched_enqueue(s, se, now);
+}
+
+/* @se is no longer runnable (its ring is idle, or it is being removed). */
+static inline void vgpu_sched_sleep(struct vgpu_sched *s,
+				    struct vgpu_sched_ent *se, u64 now)
+{
+	vgpu_sched_dequeue(s, se);
+	vgpu_sched_unthrottle(s, se, now);
+	se->runnable = false;
+}
+
+/*
+ * @se starts (@wait) or stops waiting for its lock at @now: off the queues
+ * meanwhile.
+ */
+static inline void vgpu_sched_set_lockwait(struct vgpu_sched *s,
+					   struct vgpu_sched_ent *se,
+					   bool wait, u64 now)
+{
+	WRITE_ONCE(se->lockwait, wait);
+	if (wait)
+		vgpu_sched_dequeue(s, se);
+	else if (se->runnable && se->queued == VGPU_Q_NONE)
+		vgpu_sched_enqueue(s, se, now);
 }
 
 #endif /* VGPU_SCHED_POLICY_H */

@@ -1,7 +1,7 @@
 //! `vgpuctl top`: per-vGPU rates over a window between two snapshots: engine share
 //! (Δbusy_ns / Δwall, in % of one engine), throttled time (Δthrottled_ns / Δwall),
-//! jobs/s, GEMM throughput (Δmacs / Δwall), submission latency p50/p99 of the window
-//! (from `latency_hist`), VRAM used.
+//! jobs/s, GEMM throughput (Δmacs / Δwall), wake-up preemptions/s (Δpreemptions / Δwall),
+//! submission latency p50/p99 of the window (from `latency_hist`), VRAM used.
 
 use serde::Serialize;
 use uuid::Uuid;
@@ -31,6 +31,9 @@ pub struct TopRow {
     pub jobs_per_s: Option<f64>,
     /// GEMM multiply-adds per second.
     pub macs_per_s: Option<f64>,
+    /// Times per second it took an engine from a running slice on waking (`None`
+    /// without a window, or on a module without wake-up preemption).
+    pub preempt_per_s: Option<f64>,
     /// Median submission latency in the window, ns (bucket upper bound).
     pub p50_ns: Option<u64>,
     /// 99th percentile submission latency in the window, ns.
@@ -78,6 +81,9 @@ pub fn rows(before: Option<&Snapshot>, now: &Snapshot, elapsed_ns: u64) -> Vec<T
                 throttled_pct: pct(c.throttled_ns, prev.map(|p| p.counters.throttled_ns)),
                 jobs_per_s: rate(c.jobs, prev.map(|p| p.counters.jobs)),
                 macs_per_s: rate(c.macs, prev.map(|p| p.counters.macs)),
+                preempt_per_s: c
+                    .preemptions
+                    .and_then(|cur| rate(cur, prev.and_then(|p| p.counters.preemptions))),
                 p50_ns: hist.quantile_ns(0.5),
                 p99_ns: hist.quantile_ns(0.99),
                 queue_depth: c.queue_depth,
@@ -127,6 +133,7 @@ pub fn render(rows: &[TopRow]) -> String {
                 fixed(r.throttled_pct, 1),
                 fixed(r.jobs_per_s, 0),
                 fixed(r.macs_per_s.map(|m| m / 1e9), 3),
+                fixed(r.preempt_per_s, 0),
                 human_ns(r.p50_ns),
                 human_ns(r.p99_ns),
                 r.queue_depth.to_string(),
@@ -145,6 +152,7 @@ pub fn render(rows: &[TopRow]) -> String {
             ("THROTL%", Right),
             ("JOBS/S", Right),
             ("GMAC/S", Right),
+            ("PREEMPT/S", Right),
             ("P50", Right),
             ("P99", Right),
             ("QUEUE", Right),

@@ -73,13 +73,18 @@ fn top_rates_over_a_window() {
     );
     assert!((rows[1].throttled_pct.unwrap() - 75.0).abs() < 1e-9);
     assert_eq!(rows[1].p99_ns, Some(u64::MAX));
+    // 17 wake-up preemptions in the window of 1 s
+    assert_eq!(
+        (rows[0].preempt_per_s, rows[1].preempt_per_s),
+        (Some(0.0), Some(17.0))
+    );
     golden("top.txt", &top::render(&rows));
     golden("top.json", &render::json(&rows));
     // No window: no rates, latencies over the whole histogram.
     let once = top::rows(None, &after, 0);
     assert_eq!(
-        (once[0].engine_pct, once[0].p50_ns),
-        (None, Some(1_000_000))
+        (once[0].engine_pct, once[0].p50_ns, once[1].preempt_per_s),
+        (None, Some(1_000_000), None)
     );
 }
 
@@ -126,6 +131,18 @@ fn metrics_without_preemption_attributes() {
     assert_eq!(inst.len(), 1, "{inst:?}");
     assert!(inst[0].ends_with(" 17"), "{inst:?}");
     assert_eq!(samples("vgpu_parent_switches_total").len(), 2);
+    // `top`: no preemption rate for the instance without the counter, even over a window
+    let snap = Manager::new(RootedEnvironment::new(dir.path()))
+        .snapshot()
+        .unwrap();
+    let rows = top::rows(Some(&snap), &snap, 1_000_000_000);
+    let rate = |i: usize| {
+        rows.iter()
+            .find(|r| r.uuid == SAMPLE_UUIDS[i])
+            .map(|r| r.preempt_per_s)
+    };
+    assert_eq!(rate(0), Some(None));
+    assert_eq!(rate(1), Some(Some(0.0)));
 }
 
 #[test]

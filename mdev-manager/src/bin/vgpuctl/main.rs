@@ -332,7 +332,8 @@ fn run<E: Environment>(cli: &Cli, mgr: Manager<E>) -> Res<Out> {
                 } else {
                     format!(
                         "\x1b[H\x1b[2Jvgpuctl top: {} vGPUs on {} parents, every {interval} s \
-                         (ENGINE% of one engine; GMAC/S = 10^9 multiply-adds/s)\n\n{text}",
+                         (ENGINE% of one engine; GMAC/S = 10^9 multiply-adds/s; \
+                         PREEMPT/S = wake-up preemptions/s)\n\n{text}",
                         rows.len(),
                         now.parents.len()
                     )

@@ -42,6 +42,7 @@ pub mod boot;
 pub mod config;
 pub mod cpu;
 pub mod devices;
+pub mod irq;
 pub mod layout;
 pub mod pci;
 pub mod vcpu;

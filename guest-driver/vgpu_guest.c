@@ -8,9 +8,10 @@
  *  - a char device /dev/vgpuN per device;
  *  - mmap of BAR n at file offset n << 40 (VFIO's region offsets): BAR0 is
  *    VRAM (write-combining), BAR2 the register file (uncached);
- *  - MSI: each interrupt increments a counter; read() of 8 bytes returns the
- *    counter once it differs from what this file last read (blocking unless
- *    O_NONBLOCK), poll() reports POLLIN then.
+ *  - MSI: each interrupt increments a counter; read() of 8 bytes returns how
+ *    many arrived since this file's last read (as an eventfd does), blocking
+ *    until at least one did unless O_NONBLOCK; poll() reports POLLIN then.
+ *    /proc/interrupts counts them too ("vgpu_guest").
  *
  * The driver knows no register of the device: acknowledging IRQ_STATUS is
  * the client's business (the engine raises MSI when IRQ_STATUS & IRQ_MASK
@@ -113,7 +114,7 @@ static ssize_t vgpu_guest_read(struct file *file, char __user *buf,
 {
 	struct vgpu_guest_file *f = file->private_data;
 	struct vgpu_guest *gd = f->gd;
-	u64 n;
+	u64 n, new;
 	int ret;
 
 	if (len < sizeof(n))
@@ -132,7 +133,8 @@ static ssize_t vgpu_guest_read(struct file *file, char __user *buf,
 		if (ret)
 			return ret;
 	}
-	if (copy_to_user(buf, &n, sizeof(n)))
+	new = n - f->seen;
+	if (copy_to_user(buf, &new, sizeof(new)))
 		return -EFAULT;
 	f->seen = n;
 	return sizeof(n);

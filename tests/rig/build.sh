@@ -53,4 +53,4 @@ cp "$out/guest-src/vgpu_guest.ko" "$out/guest/"
 log "built vgpu_guest.ko for $kver"
 [ "${2:-}" = --module-only ] && exit 0
 (cd "$top" && cargo build -q --release --target x86_64-unknown-linux-musl \
-	-p vgpu-rig-tests -p vgpu-mdev-manager -p vgpu-vmm)
+	-p vgpu-rig-tests -p vgpu-mdev-manager -p vgpu-vmm -p vgpu-engine-client)

@@ -5,7 +5,9 @@
 #   L2 = Debian's vmlinux (the same kernel, read over the 9p host share; also once as
 #        the bzImage) with a small
 #        busybox initramfs whose /init reports the CPUs and memory it sees, then powers
-#        off, reboots, or waits for SIGTERM, as its command line says.
+#        off, reboots, or waits for SIGTERM, as its command line says; with
+#        l2mode=engine it loads the guest driver (guest-driver/vgpu_guest.ko, built
+#        for the same kernel) and runs vgpu-engine-client on its vGPU.
 # tests/rig/guest/vgpu-vmm-boot (L1) runs the boots and judges them.
 #   tests/rig/vmm.sh [6.1|6.12] [rig options...]
 # VGPU_VMM_COMPARE_QEMU=1 also boots the same vmlinux and initramfs with the host's
@@ -22,13 +24,25 @@ vmlinux=$(readlink -f "$RIG_DIR/kernels/$kver/vmlinux")
 [ -f "$vmlinux" ] || die "no vmlinux for $kver ($vmlinux): run scripts/setup"
 bzimage=$(readlink -f "$RIG_DIR/kernels/$kver/boot/vmlinuz-$kver")
 [ -f "$bzimage" ] || die "no bzImage for $kver ($bzimage): run scripts/setup"
+# The guest driver and the engine client go into L2's initramfs: build them (and
+# what L1 boots) now, and tell rig.sh not to build again.
+case " $* " in
+*" --no-build "*) ;;
+*) "$top/tests/rig/build.sh" "$flavour" ;;
+esac
+gko=$RIG_DIR/build/$kver/guest/vgpu_guest.ko
+client=$top/target/x86_64-unknown-linux-musl/release/vgpu-engine-client
+[ -f "$gko" ] || die "$gko missing (tests/rig/build.sh $flavour)"
+[ -x "$client" ] || die "$client missing (tests/rig/build.sh $flavour)"
 l2=$RIG_DIR/l2vmm/$kver
 mkdir -p "$RIG_DIR/l2vmm"
 l2=$(readlink -f "$RIG_DIR/l2vmm")/$kver
 
 rm -rf "$l2"
-mkdir -p "$l2/root"/{bin,dev,proc,sys}
+mkdir -p "$l2/root"/{bin,dev,proc,sys,lib}
 cp /bin/busybox "$l2/root/bin/busybox"
+cp "$gko" "$l2/root/lib/vgpu_guest.ko"
+cp "$client" "$l2/root/bin/vgpu-engine-client"
 ln -s busybox "$l2/root/bin/sh"
 cat >"$l2/root/init" <<'INIT'
 #!/bin/sh
@@ -64,6 +78,16 @@ if [ -e $r ]; then
 	devmem 0xcffffffc 32 0x0badcafe
 	echo "L2-VRAM $(devmem 0xc0000000 32) $(devmem 0xcffffffc 32)"
 fi
+case "$(cat /proc/cmdline)" in
+*l2mode=engine*)
+	# The guest driver binds the vGPU (bochs-drm is not in this initramfs) and the
+	# engine client drives it: results against the reference, each FENCE by MSI.
+	insmod /lib/vgpu_guest.ko && echo "L2-GUEST-DRIVER loaded"
+	dmesg | grep 'vgpu_guest' | sed 's/^/L2-KLOG /'
+	vgpu-engine-client --guest /dev/vgpu0 --timeout-s 20 | sed 's/^/L2-/'
+	echo "L2-MSI-PROC $(awk '/vgpu_guest/ { s = 0; for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) s += $i; print s }' /proc/interrupts)"
+	;;
+esac
 # The guest kernel's own complaints (e.g. about the VMM's ACPI tables).
 dmesg | grep -E 'WARNING:|BUG:|Oops|Call Trace|ACPI Error|ACPI BIOS Error|FW_BUG|PCI: Fatal' | sed 's/^/L2-DMESG-BAD /'
 case "$(cat /proc/cmdline)" in
@@ -81,6 +105,6 @@ rm -rf "$l2/root"
 # L1 runs on one vCPU: with two, L1 once locked up mid-scenario (soft lockups on both
 # CPUs, the same family as the debug kernel's boot hangs under QEMU's multi-threaded TCG,
 # docs/reliability.md); L2's two vCPUs are threads of vgpu-vmm on it.
-exec "$top/tests/rig/rig.sh" --kernel "$flavour" --hostfs --kvm --smp 1 --timeout 600 \
+exec "$top/tests/rig/rig.sh" --kernel "$flavour" --hostfs --kvm --smp 1 --timeout 600 --no-build \
 	--name vmm "$@" -- vgpu-vmm-boot "/host$vmlinux" "/host$l2/l2.cpio.gz" "/host$bzimage" \
 	$([ "${VGPU_VMM_COMPARE_QEMU:-0}" = 1 ] && echo qemu)

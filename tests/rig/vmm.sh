@@ -9,7 +9,9 @@
 #        l2mode=engine it loads the guest driver (guest-driver/vgpu_guest.ko, built
 #        for the same kernel) and runs vgpu-engine-client on its vGPU.
 # tests/rig/guest/vgpu-vmm-boot (L1) runs the boots and judges them.
-#   tests/rig/vmm.sh [6.1|6.12] [rig options...]
+#   tests/rig/vmm.sh [6.1|6.12] [share] [rig options...]
+# With "share", L1 runs tests/rig/guest/vgpu-vmm-share instead: three vgpu-vmm L2s at
+# once, each saturating its vGPU from inside (l2mode=saturate), shares by weight and a cap.
 # VGPU_VMM_COMPARE_QEMU=1 also boots the same vmlinux and initramfs with the host's
 # QEMU under the same nested KVM and prints both start-to-/init times (not judged).
 set -euo pipefail
@@ -17,6 +19,11 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 . "$top/scripts/lib.sh"
 flavour=${1:-6.1}
 shift || true
+scenario=boot
+if [ "${1:-}" = share ]; then
+	scenario=share
+	shift
+fi
 kver=$(kver_of "$flavour")
 # Resolved: L1 sees the host's / under /host, where a symlink to an absolute path
 # (a worktree's target/rig/kernels) would point into L1's own tree.
@@ -87,6 +94,11 @@ case "$(cat /proc/cmdline)" in
 	vgpu-engine-client --guest /dev/vgpu0 --timeout-s 20 | sed 's/^/L2-/'
 	echo "L2-MSI-PROC $(awk '/vgpu_guest/ { s = 0; for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) s += $i; print s }' /proc/interrupts)"
 	;;
+*l2mode=saturate*)
+	insmod /lib/vgpu_guest.ko && echo "L2-GUEST-DRIVER loaded"
+	# Until the VMM is stopped (SIGTERM from L1).
+	vgpu-engine-client --guest /dev/vgpu0 --saturate 3600 | sed 's/^/L2-/'
+	;;
 esac
 # The guest kernel's own complaints (e.g. about the VMM's ACPI tables).
 dmesg | grep -E 'WARNING:|BUG:|Oops|Call Trace|ACPI Error|ACPI BIOS Error|FW_BUG|PCI: Fatal' | sed 's/^/L2-DMESG-BAD /'
@@ -105,6 +117,11 @@ rm -rf "$l2/root"
 # L1 runs on one vCPU: with two, L1 once locked up mid-scenario (soft lockups on both
 # CPUs, the same family as the debug kernel's boot hangs under QEMU's multi-threaded TCG,
 # docs/reliability.md); L2's two vCPUs are threads of vgpu-vmm on it.
+if [ "$scenario" = share ]; then
+	# Three L2s of 128 MiB each, and the vmlinux copy in L1's tmpfs: more than 1 GiB.
+	exec "$top/tests/rig/rig.sh" --kernel "$flavour" --hostfs --kvm --smp 1 --mem 2048 --timeout 900 --no-build \
+		--name vmm-share "$@" -- vgpu-vmm-share "/host$vmlinux" "/host$l2/l2.cpio.gz"
+fi
 exec "$top/tests/rig/rig.sh" --kernel "$flavour" --hostfs --kvm --smp 1 --timeout 600 --no-build \
 	--name vmm "$@" -- vgpu-vmm-boot "/host$vmlinux" "/host$l2/l2.cpio.gz" "/host$bzimage" \
 	$([ "${VGPU_VMM_COMPARE_QEMU:-0}" = 1 ] && echo qemu)

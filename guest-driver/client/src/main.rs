@@ -6,7 +6,11 @@
 //! ```text
 //! vgpu-engine-client --guest /dev/vgpu0 [--rounds N] [--timeout-s S]   # in a VM: guest driver
 //! vgpu-engine-client --vfio /sys/bus/mdev/devices/<uuid> [...]         # host or L1: VFIO
+//! vgpu-engine-client --guest /dev/vgpu0 --saturate SECS                 # keep the engine busy
 //! ```
+//!
+//! `--saturate` (saturate.rs) replaces the checks by a loop of GEMMs that keeps the
+//! ring full and reports the work done, for the multi-VM share test.
 //!
 //! Prints `CLIENT-*` lines for a script to judge (tests/rig/guest/vgpu-vmm-boot):
 //! `CLIENT-CHECK <what> ok|FAIL ...`, `CLIENT-FENCES n`, `CLIENT-IRQS n` (interrupts
@@ -15,6 +19,7 @@
 //! engine or an interrupt did not come in time; 2: bad arguments).
 
 mod guest;
+mod saturate;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,6 +51,7 @@ struct Args {
     rounds: u32,
     pings: u32,
     timeout: Duration,
+    saturate: Option<u64>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -55,6 +61,7 @@ fn parse() -> Result<Args, String> {
         rounds: 4,
         pings: 32,
         timeout: Duration::from_secs(30),
+        saturate: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(f) = it.next() {
@@ -63,6 +70,9 @@ fn parse() -> Result<Args, String> {
             "--guest" => a.guest = Some(PathBuf::from(val()?)),
             "--vfio" => a.vfio = Some(PathBuf::from(val()?)),
             "--rounds" => a.rounds = val()?.parse().map_err(|e| format!("--rounds: {e}"))?,
+            "--saturate" => {
+                a.saturate = Some(val()?.parse().map_err(|e| format!("--saturate: {e}"))?)
+            }
             "--pings" => a.pings = val()?.parse().map_err(|e| format!("--pings: {e}"))?,
             "--timeout-s" => {
                 a.timeout =
@@ -92,11 +102,11 @@ fn main() {
                 Ok((Arc::new(d), Arc::new(vram)))
             })
             .map_err(|e| format!("{}: {e}", node.display()))
-            .and_then(|(d, v)| run(d, v, &args))
+            .and_then(|(d, v)| dispatch(d, v, &args))
     } else if let Some(p) = &args.vfio {
         open_vfio(p)
             .map_err(|e| format!("{}: {e}", p.display()))
-            .and_then(|(d, v)| run(d, v, &args))
+            .and_then(|(d, v)| dispatch(d, v, &args))
     } else {
         Err("no device".into())
     };
@@ -110,6 +120,17 @@ fn main() {
             println!("CLIENT-RESULT error: {e}");
             std::process::exit(1);
         }
+    }
+}
+
+fn dispatch<A: DeviceAccess>(
+    dev: Arc<A>,
+    vram: Arc<MappedRegion>,
+    args: &Args,
+) -> Result<bool, String> {
+    match args.saturate {
+        Some(secs) => saturate::run(dev, vram, secs, Duration::from_millis(500)).map(|_| true),
+        None => run(dev, vram, args),
     }
 }
 

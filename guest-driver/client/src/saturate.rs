@@ -1,0 +1,66 @@
+//! `--saturate SECS`: keep the engine busy with GEMMs for SECS seconds (or until killed)
+//! and report the work completed, for the multi-VM share test
+//! (tests/rig/guest/vgpu-vmm-share): each batch of [`PER_FENCE`] GEMMs ends in a FENCE
+//! (no IRQ: the ring is kept full, HEAD polled for space), and every `report` the
+//! client prints `CLIENT-DONE <GEMMs completed>` from the FENCE register, the guest's
+//! own count of its completed work.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vgpu_vfio::{Cmd, DeviceAccess, Engine, MappedRegion};
+
+/// GEMMs per FENCE.
+pub const PER_FENCE: u64 = 8;
+/// Side of the square GEMMs (the rig's saturating workload uses the same).
+pub const SIDE: u64 = 48;
+const RING_BASE: u64 = 0;
+const RING_SIZE: u64 = 64 << 10;
+const A: u64 = 0x10_0000;
+const B: u64 = 0x11_0000;
+const C: u64 = 0x12_0000;
+
+/// Runs the saturating loop; returns the GEMMs completed.
+pub fn run<A: DeviceAccess>(
+    dev: Arc<A>,
+    vram: Arc<MappedRegion>,
+    secs: u64,
+    report: Duration,
+) -> Result<u64, String> {
+    let e = |e: vgpu_vfio::Error| e.to_string();
+    let mut eng = Engine::new(dev, vram.clone()).map_err(e)?;
+    eng.reset().map_err(e)?;
+    eng.setup(RING_BASE, RING_SIZE).map_err(e)?;
+    eng.set_irq_mask(0).map_err(e)?;
+    let words = (SIDE * SIDE) as usize;
+    let a: Vec<u32> = (0..words as u32).collect();
+    vram.write_u32_slice(A, &a).map_err(e)?;
+    vram.write_u32_slice(B, &a).map_err(e)?;
+    let gemm = Cmd::Gemm {
+        a: A,
+        b: B,
+        c: C,
+        m: SIDE,
+        n: SIDE,
+        k: SIDE,
+    };
+    let batch = vec![gemm; PER_FENCE as usize];
+    let first = eng.next_seq();
+    let done = |eng: &Engine<A>| -> Result<u64, String> {
+        let f = eng.fence_value().map_err(e)?;
+        Ok(f.saturating_sub(first - 1) * PER_FENCE)
+    };
+    println!("CLIENT-SATURATING {SIDE}x{SIDE}x{SIDE} GEMMs, {PER_FENCE} per fence");
+    let start = Instant::now();
+    let mut last = start;
+    while start.elapsed() < Duration::from_secs(secs) {
+        eng.submit_fenced(&batch, false).map_err(e)?;
+        if last.elapsed() >= report {
+            last = Instant::now();
+            println!("CLIENT-DONE {}", done(&eng)?);
+        }
+    }
+    let n = done(&eng)?;
+    println!("CLIENT-DONE {n}");
+    Ok(n)
+}

@@ -48,8 +48,12 @@ struct vgpu_guest {
 	atomic64_t irqs;
 	wait_queue_head_t wq;
 	bool gone;
-	/* the device node's mapping: BAR mmaps are zapped on remove */
+	/*
+	 * The device node's mapping, while a file is open (a BAR mmap holds
+	 * its file): remove zaps the mmaps through it.
+	 */
 	struct mutex lock;
+	unsigned int opens;
 	struct address_space *mapping;
 };
 
@@ -92,6 +96,7 @@ static int vgpu_guest_open(struct inode *inode, struct file *file)
 		return -ENODEV;
 	}
 	kref_get(&gd->ref);
+	gd->opens++;
 	gd->mapping = file->f_mapping;
 	mutex_unlock(&gd->lock);
 	f->gd = gd;
@@ -103,8 +108,13 @@ static int vgpu_guest_open(struct inode *inode, struct file *file)
 static int vgpu_guest_release(struct inode *inode, struct file *file)
 {
 	struct vgpu_guest_file *f = file->private_data;
+	struct vgpu_guest *gd = f->gd;
 
-	kref_put(&f->gd->ref, vgpu_guest_free);
+	mutex_lock(&gd->lock);
+	if (--gd->opens == 0)
+		gd->mapping = NULL;
+	mutex_unlock(&gd->lock);
+	kref_put(&gd->ref, vgpu_guest_free);
 	kfree(f);
 	return 0;
 }

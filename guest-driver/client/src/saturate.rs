@@ -1,7 +1,7 @@
 //! `--saturate SECS`: keep the engine busy with GEMMs for SECS seconds (or until killed)
 //! and report the work completed, for the multi-VM share test
 //! (tests/rig/guest/vgpu-vmm-share): each batch of [`PER_FENCE`] GEMMs ends in a FENCE
-//! (no IRQ: the ring is kept full, HEAD polled for space), and every `report` the
+//! (no IRQ: the ring, as large as the engine allows, is kept full, HEAD polled for space), and every `report` the
 //! client prints `CLIENT-DONE <GEMMs completed>` from the FENCE register, the guest's
 //! own count of its completed work.
 
@@ -15,10 +15,13 @@ pub const PER_FENCE: u64 = 8;
 /// Side of the square GEMMs (the rig's saturating workload uses the same).
 pub const SIDE: u64 = 48;
 const RING_BASE: u64 = 0;
-const RING_SIZE: u64 = 64 << 10;
-const A: u64 = 0x10_0000;
-const B: u64 = 0x11_0000;
-const C: u64 = 0x12_0000;
+/// The largest ring (16,383 commands, tens of seconds of GEMMs in the rig): a guest
+/// whose vCPU gets no CPU for a while (three VMs and the engine on L1's one vCPU) must
+/// not run dry, or it stops being runnable and its share drops below its weight's.
+const RING_SIZE: u64 = vgpu_vfio::abi::engine::RING_SIZE_MAX;
+const A: u64 = 2 << 20;
+const B: u64 = A + (64 << 10);
+const C: u64 = B + (64 << 10);
 
 /// Runs the saturating loop; returns the GEMMs completed.
 pub fn run<A: DeviceAccess>(

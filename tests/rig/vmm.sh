@@ -93,6 +93,14 @@ case "$(cat /proc/cmdline)" in
 	dmesg | grep 'vgpu_guest' | sed 's/^/L2-KLOG /'
 	vgpu-engine-client --guest /dev/vgpu0 --timeout-s 20 | sed 's/^/L2-/'
 	echo "L2-MSI-PROC $(awk '/vgpu_guest/ { s = 0; for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) s += $i; print s }' /proc/interrupts)"
+	# The device goes while a file is open: reads say ENODEV, the module stays
+	# pinned until the file is closed, then unloads (the kernel log is checked below).
+	exec 3</dev/vgpu0
+	echo 0000:00:01.0 >/sys/bus/pci/drivers/vgpu_guest/unbind
+	echo "L2-READ-AFTER-UNBIND $(dd bs=8 count=1 <&3 2>&1 >/dev/null | head -n1)"
+	rmmod vgpu_guest 2>/dev/null && echo "L2-RMMOD-WHILE-OPEN succeeded"
+	exec 3<&-
+	rmmod vgpu_guest && echo "L2-GUEST-DRIVER unloaded"
 	;;
 *l2mode=saturate*)
 	insmod /lib/vgpu_guest.ko && echo "L2-GUEST-DRIVER loaded"

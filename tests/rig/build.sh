@@ -34,6 +34,23 @@ fi
 rm -f "$out"/*.ko
 cp "$out"/src/*.ko "$out/"
 log "built vgpu_shim.ko for $kver"
+# The guest driver (guest-driver/, for L2 guests of vgpu-vmm: tests/rig/vmm.sh), same
+# kernel, same rules: no warnings.
+rm -rf "$out/guest-src" "$out/guest"
+mkdir -p "$out/guest-src" "$out/guest"
+find "$top/guest-driver" -maxdepth 1 -type f \( -name '*.[ch]' -o -name Kbuild -o -name Makefile \) \
+	-exec cp {} "$out/guest-src/" \;
+glog=$out/guest-build.log
+if ! make -C "$out/guest-src" KVER="$kver" KDIR="$RK_KDIR" >"$glog" 2>&1; then
+	cat "$glog" >&2
+	die "guest driver build for $kver failed"
+fi
+if grep -qiE 'warning:' "$glog"; then
+	grep -iE -A3 'warning:' "$glog" >&2
+	die "guest driver build for $kver has warnings"
+fi
+cp "$out/guest-src/vgpu_guest.ko" "$out/guest/"
+log "built vgpu_guest.ko for $kver"
 [ "${2:-}" = --module-only ] && exit 0
 (cd "$top" && cargo build -q --release --target x86_64-unknown-linux-musl \
-	-p vgpu-rig-tests -p vgpu-mdev-manager -p vgpu-vmm)
+	-p vgpu-rig-tests -p vgpu-mdev-manager -p vgpu-vmm -p vgpu-engine-client)

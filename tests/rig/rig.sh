@@ -31,7 +31,8 @@
 # The guest runs busybox as /init. vfio, vfio_iommu_type1 and mdev are loaded
 # (or built in); vgpu_shim is NOT (tests load it with their own parameters) and
 # sits at /lib/vgpu/vgpu_shim.ko, next to any other module its build made (a
-# KUnit test module on the debug kernel). The guest binaries (vgpu-rig-tests, vgpuctl, vgpu-vmm) are
+# KUnit test module on the debug kernel). The guest binaries (vgpu-rig-tests, vgpuctl, vgpu-vmm,
+# vgpu-engine-client) are
 # in /bin; debugfs is mounted on /sys/kernel/debug. The guest boots with
 # init_on_alloc=0 so a module that forgets to zero pages shows it. On a kernel
 # with kmemleak (debug), /init scans for leaks after the command and prints the
@@ -98,7 +99,7 @@ mkdir -p "$stage"/{bin,sbin,dev,proc,sys,tmp,run,root,etc,lib/vgpu,lib/rig}
 cp /bin/busybox "$stage/bin/busybox"
 ln -s busybox "$stage/bin/sh"
 cp "$modbuild"/*.ko "$stage/lib/vgpu/"
-for b in vgpu-rig-tests vgpuctl vgpu-vmm; do
+for b in vgpu-rig-tests vgpuctl vgpu-vmm vgpu-engine-client; do
 	[ -x "$musl/$b" ] && cp "$musl/$b" "$stage/bin/$b"
 done
 for f in "$top"/tests/rig/guest/*; do

@@ -5,9 +5,13 @@
 #   L2 = Debian's vmlinux (the same kernel, read over the 9p host share; also once as
 #        the bzImage) with a small
 #        busybox initramfs whose /init reports the CPUs and memory it sees, then powers
-#        off, reboots, or waits for SIGTERM, as its command line says.
+#        off, reboots, or waits for SIGTERM, as its command line says; with
+#        l2mode=engine it loads the guest driver (guest-driver/vgpu_guest.ko, built
+#        for the same kernel) and runs vgpu-engine-client on its vGPU.
 # tests/rig/guest/vgpu-vmm-boot (L1) runs the boots and judges them.
-#   tests/rig/vmm.sh [6.1|6.12] [rig options...]
+#   tests/rig/vmm.sh [6.1|6.12] [share] [rig options...]
+# With "share", L1 runs tests/rig/guest/vgpu-vmm-share instead: three vgpu-vmm L2s at
+# once, each saturating its vGPU from inside (l2mode=saturate), shares by weight and a cap.
 # VGPU_VMM_COMPARE_QEMU=1 also boots the same vmlinux and initramfs with the host's
 # QEMU under the same nested KVM and prints both start-to-/init times (not judged).
 set -euo pipefail
@@ -15,6 +19,11 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 . "$top/scripts/lib.sh"
 flavour=${1:-6.1}
 shift || true
+scenario=boot
+if [ "${1:-}" = share ]; then
+	scenario=share
+	shift
+fi
 kver=$(kver_of "$flavour")
 # Resolved: L1 sees the host's / under /host, where a symlink to an absolute path
 # (a worktree's target/rig/kernels) would point into L1's own tree.
@@ -22,13 +31,25 @@ vmlinux=$(readlink -f "$RIG_DIR/kernels/$kver/vmlinux")
 [ -f "$vmlinux" ] || die "no vmlinux for $kver ($vmlinux): run scripts/setup"
 bzimage=$(readlink -f "$RIG_DIR/kernels/$kver/boot/vmlinuz-$kver")
 [ -f "$bzimage" ] || die "no bzImage for $kver ($bzimage): run scripts/setup"
+# The guest driver and the engine client go into L2's initramfs: build them (and
+# what L1 boots) now, and tell rig.sh not to build again.
+case " $* " in
+*" --no-build "*) ;;
+*) "$top/tests/rig/build.sh" "$flavour" ;;
+esac
+gko=$RIG_DIR/build/$kver/guest/vgpu_guest.ko
+client=$top/target/x86_64-unknown-linux-musl/release/vgpu-engine-client
+[ -f "$gko" ] || die "$gko missing (tests/rig/build.sh $flavour)"
+[ -x "$client" ] || die "$client missing (tests/rig/build.sh $flavour)"
 l2=$RIG_DIR/l2vmm/$kver
 mkdir -p "$RIG_DIR/l2vmm"
 l2=$(readlink -f "$RIG_DIR/l2vmm")/$kver
 
 rm -rf "$l2"
-mkdir -p "$l2/root"/{bin,dev,proc,sys}
+mkdir -p "$l2/root"/{bin,dev,proc,sys,lib}
 cp /bin/busybox "$l2/root/bin/busybox"
+cp "$gko" "$l2/root/lib/vgpu_guest.ko"
+cp "$client" "$l2/root/bin/vgpu-engine-client"
 ln -s busybox "$l2/root/bin/sh"
 cat >"$l2/root/init" <<'INIT'
 #!/bin/sh
@@ -78,6 +99,29 @@ if [ -e $r ]; then
 	devmem 0xcffffffc 32 0x0badcafe
 	echo "L2-VRAM $(devmem 0xc0000000 32) $(devmem 0xcffffffc 32)"
 fi
+case "$(cat /proc/cmdline)" in
+*l2mode=engine*)
+	# The guest driver binds the vGPU (bochs-drm is not in this initramfs) and the
+	# engine client drives it: results against the reference, each FENCE by MSI.
+	insmod /lib/vgpu_guest.ko && echo "L2-GUEST-DRIVER loaded"
+	dmesg | grep 'vgpu_guest' | sed 's/^/L2-KLOG /'
+	vgpu-engine-client --guest /dev/vgpu0 --timeout-s 20 | sed 's/^/L2-/'
+	echo "L2-MSI-PROC $(awk '/vgpu_guest/ { s = 0; for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) s += $i; print s }' /proc/interrupts)"
+	# The device goes while a file is open: reads say ENODEV, the module stays
+	# pinned until the file is closed, then unloads (the kernel log is checked below).
+	exec 3</dev/vgpu0
+	echo 0000:00:01.0 >/sys/bus/pci/drivers/vgpu_guest/unbind
+	echo "L2-READ-AFTER-UNBIND $(dd bs=8 count=1 <&3 2>&1 >/dev/null | head -n1)"
+	rmmod vgpu_guest 2>/dev/null && echo "L2-RMMOD-WHILE-OPEN succeeded"
+	exec 3<&-
+	rmmod vgpu_guest && echo "L2-GUEST-DRIVER unloaded"
+	;;
+*l2mode=saturate*)
+	insmod /lib/vgpu_guest.ko && echo "L2-GUEST-DRIVER loaded"
+	# Until the VMM is stopped (SIGTERM from L1).
+	vgpu-engine-client --guest /dev/vgpu0 --saturate 3600 | sed 's/^/L2-/'
+	;;
+esac
 # The guest kernel's own complaints (e.g. about the VMM's ACPI tables).
 dmesg | grep -E 'WARNING:|BUG:|Oops|Call Trace|ACPI Error|ACPI BIOS Error|FW_BUG|PCI: Fatal' | sed 's/^/L2-DMESG-BAD /'
 case "$(cat /proc/cmdline)" in
@@ -95,6 +139,11 @@ rm -rf "$l2/root"
 # L1 runs on one vCPU: with two, L1 once locked up mid-scenario (soft lockups on both
 # CPUs, the same family as the debug kernel's boot hangs under QEMU's multi-threaded TCG,
 # docs/reliability.md); L2's two vCPUs are threads of vgpu-vmm on it.
-exec "$top/tests/rig/rig.sh" --kernel "$flavour" --hostfs --kvm --smp 1 --timeout 600 \
+if [ "$scenario" = share ]; then
+	# Three L2s of 128 MiB each, and the vmlinux copy in L1's tmpfs: more than 1 GiB.
+	exec "$top/tests/rig/rig.sh" --kernel "$flavour" --hostfs --kvm --smp 1 --mem 2048 --timeout 900 --no-build \
+		--name vmm-share "$@" -- vgpu-vmm-share "/host$vmlinux" "/host$l2/l2.cpio.gz"
+fi
+exec "$top/tests/rig/rig.sh" --kernel "$flavour" --hostfs --kvm --smp 1 --timeout 600 --no-build \
 	--name vmm "$@" -- vgpu-vmm-boot "/host$vmlinux" "/host$l2/l2.cpio.gz" "/host$bzimage" \
 	$([ "${VGPU_VMM_COMPARE_QEMU:-0}" = 1 ] && echo qemu)

@@ -7,6 +7,11 @@
 //! * [`Engine`] configures one instance's ring, writes commands into it through the VRAM
 //!   mmap, advances TAIL, rings the DOORBELL, reads HEAD/FENCE/STATUS/ERROR and waits
 //!   for fences (polling or through an MSI eventfd).
+//! * [`DeviceAccess`] is the seam under it: the register file, and the device's
+//!   interrupt. [`Device`] (VFIO, registers by pread/pwrite) and [`MsiDevice`] (VFIO
+//!   with an MSI eventfd) implement it here; a VM's guest driver implements it in
+//!   the engine client (`guest-driver/client`), so the same ring code runs over VFIO
+//!   in a host and over the guest driver inside a VM.
 //! * [`reference`](crate::reference) (`vgpu_engine_abi::reference`) has the reference
 //!   math (CHECKSUM, GEMM) and a reference validator for checking what the engine did.
 
@@ -33,15 +38,102 @@ pub const MSI_ADDRESS: u32 = 0xfee0_0000;
 /// PCI command register bits set by [`Engine::enable_msi`]: MEMORY | MASTER.
 const PCI_COMMAND_MEM_MASTER: u16 = 0x2 | 0x4;
 
+/// How an engine driver reaches one device: its register file (BAR2) and its
+/// interrupt. VRAM (BAR0) is a [`MappedRegion`] whoever maps it.
+pub trait DeviceAccess {
+    /// Read a 32-bit register (BAR2 offset).
+    fn read_reg(&self, off: u64) -> Result<u32>;
+    /// Write a 32-bit register (BAR2 offset).
+    fn write_reg(&self, off: u64, v: u32) -> Result<()>;
+    /// Wait up to `timeout` for the device's interrupt; returns how many arrived since
+    /// the last call (0: none before the timeout).
+    fn wait_irq(&self, timeout: Duration) -> Result<u64>;
+}
+
+impl DeviceAccess for Device {
+    fn read_reg(&self, off: u64) -> Result<u32> {
+        self.read_u32(region::BAR2, off)
+    }
+
+    fn write_reg(&self, off: u64, v: u32) -> Result<()> {
+        self.write_u32(region::BAR2, off, v)
+    }
+
+    /// A bare [`Device`] has no interrupt eventfd: use [`MsiDevice`].
+    fn wait_irq(&self, _timeout: Duration) -> Result<u64> {
+        Err(Error::InvalidArgument(
+            "no interrupt eventfd on a bare Device (use MsiDevice)".into(),
+        ))
+    }
+}
+
+/// A VFIO device with its MSI routed to an eventfd ([`MsiDevice::new`] programs it).
+#[derive(Debug)]
+pub struct MsiDevice {
+    dev: Arc<Device>,
+    efd: EventFd,
+}
+
+impl MsiDevice {
+    /// Enable MSI on `dev` (command register, the capability, an eventfd on the MSI
+    /// index); IRQ_MASK is left to the engine driver.
+    pub fn new(dev: Arc<Device>) -> Result<Self> {
+        let efd = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| Error::Ioctl {
+            name: "eventfd",
+            source,
+        })?;
+        program_msi(&dev, &efd)?;
+        Ok(MsiDevice { dev, efd })
+    }
+
+    /// The VFIO device.
+    pub fn vfio(&self) -> &Arc<Device> {
+        &self.dev
+    }
+}
+
+impl DeviceAccess for MsiDevice {
+    fn read_reg(&self, off: u64) -> Result<u32> {
+        self.dev.read_reg(off)
+    }
+
+    fn write_reg(&self, off: u64, v: u32) -> Result<()> {
+        self.dev.write_reg(off, v)
+    }
+
+    fn wait_irq(&self, timeout: Duration) -> Result<u64> {
+        if !wait_eventfd_ready(&self.efd, timeout)? {
+            return Ok(0);
+        }
+        // A non-blocking eventfd may have been drained by someone else in between.
+        Ok(self.efd.read().unwrap_or(0))
+    }
+}
+
+/// Command register MEMORY|MASTER, the MSI capability programmed and enabled, `efd`
+/// on the MSI index.
+fn program_msi(dev: &Device, efd: &EventFd) -> Result<()> {
+    let cap = u64::from(crate::abi::MSI_CAP_OFFSET);
+    let cmd = dev.config_read_u16(0x04)?;
+    dev.config_write_u16(0x04, cmd | PCI_COMMAND_MEM_MASTER)?;
+    let ctl = dev.config_read_u16(cap + 2)?;
+    dev.config_write_u32(cap + 4, MSI_ADDRESS)?;
+    // 64-bit capability: address high at +8, data at +12.
+    dev.config_write_u32(cap + 8, 0)?;
+    dev.config_write_u16(cap + 12, 0x4041)?;
+    dev.config_write_u16(cap + 2, ctl | 1)?;
+    dev.set_irq_eventfds(irq::MSI, 0, &[efd.as_raw_fd()])
+}
+
 /// A driver for one instance's engine ring.
 ///
 /// The ring lives in the instance's VRAM; commands are written through `vram`, a shared
 /// mapping of region 0 (BAR0) that must cover the ring. The driver keeps a software
 /// TAIL (the next free slot) and a cached HEAD to know the free space; registers are
-/// accessed through the device's BAR2 region (pread/pwrite).
+/// accessed through [`DeviceAccess`] (for a [`Device`]: its BAR2 region, pread/pwrite).
 #[derive(Debug)]
-pub struct Engine {
-    dev: Arc<Device>,
+pub struct Engine<A: DeviceAccess = Device> {
+    dev: Arc<A>,
     vram: Arc<MappedRegion>,
     base: u64,
     size: u64,
@@ -50,9 +142,9 @@ pub struct Engine {
     next_seq: u64,
 }
 
-impl Engine {
+impl<A: DeviceAccess> Engine<A> {
     /// A driver over `dev` and `vram` (a mapping of region 0). No register is touched.
-    pub fn new(dev: Arc<Device>, vram: Arc<MappedRegion>) -> Result<Self> {
+    pub fn new(dev: Arc<A>, vram: Arc<MappedRegion>) -> Result<Self> {
         if vram.region_index() != region::BAR0 {
             return Err(Error::InvalidArgument(format!(
                 "engine needs a mapping of region 0, not {}",
@@ -71,7 +163,7 @@ impl Engine {
     }
 
     /// The device.
-    pub fn device(&self) -> &Arc<Device> {
+    pub fn device(&self) -> &Arc<A> {
         &self.dev
     }
 
@@ -119,12 +211,12 @@ impl Engine {
 
     /// Read a 32-bit engine register (BAR2 offset).
     pub fn read_reg(&self, off: u64) -> Result<u32> {
-        self.dev.read_u32(region::BAR2, off)
+        self.dev.read_reg(off)
     }
 
     /// Write a 32-bit engine register (BAR2 offset).
     pub fn write_reg(&self, off: u64, v: u32) -> Result<()> {
-        self.dev.write_u32(region::BAR2, off, v)
+        self.dev.write_reg(off, v)
     }
 
     /// Write RING_BASE_LO/HI and RING_SIZE (no checks: bad values are the device's
@@ -490,24 +582,6 @@ impl Engine {
         }
     }
 
-    /// Route the instance's interrupt to `efd` through MSI: set MEMORY|MASTER in the
-    /// command register, program and enable the MSI capability, attach the eventfd to
-    /// the MSI index, and unmask `mask` in IRQ_MASK.
-    pub fn enable_msi(&self, efd: &EventFd, mask: u32) -> Result<()> {
-        let cap = u64::from(crate::abi::MSI_CAP_OFFSET);
-        let cmd = self.dev.config_read_u16(0x04)?;
-        self.dev
-            .config_write_u16(0x04, cmd | PCI_COMMAND_MEM_MASTER)?;
-        let ctl = self.dev.config_read_u16(cap + 2)?;
-        self.dev.config_write_u32(cap + 4, MSI_ADDRESS)?;
-        // 64-bit capability: address high at +8, data at +12.
-        self.dev.config_write_u32(cap + 8, 0)?;
-        self.dev.config_write_u16(cap + 12, 0x4041)?;
-        self.dev.config_write_u16(cap + 2, ctl | 1)?;
-        self.dev.set_irq_eventfds(irq::MSI, 0, &[efd.as_raw_fd()])?;
-        self.set_irq_mask(mask)
-    }
-
     /// Poll until FENCE ≥ `seq`, sleeping on `efd` (MSI with IRQ_FENCE unmasked; the
     /// FENCE command needs its IRQ flag). IRQ_STATUS.FENCE is acknowledged before each
     /// check so a completion between the check and the sleep still signals.
@@ -529,13 +603,75 @@ impl Engine {
             wait_eventfd(efd, left)?;
         }
     }
+
+    /// Wait for FENCE ≥ `seq` by interrupt alone: sleep in [`DeviceAccess::wait_irq`]
+    /// and read FENCE only when an interrupt came; once it is reached, acknowledge
+    /// IRQ_STATUS.FENCE. With one IRQ fence outstanding at a time (IRQ_FENCE the only
+    /// bit unmasked, IRQ_STATUS clear before it), every such fence raises exactly one
+    /// interrupt: this returns (time waited, interrupts consumed), and a device whose
+    /// interrupts never arrive gives [`Error::Timeout`] even though the fence passed.
+    pub fn wait_fence_msi(&self, seq: u64, timeout: Duration) -> Result<(Duration, u64)> {
+        let start = Instant::now();
+        let mut irqs = 0;
+        loop {
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Err(Error::Timeout {
+                    what: format!(
+                        "an interrupt for fence {seq} (FENCE is {}, IRQ_STATUS {:#x}, {irqs} interrupt(s) seen)",
+                        self.fence_value()?,
+                        self.irq_status()?
+                    ),
+                    waited: start.elapsed(),
+                });
+            }
+            let n = self.dev.wait_irq(left)?;
+            if n == 0 {
+                continue;
+            }
+            irqs += n;
+            if self.fence_value()? >= seq {
+                self.ack_irq(reg::IRQ_FENCE)?;
+                return Ok((start.elapsed(), irqs));
+            }
+            self.check()?;
+        }
+    }
+}
+
+impl Engine<Device> {
+    /// Route the instance's interrupt to `efd` through MSI: set MEMORY|MASTER in the
+    /// command register, program and enable the MSI capability, attach the eventfd to
+    /// the MSI index, and unmask `mask` in IRQ_MASK.
+    pub fn enable_msi(&self, efd: &EventFd, mask: u32) -> Result<()> {
+        program_msi(&self.dev, efd)?;
+        self.set_irq_mask(mask)
+    }
 }
 
 /// Wait until `efd` is readable or `timeout` passes; consume its count. Returns whether
 /// it fired.
 pub fn wait_eventfd(efd: &EventFd, timeout: Duration) -> Result<bool> {
+    if !wait_eventfd_ready(efd, timeout)? {
+        return Ok(false);
+    }
+    // A non-blocking eventfd may have been drained by someone else in between.
+    Ok(efd.read().is_ok())
+}
+
+/// Wait until `efd` is readable or `timeout` passes (EINTR counts as not yet).
+fn wait_eventfd_ready(efd: &EventFd, timeout: Duration) -> Result<bool> {
+    poll_readable(efd.as_raw_fd(), timeout, "poll(eventfd)")
+}
+
+/// Wait until `fd` is readable (or hung up) or `timeout` passes; EINTR counts as not yet.
+pub fn poll_readable(
+    fd: std::os::fd::RawFd,
+    timeout: Duration,
+    what: &'static str,
+) -> Result<bool> {
     let mut pfd = libc::pollfd {
-        fd: efd.as_raw_fd(),
+        fd,
         events: libc::POLLIN,
         revents: 0,
     };
@@ -548,13 +684,9 @@ pub fn wait_eventfd(efd: &EventFd, timeout: Duration) -> Result<bool> {
             return Ok(false);
         }
         return Err(Error::Ioctl {
-            name: "poll(eventfd)",
+            name: what,
             source: e,
         });
     }
-    if r == 0 {
-        return Ok(false);
-    }
-    // A non-blocking eventfd may have been drained by someone else in between.
-    Ok(efd.read().is_ok())
+    Ok(r > 0)
 }

@@ -84,7 +84,7 @@ pub use device::{
     region_file_offset, Device, DeviceInfo, GfxPlane, IrqInfo, RegionCap, RegionInfo,
     REGION_OFFSET_MASK, REGION_OFFSET_SHIFT,
 };
-pub use engine::{Cmd, Engine, EngineRegs, ErrorCode, RawCmd};
+pub use engine::{Cmd, DeviceAccess, Engine, EngineRegs, ErrorCode, MsiDevice, RawCmd};
 pub use error::{Error, Result};
 
 /// Opening a vgpu instance found through the sysfs model.

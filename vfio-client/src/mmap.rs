@@ -83,6 +83,13 @@ impl MappedRegion {
         })
     }
 
+    /// A shared mapping of `len` bytes at region `index`, `offset` of any file that
+    /// places region n at file offset n << 40 as VFIO does: a VFIO device fd, or the
+    /// guest driver's char device (`guest-driver/`, BAR n at n << 40).
+    pub fn map_file(file: &File, index: u32, offset: u64, len: u64, prot: i32) -> Result<Self> {
+        Self::map(file, index, offset, len, prot)
+    }
+
     /// Length of the mapping in bytes.
     pub fn len(&self) -> u64 {
         self.len as u64

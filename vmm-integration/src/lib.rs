@@ -45,6 +45,7 @@ pub mod devices;
 pub mod display;
 pub mod domain_xml;
 pub mod ioeventfd;
+pub mod irq;
 pub mod layout;
 pub mod pci;
 pub mod vcpu;

@@ -7,15 +7,30 @@
 //! before boot (VRAM first, aligned to its size, then the MMIO BAR) in the 32-bit hole;
 //! VRAM is mmapped from the device and registered as a KVM memory slot, so guest
 //! accesses to it never exit; the MMIO BAR traps and is forwarded as region reads and
-//! writes. Not yet: moving BARs (a guest that reprograms BAR0 gets a warning and keeps
-//! the old mapping), MSI routes, DMA mapping, REQ, reset (docs/vmm.md).
+//! writes. A guest write to the MSI capability is passed on to the module and then
+//! followed (`irq.rs`): MSI on → a KVM GSI route with the guest's address/data and the
+//! device's VFIO MSI eventfd as its irqfd. Not yet: moving BARs (a guest that
+//! reprograms BAR0 gets a warning and keeps the old mapping), DMA mapping, REQ, reset
+//! (docs/vmm.md).
 
 use std::path::Path;
+use std::sync::Arc;
 
+use kvm_ioctls::VmFd;
+use vgpu_vfio::abi::MSI_CAP_OFFSET;
 use vgpu_vfio::{region, Device, MappedRegion};
 
+use crate::irq::{MsiIrq, MsiMessage};
 use crate::layout::{IOAPIC_ADDR, MMIO_HOLE_START};
 use crate::Error;
+
+/// The MSI capability's registers (64-bit, one vector): flags, address low/high, data.
+const MSI_FLAGS: u64 = MSI_CAP_OFFSET as u64 + 2;
+const MSI_ADDR_LO: u64 = MSI_CAP_OFFSET as u64 + 4;
+const MSI_ADDR_HI: u64 = MSI_CAP_OFFSET as u64 + 8;
+const MSI_DATA: u64 = MSI_CAP_OFFSET as u64 + 12;
+/// One past the capability.
+const MSI_END: u64 = MSI_CAP_OFFSET as u64 + 14;
 
 /// Where a guest access to a BAR lands.
 pub struct Vgpu {
@@ -25,11 +40,13 @@ pub struct Vgpu {
     /// BAR2 (MMIO) guest address and size.
     pub mmio: (u64, u64),
     map: MappedRegion,
+    msi: MsiIrq,
 }
 
 impl Vgpu {
-    /// Opens the mdev at `path`, places its BARs, and maps its VRAM.
-    pub fn open(path: &Path) -> Result<Self, Error> {
+    /// Opens the mdev at `path`, places its BARs, and maps its VRAM; its MSI will be
+    /// routed in `vm`.
+    pub fn open(path: &Path, vm: Arc<VmFd>) -> Result<Self, Error> {
         let err =
             |e: &dyn std::fmt::Display| Error::Setup(format!("--vgpu {}: {e}", path.display()));
         let dev = Device::open(path).map_err(|e| err(&e))?;
@@ -56,6 +73,7 @@ impl Vgpu {
             vram: (vram, vram_size),
             mmio: (mmio, mmio_size),
             map,
+            msi: MsiIrq::new(vm)?,
         })
     }
 
@@ -82,6 +100,9 @@ impl Vgpu {
             log::warn!("vGPU config write at {off:#x} failed");
             return;
         }
+        if off < MSI_END && off + data.len() as u64 > u64::from(MSI_CAP_OFFSET) {
+            self.follow_msi();
+        }
         // Sizing writes all-ones with memory decode off (Linux does): judge the BAR only
         // when a write leaves decode on.
         if (0x04..0x18).contains(&off) {
@@ -101,6 +122,33 @@ impl Vgpu {
                 );
             }
         }
+    }
+
+    /// After a guest write to the MSI capability: read back what the module made of it
+    /// and route it.
+    fn follow_msi(&self) {
+        let r = |off: u64| self.dev.config_read_u32(off);
+        let msg = (|| -> vgpu_vfio::Result<Option<MsiMessage>> {
+            if self.dev.config_read_u16(MSI_FLAGS)? & 1 == 0 {
+                return Ok(None);
+            }
+            Ok(Some(MsiMessage {
+                addr: u64::from(r(MSI_ADDR_HI)?) << 32 | u64::from(r(MSI_ADDR_LO)?),
+                data: r(MSI_DATA)? & 0xffff,
+            }))
+        })();
+        let res = match msg {
+            Ok(m) => self.msi.update(&self.dev, m),
+            Err(e) => Err(format!("reading the MSI capability: {e}")),
+        };
+        if let Err(e) = res {
+            log::warn!("vGPU MSI: {e}");
+        }
+    }
+
+    /// How many times the MSI route was set up, changed or torn down.
+    pub fn msi_updates(&self) -> u64 {
+        self.msi.updates.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A guest MMIO access at `addr`; `false` if it is not in the MMIO BAR.

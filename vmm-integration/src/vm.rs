@@ -89,9 +89,11 @@ pub fn run(cfg: &VmConfig, signals: OwnedFd, started: Instant) -> Result<Outcome
             )));
         }
     }
-    let vm = kvm
-        .create_vm()
-        .map_err(|e| Error::Kvm("KVM_CREATE_VM", e))?;
+    // Shared with the vGPU, which routes its MSI (irq.rs).
+    let vm = Arc::new(
+        kvm.create_vm()
+            .map_err(|e| Error::Kvm("KVM_CREATE_VM", e))?,
+    );
     vm.set_tss_address(KVM_TSS_ADDR as usize)
         .map_err(|e| Error::Kvm("KVM_SET_TSS_ADDR", e))?;
     vm.create_irq_chip()
@@ -129,7 +131,7 @@ pub fn run(cfg: &VmConfig, signals: OwnedFd, started: Instant) -> Result<Outcome
     let mut doorbell = None;
     let vgpu = match &cfg.vgpu {
         Some(p) => {
-            let v = Arc::new(crate::vgpu::Vgpu::open(p)?);
+            let v = Arc::new(crate::vgpu::Vgpu::open(p, vm.clone())?);
             let r = kvm_userspace_memory_region {
                 slot: VGPU_VRAM_SLOT,
                 flags: 0,

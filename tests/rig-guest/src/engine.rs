@@ -1220,6 +1220,14 @@ fn ring_config_errors(ctx: &mut Ctx) -> TestResult {
 
 // ---- reset --------------------------------------------------------------------------
 
+/// Raise `watchdog_ms` to its maximum for a test that is not about the watchdog but runs
+/// long commands: the watchdog's clock is engine time, which a vCPU the host deschedules
+/// stretches, and on a loaded host (debug kernel, CPU hog) a 1.5 s GEMM calibrated on a
+/// quiet moment then tripped the default 2 s.
+fn quiet_watchdog(p: &Parent) -> TestResult {
+    p.set_watchdog_ms("60000").ctx("watchdog_ms")
+}
+
 fn long_gemm(g: &mut Gpu, target: Duration) -> Result<Gemm, Fail> {
     let ns = calibrate_dim(g, 16 * MIB, 128)?;
     Ok(Gemm::square(16 * MIB, gemm_dim_for(ns, target)))
@@ -1253,6 +1261,7 @@ fn stays_idle(p: &Parent, g: &Gpu, what: &str) -> TestResult {
 
 fn engine_reset(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
+    quiet_watchdog(&p)?;
     let mut g = new_gpu(ctx, &p)?;
     g.write_words(DATA, &[0xfeed_f00d; 4])?;
     g.eng.submit(&[raw(0x55, 0, [0; 7])])?;
@@ -1298,6 +1307,7 @@ fn engine_reset(ctx: &mut Ctx) -> TestResult {
 
 fn vfio_reset(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
+    quiet_watchdog(&p)?;
     let mut g = new_gpu(ctx, &p)?;
     g.msi(reg::IRQ_ALL)?;
     g.write_words(DATA, &[0xfeed_f00d; 4])?;
@@ -1690,6 +1700,7 @@ fn watchdog_loop(ctx: &mut Ctx) -> TestResult {
 
 fn watchdog_giant_job(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
+    quiet_watchdog(&p)?;
     let nbr = Neighbour::start(new_gpu(ctx, &p)?, 81)?;
     let mut g = new_gpu(ctx, &p)?;
     g.msi(reg::IRQ_ERROR | reg::IRQ_WATCHDOG)?;
@@ -1717,6 +1728,7 @@ fn watchdog_giant_job(ctx: &mut Ctx) -> TestResult {
 
 fn watchdog_keep_alive(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
+    quiet_watchdog(&p)?;
     let mut g = new_gpu(ctx, &p)?;
     let wd = 300u64;
     // A fence every ~wd/12 of engine time: a chunk stretched by a vCPU stall counts as
@@ -2360,6 +2372,7 @@ fn sched_sysfs_bad_input(ctx: &mut Ctx) -> TestResult {
 
 fn accounting(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
+    quiet_watchdog(&p)?;
     let mut gs = Vec::new();
     for _ in 0..3 {
         gs.push(new_gpu(ctx, &p)?);
@@ -2526,6 +2539,7 @@ fn macs_of(cmds: &[Cmd]) -> u64 {
 
 fn macs(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
+    quiet_watchdog(&p)?;
     ensure_attr(p.macs(), 0, "parent macs after loading")?;
     let mut a = new_gpu(ctx, &p)?;
     let mut b = new_gpu(ctx, &p)?;
@@ -3027,6 +3041,7 @@ fn latency_hist(ctx: &mut Ctx) -> TestResult {
 
 fn latency_hist_dropped(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
+    quiet_watchdog(&p)?;
     let mut g = new_gpu(ctx, &p)?;
     let long = long_gemm(&mut g, Duration::from_millis(600))?;
     g.inst.clear_latency_hist().ctx("clear latency_hist")?;

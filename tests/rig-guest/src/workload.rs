@@ -212,7 +212,11 @@ pub fn calibrate_dim(gpu: &mut Gpu, base: u64, d: u64) -> Result<f64, Fail> {
     let g = Gemm::square(base, d);
     gpu.run(&[g.cmd()])?; // pages allocated, caches warm
     let b0 = gpu.inst.busy_ns().ctx("busy_ns")?;
-    gpu.run(&[g.cmd(), g.cmd(), g.cmd()])?;
+    // A fence after each: the watchdog counts engine time between fences, and a host
+    // that deschedules the vCPU stretches it.
+    for _ in 0..3 {
+        gpu.run(&[g.cmd()])?;
+    }
     let b1 = gpu.inst.busy_ns().ctx("busy_ns")?;
     ensure!(b1 > b0, "busy_ns did not grow over 3 GEMMs ({b0} -> {b1})");
     Ok((b1 - b0) as f64 / (3 * g.macs()) as f64)

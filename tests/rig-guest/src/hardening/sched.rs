@@ -532,13 +532,18 @@ fn while_held<T>(
         let (r, held) = std::thread::scope(|sc| {
             let tid = &tid;
             let holder = sc.spawn(move || held_copy(dev, tid));
-            let t = Instant::now();
+            // The window opens when the holder runs (it publishes its id just before
+            // the query): on a loaded host the thread itself may start late.
+            let mut since: Option<Instant> = None;
             let mut caught = false;
-            while !holder.is_finished() && t.elapsed() < HOLD / 2 {
+            while !holder.is_finished() && since.is_none_or(|t| t.elapsed() < HOLD / 2) {
                 let id = tid.load(Ordering::SeqCst);
-                if id != 0 && in_module(id) {
-                    caught = true;
-                    break;
+                if id != 0 {
+                    since.get_or_insert_with(Instant::now);
+                    if in_module(id) {
+                        caught = true;
+                        break;
+                    }
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }

@@ -36,12 +36,12 @@ cp "$out"/src/*.ko "$out/"
 log "built vgpu_shim.ko for $kver"
 # The guest driver (guest-driver/, for L2 guests of vgpu-vmm: tests/rig/vmm.sh), same
 # kernel, same rules: no warnings.
+# (guest-driver/Makefile reuses kmod-shim/Makefile's rules: it copies the sources to
+# BUILD_DIR and builds there.)
 rm -rf "$out/guest-src" "$out/guest"
-mkdir -p "$out/guest-src" "$out/guest"
-find "$top/guest-driver" -maxdepth 1 -type f \( -name '*.[ch]' -o -name Kbuild -o -name Makefile \) \
-	-exec cp {} "$out/guest-src/" \;
+mkdir -p "$out/guest"
 glog=$out/guest-build.log
-if ! make -C "$out/guest-src" KVER="$kver" KDIR="$RK_KDIR" >"$glog" 2>&1; then
+if ! make -C "$top/guest-driver" KVER="$kver" KDIR="$RK_KDIR" BUILD_DIR="$out/guest-src" >"$glog" 2>&1; then
 	cat "$glog" >&2
 	die "guest driver build for $kver failed"
 fi

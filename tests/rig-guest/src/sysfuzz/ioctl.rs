@@ -161,6 +161,25 @@ pub fn irq_info(th: &mut Th) -> i32 {
     c
 }
 
+/// The fd an eventfd argument of kind `fk` gets (`not_eventfd`: an open fd of another
+/// kind, the device's).
+fn fd_of_kind(th: &mut Th, fk: FdKind, not_eventfd: i32) -> i32 {
+    match fk {
+        FdKind::Valid => th.efd(),
+        FdKind::Clear => -1,
+        FdKind::Negative => -2 - th.rng.below(1000) as i32,
+        FdKind::Huge => 100_000 + th.rng.below(1000) as i32,
+        FdKind::NotEventfd => not_eventfd,
+        FdKind::Closed => {
+            use std::os::fd::AsRawFd;
+            match vgpu_vfio::EventFd::new(0) {
+                Ok(e) => e.as_raw_fd(), // closed when `e` drops at the end of this arm
+                Err(_) => 100_001,
+            }
+        }
+    }
+}
+
 pub fn set_irqs(th: &mut Th) -> i32 {
     let Some(t) = th.target() else { return SKIP };
     let rng = &mut th.rng;
@@ -196,20 +215,7 @@ pub fn set_irqs(th: &mut Th) -> i32 {
         FdKind::NotEventfd,
         FdKind::Closed,
     ]);
-    let fd = match fk {
-        FdKind::Valid => th.efd(),
-        FdKind::Clear => -1,
-        FdKind::Negative => -2 - th.rng.below(1000) as i32,
-        FdKind::Huge => 100_000 + th.rng.below(1000) as i32,
-        FdKind::NotEventfd => t.h.fd(),
-        FdKind::Closed => {
-            use std::os::fd::AsRawFd;
-            match vgpu_vfio::EventFd::new(0) {
-                Ok(e) => e.as_raw_fd(), // closed when `e` drops at the end of this arm
-                Err(_) => 100_001,
-            }
-        }
-    };
+    let fd = fd_of_kind(th, fk, t.h.fd());
     let bool_byte = th.rng.below(3) as u8;
     // Payload: up to 4 entries of the data type's size.
     let n = (count.min(4)) as usize;
@@ -394,20 +400,7 @@ pub fn ioeventfd(th: &mut Th) -> i32 {
         FdKind::NotEventfd,
         FdKind::Closed,
     ]);
-    let fd = match fk {
-        FdKind::Valid => th.efd(),
-        FdKind::Clear => -1,
-        FdKind::Negative => -2 - th.rng.below(1000) as i32,
-        FdKind::Huge => 100_000 + th.rng.below(1000) as i32,
-        FdKind::NotEventfd => t.h.fd(),
-        FdKind::Closed => {
-            use std::os::fd::AsRawFd;
-            match vgpu_vfio::EventFd::new(0) {
-                Ok(e) => e.as_raw_fd(), // closed when `e` drops at the end of this arm
-                Err(_) => 100_001,
-            }
-        }
-    };
+    let fd = fd_of_kind(th, fk, t.h.fd());
     let argsz = *th.rng.pick(&[32u32, 32, 32, 28, 0, 27, 64, u32::MAX]);
     let bufsz = *th.rng.pick(&[32usize, 32, 32, 28, 27, 16]);
     let mut bytes = Vec::with_capacity(32);

@@ -78,20 +78,9 @@ fn frames(
     let period = Duration::from_micros(16_667);
     let mut gpus = b.make_ring(1 + k, &[1], 16 * KIB)?;
     let mut v = gpus.remove(0);
-    let m = Mode {
-        xres: 1280,
-        yres: 720,
-        bpp: 32,
-        virt_width: 0,
-        x_off: 0,
-        y_off: 0,
-    };
     // the ring is at 0 (make_ring): the scanout goes above it
     let (scan, src, flag) = (16 * MIB, 24 * MIB, 40 * MIB);
-    let m = Mode {
-        y_off: (scan / m.stride()) as u16,
-        ..m
-    };
+    let m = mode_720p_at(scan);
     let r = (|| {
         set_mode(v.dev(), &m)?;
         let g = Gemm::square(32 * MIB, 24);
@@ -152,12 +141,9 @@ fn frames(
     r
 }
 
-/// Where a frame's engine time goes: each part alone on one instance, 5 runs timed by its
-/// `busy_ns` (after a first run that allocates the pages); a BLIT against a COPY and a FILL of
-/// as many bytes (per byte, and in guest instructions per byte at the icount clock's 4 ns).
-fn frame_parts(b: &mut Bench, out: &mut String) -> Result<(), Fail> {
-    let mut gpus = b.make_ring(1, &[1], 16 * KIB)?;
-    let mut v = gpus.remove(0);
+/// A 1280x720 XRGB8888 mode whose scanout starts at VRAM offset `scan` (a whole number
+/// of rows).
+fn mode_720p_at(scan: u64) -> Mode {
     let m = Mode {
         xres: 1280,
         yres: 720,
@@ -166,11 +152,20 @@ fn frame_parts(b: &mut Bench, out: &mut String) -> Result<(), Fail> {
         x_off: 0,
         y_off: 0,
     };
-    let (scan, src, dst) = (16 * MIB, 24 * MIB, 48 * MIB);
-    let m = Mode {
+    Mode {
         y_off: (scan / m.stride()) as u16,
         ..m
-    };
+    }
+}
+
+/// Where a frame's engine time goes: each part alone on one instance, 5 runs timed by its
+/// `busy_ns` (after a first run that allocates the pages); a BLIT against a COPY and a FILL of
+/// as many bytes (per byte, and in guest instructions per byte at the icount clock's 4 ns).
+fn frame_parts(b: &mut Bench, out: &mut String) -> Result<(), Fail> {
+    let mut gpus = b.make_ring(1, &[1], 16 * KIB)?;
+    let mut v = gpus.remove(0);
+    let (scan, src, dst) = (16 * MIB, 24 * MIB, 48 * MIB);
+    let m = mode_720p_at(scan);
     let blit = |w: u64, h: u64| Cmd::Blit {
         src,
         src_stride: m.stride(),

@@ -9,9 +9,11 @@
 #        l2mode=engine it loads the guest driver (guest-driver/vgpu_guest.ko, built
 #        for the same kernel) and runs vgpu-engine-client on its vGPU.
 # tests/rig/guest/vgpu-vmm-boot (L1) runs the boots and judges them.
-#   tests/rig/vmm.sh [6.1|6.12] [share] [rig options...]
+#   tests/rig/vmm.sh [6.1|6.12] [share|lifecycle] [rig options...]
 # With "share", L1 runs tests/rig/guest/vgpu-vmm-share instead: three vgpu-vmm L2s at
 # once, each saturating its vGPU from inside (l2mode=saturate), shares by weight and a cap.
+# With "lifecycle", vgpu-vmm-boot runs only its vGPU lifecycle checks (kill -9 of a
+# vgpu-vmm, then `remove` of an instance in use: VFIO REQ), which the full run has too.
 # VGPU_VMM_COMPARE_QEMU=1 also boots the same vmlinux and initramfs with the host's
 # QEMU under the same nested KVM and prints both start-to-/init times (not judged).
 set -euo pipefail
@@ -20,10 +22,12 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 flavour=${1:-6.1}
 shift || true
 scenario=boot
-if [ "${1:-}" = share ]; then
-	scenario=share
+case "${1:-}" in
+share | lifecycle)
+	scenario=$1
 	shift
-fi
+	;;
+esac
 kver=$(kver_of "$flavour")
 # Resolved: L1 sees the host's / under /host, where a symlink to an absolute path
 # (a worktree's target/rig/kernels) would point into L1's own tree.
@@ -81,6 +85,9 @@ if [ -e $r ]; then
 	mount -t devtmpfs devtmpfs /dev
 	echo 1 >/sys/bus/pci/devices/0000:00:01.0/enable
 	echo "L2-VGPU-ID $(devmem 0xd0000800 32)"
+	# What VRAM held before this guest wrote it (L1 checks it is zero for a VM that
+	# follows a killed one: the module scrubs on the last close).
+	echo "L2-VRAM-BEFORE $(devmem 0xc0000000 32) $(devmem 0xcffffffc 32)"
 	# 16 doorbells (DOORBELL is BAR2 + 0x914): vgpu-vmm counts those that exit to it,
 	# none with its default ioeventfd, each with --no-ioeventfd.
 	for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16; do devmem 0xd0000914 32 1; done
@@ -146,4 +153,4 @@ if [ "$scenario" = share ]; then
 fi
 exec "$top/tests/rig/rig.sh" --kernel "$flavour" --hostfs --kvm --smp 1 --timeout 600 --no-build \
 	--name vmm "$@" -- vgpu-vmm-boot "/host$vmlinux" "/host$l2/l2.cpio.gz" "/host$bzimage" \
-	$([ "${VGPU_VMM_COMPARE_QEMU:-0}" = 1 ] && echo qemu)
+	$([ "$scenario" = lifecycle ] && echo lifecycle) $([ "${VGPU_VMM_COMPARE_QEMU:-0}" = 1 ] && echo qemu)

@@ -21,7 +21,8 @@ pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1";
 /// Exit status: 0 the guest powered off, 1 the VMM failed (the message says why),
 /// 2 bad arguments, 3 the guest reset or rebooted (also a panic with panic=-1 or a
 /// triple fault), 4 the guest crashed the vCPU (KVM internal error or failed entry),
-/// 130/143 stopped by SIGINT/SIGTERM.
+/// 5 the host took the vGPU back (its instance removed: VFIO REQ), 130/143 stopped by
+/// SIGINT/SIGTERM.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "vgpu-vmm", version, about, long_about = None)]
 pub struct Args {

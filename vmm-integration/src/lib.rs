@@ -21,8 +21,8 @@
 //!   (pthread_kill for vCPU kicks, sigsets).
 //! * **epoll rather than event-manager**: the main thread waits on two fds (the
 //!   signalfd and the end-of-VM eventfd); event-manager's subscriber machinery would be
-//!   more code than the loop it replaces. It is worth revisiting when serial input,
-//!   VFIO interrupts and the REQ eventfd join.
+//!   more code than the loop it replaces; the vGPU's REQ eventfd (`req.rs`) is a third
+//!   fd in the same loop. It is worth revisiting when serial input joins.
 //! * **vgpu-vfio** (the project's VFIO client, on vfio-ioctls/vfio-bindings) rather
 //!   than vfio-ioctls directly: it already opens an mdev by its sysfs path with the
 //!   container/group API both rig kernels have, knows the vgpu regions, and is the code
@@ -48,6 +48,7 @@ pub mod ioeventfd;
 pub mod irq;
 pub mod layout;
 pub mod pci;
+pub mod req;
 pub mod vcpu;
 pub mod vgpu;
 pub mod vm;
@@ -88,6 +89,9 @@ pub enum ExitStatus {
     Reset,
     /// 4: KVM could not run the guest (internal error, failed entry).
     Crashed,
+    /// 5: the host asked for the vGPU back (VFIO REQ: `remove` of the instance while
+    /// the VM ran); vgpu-vmm shut the VM down and released it.
+    Released,
     /// 128 + n: stopped by signal n (SIGTERM: 143, SIGINT: 130).
     Signal(i32),
 }
@@ -101,6 +105,7 @@ impl ExitStatus {
             ExitStatus::Usage => 2,
             ExitStatus::Reset => 3,
             ExitStatus::Crashed => 4,
+            ExitStatus::Released => 5,
             ExitStatus::Signal(n) => 128 + n,
         }
     }
@@ -114,6 +119,7 @@ impl From<&VmEnd> for ExitStatus {
             VmEnd::Crashed(_) => ExitStatus::Crashed,
             VmEnd::Failed(_) => ExitStatus::VmmError,
             VmEnd::Signal(n) => ExitStatus::Signal(*n),
+            VmEnd::Released => ExitStatus::Released,
         }
     }
 }
@@ -129,6 +135,7 @@ mod tests {
             (VmEnd::Failed("x".into()), 1),
             (VmEnd::Guest(GuestEvent::Reset), 3),
             (VmEnd::Crashed("x".into()), 4),
+            (VmEnd::Released, 5),
             (VmEnd::Signal(libc::SIGTERM), 143),
             (VmEnd::Signal(libc::SIGINT), 130),
         ];

@@ -52,6 +52,7 @@ fn main() -> ExitCode {
                 VmEnd::Crashed(m) => format!("guest crashed: {m}"),
                 VmEnd::Failed(m) => format!("error: {m}"),
                 VmEnd::Signal(n) => format!("stopped by signal {n}"),
+                VmEnd::Released => "vGPU released to the host (VFIO REQ)".to_string(),
             };
             if cfg.vgpu.is_some() {
                 eprintln!(

@@ -31,6 +31,9 @@ pub enum VmEnd {
     Failed(String),
     /// The VMM was told to stop (the signal number).
     Signal(i32),
+    /// The host asked for the vGPU back (VFIO REQ, `req.rs`): the VM was shut down to
+    /// release it.
+    Released,
 }
 
 /// What the vCPU threads and the main thread share.

@@ -10,8 +10,8 @@
 //! writes. A guest write to the MSI capability is passed on to the module and then
 //! followed (`irq.rs`): MSI on → a KVM GSI route with the guest's address/data and the
 //! device's VFIO MSI eventfd as its irqfd. Not yet: moving BARs (a guest that
-//! reprograms BAR0 gets a warning and keeps the old mapping), DMA mapping, REQ, reset
-//! (docs/vmm.md).
+//! reprograms BAR0 gets a warning and keeps the old mapping), DMA mapping, reset
+//! (docs/vmm.md). The REQ interrupt is `req.rs`'s.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -129,6 +129,7 @@ pub fn run(cfg: &VmConfig, signals: OwnedFd, started: Instant) -> Result<Outcome
         .map_err(|e| Error::Kvm("KVM_IRQFD (serial)", e))?;
     // Lives until the vCPU threads are joined (end of `run`).
     let mut doorbell = None;
+    let mut req = None;
     let vgpu = match &cfg.vgpu {
         Some(p) => {
             let v = Arc::new(crate::vgpu::Vgpu::open(p, vm.clone())?);
@@ -143,6 +144,7 @@ pub fn run(cfg: &VmConfig, signals: OwnedFd, started: Instant) -> Result<Outcome
             // keeps alive until after the vCPU threads have been joined (end of `run`).
             unsafe { vm.set_user_memory_region(r) }
                 .map_err(|e| Error::Kvm("KVM_SET_USER_MEMORY_REGION (VRAM)", e))?;
+            req = Some(crate::req::ReqWatch::attach(v.device())?);
             crate::ioeventfd::set_doorbell_gpa(v.mmio.0);
             if cfg.ioeventfd {
                 doorbell = Some(crate::ioeventfd::pair_doorbell(&vm, v.device(), v.mmio.0)?);
@@ -195,7 +197,7 @@ pub fn run(cfg: &VmConfig, signals: OwnedFd, started: Instant) -> Result<Outcome
         }
     }
 
-    if let Err(e) = wait_for_end(&state, &signals) {
+    if let Err(e) = wait_for_end(&state, &signals, req.as_ref()) {
         state.finish(VmEnd::Failed(e));
     }
     stop_vcpus(&state, threads);
@@ -206,6 +208,7 @@ pub fn run(cfg: &VmConfig, signals: OwnedFd, started: Instant) -> Result<Outcome
         log::debug!("doorbell ioeventfd at {:#x}", d.gpa());
     }
     drop(doorbell);
+    drop(req);
     if let Some(d) = display {
         match d.finish() {
             Ok(true) => log::info!("--display-png: last frame written"),
@@ -254,12 +257,20 @@ fn guest_memory(vm: &VmFd, layout: &MemoryLayout) -> Result<GuestMemoryMmap, Err
     Ok(mem)
 }
 
-/// Waits for a vCPU to end the VM or for a stop signal.
-fn wait_for_end(state: &VmState, signals: &OwnedFd) -> Result<(), String> {
+/// Waits for a vCPU to end the VM, for a stop signal, or for the host to ask for the
+/// vGPU back (`req`, VFIO REQ).
+fn wait_for_end(
+    state: &VmState,
+    signals: &OwnedFd,
+    req: Option<&crate::req::ReqWatch>,
+) -> Result<(), String> {
     const SIG: u64 = 1;
     const END: u64 = 2;
+    const REQ: u64 = 3;
     let ep = Epoll::new().map_err(|e| format!("epoll: {e}"))?;
-    for (fd, tag) in [(signals.as_raw_fd(), SIG), (state.end_evt.as_raw_fd(), END)] {
+    let mut fds = vec![(signals.as_raw_fd(), SIG), (state.end_evt.as_raw_fd(), END)];
+    fds.extend(req.map(|r| (r.fd(), REQ)));
+    for (fd, tag) in fds {
         ep.ctl(
             ControlOperation::Add,
             fd,
@@ -267,7 +278,7 @@ fn wait_for_end(state: &VmState, signals: &OwnedFd) -> Result<(), String> {
         )
         .map_err(|e| format!("epoll_ctl: {e}"))?;
     }
-    let mut events = [EpollEvent::default(); 2];
+    let mut events = [EpollEvent::default(); 3];
     loop {
         let n = match ep.wait(-1, &mut events) {
             Ok(n) => n,
@@ -286,6 +297,14 @@ fn wait_for_end(state: &VmState, signals: &OwnedFd) -> Result<(), String> {
                         let signo = u32::from_ne_bytes([info[0], info[1], info[2], info[3]]) as i32;
                         log::info!("signal {signo}: stopping the VM");
                         state.finish(VmEnd::Signal(signo));
+                    }
+                }
+                REQ => {
+                    if req.is_some_and(|r| r.take()) {
+                        eprintln!(
+                            "vgpu-vmm: the host asked for the vGPU back (VFIO REQ): shutting the VM down to release it"
+                        );
+                        state.finish(VmEnd::Released);
                     }
                 }
                 _ => {

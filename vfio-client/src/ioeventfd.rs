@@ -98,20 +98,29 @@ impl Device {
         let none: RawFd = -1;
         self.ioeventfd(index, offset, size, data, none)
     }
+
+    /// Register `efd` as the engine's doorbell: each signal is a 4-byte write of
+    /// [`DOORBELL_DATA`] at DOORBELL.
+    pub fn set_doorbell_ioeventfd(&self, efd: &impl AsRawFd) -> Result<()> {
+        self.set_ioeventfd(region::BAR2, reg::DOORBELL, 4, DOORBELL_DATA, efd)
+    }
+
+    /// Remove the doorbell ioeventfd registered by [`Device::set_doorbell_ioeventfd`].
+    pub fn clear_doorbell_ioeventfd(&self) -> Result<()> {
+        self.clear_ioeventfd(region::BAR2, reg::DOORBELL, 4, DOORBELL_DATA)
+    }
 }
 
 impl Engine {
     /// Register `efd` as this engine's doorbell: each signal is a 4-byte write of
     /// [`DOORBELL_DATA`] at DOORBELL.
     pub fn doorbell_ioeventfd(&self, efd: &impl AsRawFd) -> Result<()> {
-        self.device()
-            .set_ioeventfd(region::BAR2, reg::DOORBELL, 4, DOORBELL_DATA, efd)
+        self.device().set_doorbell_ioeventfd(efd)
     }
 
     /// Remove the doorbell ioeventfd registered by [`Engine::doorbell_ioeventfd`].
     pub fn clear_doorbell_ioeventfd(&self) -> Result<()> {
-        self.device()
-            .clear_ioeventfd(region::BAR2, reg::DOORBELL, 4, DOORBELL_DATA)
+        self.device().clear_doorbell_ioeventfd()
     }
 
     /// Write RING_TAIL from the software TAIL, without ringing the doorbell.

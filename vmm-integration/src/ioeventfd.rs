@@ -25,35 +25,10 @@ static DOORBELL_GPA: AtomicU64 = AtomicU64::new(0);
 /// MMIO write exits to DOORBELL seen by the vCPU threads.
 static DOORBELL_EXITS: AtomicU64 = AtomicU64::new(0);
 
-/// The pairing, kept for the VM's life: dropping it removes both registrations.
+/// The pairing, kept for the VM's life. Both registrations go with the VM's and the
+/// device's fds (KVM and vgpu_shim drop them at release); this only keeps the eventfd.
 pub struct DoorbellIoeventfd {
-    efd: EventFd,
-    gpa: u64,
-}
-
-impl DoorbellIoeventfd {
-    /// The guest-physical address KVM watches.
-    pub fn gpa(&self) -> u64 {
-        self.gpa
-    }
-
-    /// Removes the KVM ioeventfd (the device's registration goes with the device fd's
-    /// last close, or here explicitly).
-    pub fn unregister(self, vm: &VmFd, dev: &Device) {
-        if let Err(e) =
-            vm.unregister_ioevent(&self.efd, &IoEventAddress::Mmio(self.gpa), NoDatamatch)
-        {
-            log::warn!("KVM_IOEVENTFD (deassign) at {:#x}: {e}", self.gpa);
-        }
-        if let Err(e) = dev.clear_ioeventfd(
-            vgpu_vfio::region::BAR2,
-            DOORBELL,
-            4,
-            vgpu_vfio::ioeventfd::DOORBELL_DATA,
-        ) {
-            log::warn!("VFIO_DEVICE_IOEVENTFD (remove): {e}");
-        }
-    }
+    _efd: EventFd,
 }
 
 /// Records where DOORBELL is for [`note_mmio_write`] (called whether or not the
@@ -82,28 +57,16 @@ pub fn pair_doorbell(vm: &VmFd, dev: &Device, bar2_gpa: u64) -> Result<DoorbellI
     let efd = EventFd::new(libc::EFD_NONBLOCK)
         .map_err(|e| Error::Setup(format!("eventfd (doorbell): {e}")))?;
     let gpa = bar2_gpa + DOORBELL;
-    dev.set_ioeventfd(
-        vgpu_vfio::region::BAR2,
-        DOORBELL,
-        4,
-        vgpu_vfio::ioeventfd::DOORBELL_DATA,
-        &efd,
-    )
-    .map_err(|e| {
+    dev.set_doorbell_ioeventfd(&efd).map_err(|e| {
         Error::Setup(format!(
             "{}: {e} (a vgpu_shim without VFIO_DEVICE_IOEVENTFD? --no-ioeventfd traps the doorbell)",
             dev.name()
         ))
     })?;
     if let Err(e) = vm.register_ioevent(&efd, &IoEventAddress::Mmio(gpa), NoDatamatch) {
-        let _ = dev.clear_ioeventfd(
-            vgpu_vfio::region::BAR2,
-            DOORBELL,
-            4,
-            vgpu_vfio::ioeventfd::DOORBELL_DATA,
-        );
+        let _ = dev.clear_doorbell_ioeventfd();
         return Err(Error::Kvm("KVM_IOEVENTFD (doorbell)", e));
     }
     log::info!("doorbell at {gpa:#x}: KVM ioeventfd paired with VFIO_DEVICE_IOEVENTFD");
-    Ok(DoorbellIoeventfd { efd, gpa })
+    Ok(DoorbellIoeventfd { _efd: efd })
 }

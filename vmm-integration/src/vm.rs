@@ -204,9 +204,6 @@ pub fn run(cfg: &VmConfig, signals: OwnedFd, started: Instant) -> Result<Outcome
     let end = state
         .end()
         .unwrap_or_else(|| VmEnd::Failed("the VM stopped without a reason".into()));
-    if let Some(d) = &doorbell {
-        log::debug!("doorbell ioeventfd at {:#x}", d.gpa());
-    }
     drop(doorbell);
     drop(req);
     if let Some(d) = display {

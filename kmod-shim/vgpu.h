@@ -161,6 +161,7 @@ enum vgpu_eng_error {
 	VGPU_ERR_BAD_RING,
 	VGPU_ERR_BAD_MODE,
 	VGPU_ERR_WATCHDOG,
+	VGPU_ERR_EXECUTOR,	/* external mode: the executor failed a piece */
 };
 
 /*

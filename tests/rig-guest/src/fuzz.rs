@@ -87,7 +87,7 @@ struct Stats {
     matched_stop: u64,
     rejected: u64,
     batches: u64,
-    by_code: [u64; 9],
+    by_code: [u64; 10],
     ambiguous_run: u64,
     ambiguous_rejected: u64,
     unpredictable: u64,

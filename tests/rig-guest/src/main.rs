@@ -15,6 +15,8 @@
 
 mod bench;
 mod engine;
+mod execref;
+mod external;
 mod foundation;
 mod fuzz;
 mod hardening;
@@ -38,12 +40,13 @@ fn suites() -> Vec<Suite> {
         engine::suite(),
         hardening::suite(),
         preempt::suite(),
+        external::suite(),
     ]
 }
 
 fn usage(suites: &[Suite]) -> ! {
     eprintln!(
-        "usage: vgpu-rig-tests <suite> [--filter SUBSTR] [--only NAME,...] [--skip NAME,...] [--repeat N] [--list]"
+        "usage: vgpu-rig-tests <suite> [--filter SUBSTR] [--only NAME,...] [--skip NAME,...] [--repeat N] [--list] [--executor ref]"
     );
     eprintln!("       vgpu-rig-tests fuzz [--commands N] [--seed S]");
     eprintln!("       vgpu-rig-tests bench [--csv-dir DIR] [--quick] [--only SECTION]");
@@ -124,6 +127,13 @@ fn main() {
             "--list" => {
                 list = true;
                 i += 1;
+            }
+            "--executor" => {
+                match args.get(i + 1).map(String::as_str) {
+                    Some("ref") => harness::use_ref_executor(),
+                    _ => usage(&suites),
+                }
+                i += 2;
             }
             "--repeat" => {
                 let Some(n) = args.get(i + 1).and_then(|v| v.parse().ok()) else {

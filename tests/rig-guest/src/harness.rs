@@ -116,6 +116,26 @@ static REF_EXECUTOR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBo
 static EXECUTORS: std::sync::Mutex<Vec<crate::execref::RefExecutor>> =
     std::sync::Mutex::new(Vec::new());
 
+/// Load vgpu_shim from `ko` with `params`; with `--executor ref`, in external mode with a
+/// reference executor serving each parent.
+pub fn load(ko: &str, params: &str) -> TestResult {
+    if !REF_EXECUTOR.load(std::sync::atomic::Ordering::Relaxed) {
+        return sys::load_module(ko, params).ctx(format!("finit_module({ko}, {params:?})"));
+    }
+    let params = format!("{params} executor=external");
+    sys::load_module(ko, &params).ctx(format!("finit_module({ko}, {params:?})"))?;
+    for p in Parent::all_vgpu().ctx("list parents")? {
+        let i = p.index().ok_or(Fail(format!("parent {}", p.name())))?;
+        let x = crate::execref::RefExecutor::start(i, Default::default())
+            .ctx(format!("reference executor for {}", p.name()))?;
+        match EXECUTORS.lock() {
+            Ok(mut g) => g.push(x),
+            Err(p) => p.into_inner().push(x),
+        }
+    }
+    Ok(())
+}
+
 /// Stop the reference executors `--executor ref` started.
 pub fn stop_executors() -> TestResult {
     let xs: Vec<_> = match EXECUTORS.lock() {
@@ -150,25 +170,9 @@ impl Ctx {
         }
     }
 
-    /// Load vgpu_shim with `params` (with `--executor ref`: in external mode, served).
+    /// Load vgpu_shim with `params` (see [`load`]).
     pub fn load(&mut self, params: &str) -> TestResult {
-        if !REF_EXECUTOR.load(std::sync::atomic::Ordering::Relaxed) {
-            return sys::load_module(&self.ko, params)
-                .ctx(format!("finit_module({}, {params:?})", self.ko));
-        }
-        let params = format!("{params} executor=external");
-        sys::load_module(&self.ko, &params)
-            .ctx(format!("finit_module({}, {params:?})", self.ko))?;
-        for p in Parent::all_vgpu().ctx("list parents")? {
-            let i = p.index().ok_or(Fail(format!("parent {}", p.name())))?;
-            let x = crate::execref::RefExecutor::start(i, Default::default())
-                .ctx(format!("reference executor for {}", p.name()))?;
-            match EXECUTORS.lock() {
-                Ok(mut g) => g.push(x),
-                Err(p) => p.into_inner().push(x),
-            }
-        }
-        Ok(())
+        load(&self.ko, params)
     }
 
     /// Unload vgpu_shim (errno preserved).

@@ -6,7 +6,7 @@
 //! every instance and unloads the module afterwards, even on failure.
 //!
 //! Other subcommands:
-//! * `fuzz [--commands N] [--seed S]`: fuzz the engine of several instances next to
+//! * `fuzz [--commands N] [--seed S] [--executor ref]`: fuzz the engine of several instances next to
 //!   canaries;
 //! * `bench [--csv-dir DIR]`: the scheduler benchmark (a table, not a test);
 //! * `touch <uuid> <MiB>` and `load <seconds> <uuid>...`: demo helpers on instances that
@@ -48,7 +48,7 @@ fn usage(suites: &[Suite]) -> ! {
     eprintln!(
         "usage: vgpu-rig-tests <suite> [--filter SUBSTR] [--only NAME,...] [--skip NAME,...] [--repeat N] [--list] [--executor ref]"
     );
-    eprintln!("       vgpu-rig-tests fuzz [--commands N] [--seed S]");
+    eprintln!("       vgpu-rig-tests fuzz [--commands N] [--seed S] [--executor ref]");
     eprintln!("       vgpu-rig-tests bench [--csv-dir DIR] [--quick] [--only SECTION]");
     eprintln!("       vgpu-rig-tests touch <uuid> <MiB>");
     eprintln!("       vgpu-rig-tests load <seconds> <uuid>...");

@@ -9,12 +9,15 @@
 //! * `fuzz [--commands N] [--seed S] [--executor ref]`: fuzz the engine of several instances next to
 //!   canaries;
 //! * `bench [--csv-dir DIR]`: the scheduler benchmark (a table, not a test);
+//! * `exec-bench [--rounds N]`: the external executor's handoff cost next to the CPU
+//!   executor's (figures);
 //! * `touch <uuid> <MiB>` and `load <seconds> <uuid>...`: demo helpers on instances that
 //!   already exist (the module stays loaded);
 //! * `pngpixel FILE X Y`: a pixel of a PNG (`vgpu-vmm --display-png`'s) for rig scripts.
 
 mod bench;
 mod engine;
+mod execbench;
 mod execref;
 mod external;
 mod foundation;
@@ -50,6 +53,7 @@ fn usage(suites: &[Suite]) -> ! {
     );
     eprintln!("       vgpu-rig-tests fuzz [--commands N] [--seed S] [--executor ref]");
     eprintln!("       vgpu-rig-tests bench [--csv-dir DIR] [--quick] [--only SECTION]");
+    eprintln!("       vgpu-rig-tests exec-bench [--rounds N]");
     eprintln!("       vgpu-rig-tests touch <uuid> <MiB>");
     eprintln!("       vgpu-rig-tests load <seconds> <uuid>...");
     eprintln!("       vgpu-rig-tests pngpixel FILE X Y");
@@ -71,6 +75,7 @@ fn main() {
         "fuzz" => Some(fuzz::main(rest)),
         "sysfuzz" => Some(sysfuzz::main(rest)),
         "bench" => Some(bench::main(rest)),
+        "exec-bench" => Some(execbench::main(rest)),
         "touch" => Some(tools::touch(rest)),
         "load" => Some(tools::load(rest)),
         "pngpixel" => Some(pngtool::pngpixel(rest)),

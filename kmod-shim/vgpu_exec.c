@@ -142,7 +142,8 @@ static bool exec_slot_wake(struct vgpu_exec *x, struct vgpu_exec_slot *sl)
  * completion's value in *@value, -EIO if the executor refused or failed
  * it, -ETIMEDOUT if it did not complete in time (no daemon, or a hung
  * one: the piece is dropped), -EINTR if the engine stops or the instance
- * goes away meanwhile.
+ * goes away meanwhile, -EAGAIN if no daemon is there and a task waits for
+ * vg->lock.
  */
 int vgpu_exec_run(struct vgpu_worker *w, struct vgpu_device *vg,
 		  const struct vgpu_exec_sqe *sqe, u64 wait_ns, u64 *value)
@@ -196,6 +197,14 @@ int vgpu_exec_run(struct vgpu_worker *w, struct vgpu_device *vg,
 		}
 		if (kthread_should_stop() || READ_ONCE(vg->se.detached)) {
 			ret = -EINTR;
+			break;
+		}
+		/*
+		 * No daemon, and tasks wait for the instance's lock (a reset,
+		 * a close): let them in rather than wait for a daemon.
+		 */
+		if (!READ_ONCE(x->conn) && vgpu_lock_waiters(vg) > 0) {
+			ret = -EAGAIN;
 			break;
 		}
 		wait_event_timeout(x->done_wq, exec_slot_wake(x, sl),

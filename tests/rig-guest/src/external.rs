@@ -32,6 +32,11 @@ pub fn suite() -> Suite {
                 daemon_dies_requeued,
             ),
             t("no_daemon_watchdog", Some("parents=1"), no_daemon_watchdog),
+            t(
+                "no_daemon_reset_in_time",
+                Some("parents=1"),
+                no_daemon_reset_in_time,
+            ),
             t("refused_is_error", Some("parents=1"), refused_is_error),
             t(
                 "garbage_completions",
@@ -351,6 +356,46 @@ fn no_daemon_watchdog(ctx: &mut Ctx) -> TestResult {
     ctx.note(format!("stopped after {:.2} s", t.elapsed().as_secs_f64()));
     drop(g);
     ctx.remove(&inst)
+}
+
+/// With no daemon and the longest watchdog, a reset and a close still get the
+/// instance's lock at once: the engine does not wait for a daemon while tasks wait.
+fn no_daemon_reset_in_time(ctx: &mut Ctx) -> TestResult {
+    let p = ctx.parent(0)?;
+    external(&p)?;
+    p.set_watchdog_ms("60000").ctx("watchdog_ms")?;
+    let inst = ctx.create(&p, TYPE)?;
+    let mut g = open(&inst)?;
+    let fill = Cmd::Fill {
+        dst: AREA,
+        len: 4096,
+        value: 7,
+    };
+    g.eng.submit(&[fill]).ctx("submit")?;
+    // the engine fetched the FILL (HEAD moved past it) and waits for a daemon
+    ensure!(
+        wait_for(Duration::from_secs(10), || g
+            .eng
+            .read_reg(reg::RING_HEAD)
+            .is_ok_and(|h| h == 64)),
+        "the engine never fetched the FILL"
+    );
+    let t = Instant::now();
+    g.eng.reset().ctx("ENGINE_RESET")?;
+    let reset = t.elapsed();
+    let t = Instant::now();
+    drop(g);
+    let close = t.elapsed();
+    ctx.note(format!(
+        "ENGINE_RESET took {:.1} ms, the last close {:.1} ms",
+        reset.as_secs_f64() * 1e3,
+        close.as_secs_f64() * 1e3
+    ));
+    ensure!(
+        reset < Duration::from_secs(5) && close < Duration::from_secs(5),
+        "reset {reset:?}, close {close:?} with no daemon (watchdog 60 s)"
+    );
+    Ok(())
 }
 
 fn refused_is_error(ctx: &mut Ctx) -> TestResult {

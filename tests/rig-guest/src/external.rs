@@ -49,6 +49,11 @@ pub fn suite() -> Suite {
                 close_revokes_mapping,
             ),
             t("switch_live", Some("parents=1"), switch_live),
+            t(
+                "hostile_daemon",
+                Some("parents=1 engines=2"),
+                hostile_daemon,
+            ),
         ],
     }
 }
@@ -609,4 +614,131 @@ mod tests {
             assert!(v.is_valid(), "command {i}: {c:?}: {v:?}");
         }
     }
+}
+
+/// A daemon that writes garbage everywhere it can (header indices, completions, entries),
+/// kicks, maps random offsets and touches what maps, while two instances submit work:
+/// the kernel neither crashes nor hangs (the debug kernel runs this under KASAN and
+/// lockdep), the rings stop with a documented error or keep waiting, and once a sane
+/// daemon connects, recovered rings compute the right bytes again.
+fn hostile_daemon(ctx: &mut Ctx) -> TestResult {
+    let p = ctx.parent(0)?;
+    external(&p)?;
+    p.set_watchdog_ms("200").ctx("watchdog_ms")?;
+    let insts = [ctx.create(&p, TYPE)?, ctx.create(&p, TYPE)?];
+    let mut gpus = Vec::new();
+    for i in &insts {
+        gpus.push(open(i)?);
+    }
+    let (gm, want) = big_gemm(&gpus[0])?;
+    let q = Queue::open(0).ctx("open")?;
+    let mut rng = Rng::new(0x4057_11e);
+    let mut maps = Vec::new();
+    let mut ops = 0u64;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        for g in gpus.iter_mut() {
+            if g.eng.status()? & reg::STATUS_BUSY == 0 {
+                g.eng.recover().ctx("recover")?;
+                g.eng
+                    .submit(&[
+                        gm.cmd(),
+                        Cmd::Fill {
+                            dst: AREA,
+                            len: 4096,
+                            value: 9,
+                        },
+                    ])
+                    .ctx("submit")?;
+            }
+        }
+        for _ in 0..50 {
+            ops += 1;
+            match rng.below(6) {
+                0 => {
+                    let off = [
+                        exec::hdr::SQ_HEAD,
+                        exec::hdr::CQ_TAIL,
+                        exec::hdr::SQ_TAIL,
+                        exec::hdr::CQ_HEAD,
+                    ][rng.below(4) as usize];
+                    q.set_hdr(off, rng.next_u64() as u32);
+                }
+                1 => {
+                    let head = q.hdr(exec::hdr::SQ_TAIL);
+                    let e = q.sqe(head.wrapping_sub(1 + rng.below(3) as u32));
+                    let c = exec::Cqe {
+                        seq: if rng.chance(1, 2) {
+                            e.seq
+                        } else {
+                            rng.next_u64()
+                        },
+                        status: rng.below(5) as u32,
+                        value: rng.next_u64(),
+                    };
+                    q.put_cqe(rng.next_u64() as u32, &c);
+                }
+                2 => {
+                    let _ = q.kick(q.hdr(exec::hdr::CQ_HEAD).wrapping_add(rng.below(70) as u32));
+                }
+                3 => {
+                    let id = q.sqe(q.hdr(exec::hdr::SQ_TAIL).wrapping_sub(1)).id;
+                    let id = if rng.chance(3, 4) {
+                        id
+                    } else {
+                        rng.below(8) as u32
+                    };
+                    let off = exec::vram_offset(id) + rng.below(64) * 4096;
+                    let len = (1 + rng.below(16)) as usize * 4096;
+                    if let Ok(ptr) = execref::map(q.fd(), off, len) {
+                        // SAFETY: inside a mapping of len bytes that lives until munmap.
+                        unsafe {
+                            std::ptr::write_volatile(ptr.add(rng.below(len as u64) as usize), 0xa5)
+                        };
+                        maps.push((ptr, len));
+                    }
+                }
+                4 => {
+                    let _ = q.poll(0);
+                }
+                _ => {
+                    if let Some((ptr, len)) = maps.pop() {
+                        // SAFETY: a mapping made above.
+                        unsafe { libc::munmap(ptr.cast(), len) };
+                    }
+                }
+            }
+        }
+    }
+    for (ptr, len) in maps.drain(..) {
+        // SAFETY: mappings made above.
+        unsafe { libc::munmap(ptr.cast(), len) };
+    }
+    drop(q);
+    let errs = p.executor_errors().ctx("errors")?;
+    // a sane daemon: everything works again
+    let xd = RefExecutor::start(0, Behaviour::default()).ctx("start")?;
+    for g in gpus.iter_mut() {
+        g.eng.recover().ctx("recover")?;
+    }
+    let (gm2, want2) = big_gemm(&gpus[0])?;
+    ensure!(gm2 == gm && want2 == want, "operands");
+    gpus[0].run(&[gm.cmd()])?;
+    ensure!(
+        gpus[0].read_words(gm.c, want.len())? == want,
+        "C differs after the hostile daemon"
+    );
+    gpus[1].run(&[Cmd::Fill {
+        dst: AREA,
+        len: 64,
+        value: 3,
+    }])?;
+    ensure_eq!(
+        gpus[1].read_words(AREA, 16)?,
+        vec![3; 16],
+        "FILL after the hostile daemon"
+    );
+    xd.stop().ctx("executor")?;
+    ctx.note(format!("{ops} hostile operations, executor_errors {errs}"));
+    Ok(())
 }

@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
-use crate::counters::{InstanceCounters, LatencyHist, ParentCounters, Policy};
+use crate::counters::{ExecutorCounters, InstanceCounters, LatencyHist, ParentCounters, Policy};
 use crate::env::{Environment, SystemEnvironment};
 use crate::error::{Error, Result};
 use crate::io::{list_dir, read_attr, read_u64, write_value};
@@ -258,8 +258,23 @@ impl Parent {
             watchdog_ms: self.watchdog_ms()?,
             preempt: optional(self.preempt())?.map(|v| v != 0),
             preemptions: optional(self.preemptions())?,
+            executor: self.executor_counters()?,
             ..counters
         })
+    }
+
+    /// The executor mode and counters, `None` on a module without them.
+    pub fn executor_counters(&self) -> Result<Option<ExecutorCounters>> {
+        let Some(mode) = optional(self.executor())? else {
+            return Ok(None);
+        };
+        Ok(Some(ExecutorCounters {
+            mode,
+            connected: self.executor_connected()? != 0,
+            handoffs: self.executor_handoffs()?,
+            requeues: self.executor_requeues()?,
+            errors: self.executor_errors()?,
+        }))
     }
 
     /// Supported type ids (directory names), sorted.

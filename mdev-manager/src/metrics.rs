@@ -168,10 +168,9 @@ pub fn render(snap: &Snapshot) -> String {
             "1 if the parent's commands run on the external executor, 0 on the in-kernel CPU \
              executor (executor; absent without external executor mode).",
             |p| {
-                p.counters
-                    .executor
-                    .as_ref()
-                    .map_or(String::new(), |x| u8::from(x.mode == "external").to_string())
+                p.counters.executor.as_ref().map_or(String::new(), |x| {
+                    u8::from(x.mode == "external").to_string()
+                })
             },
         ),
         (

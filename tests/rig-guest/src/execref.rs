@@ -385,3 +385,24 @@ fn serve(q: Queue, how: Behaviour, stop: &AtomicBool) -> io::Result<Stats> {
     st.retires = retires;
     Ok(st)
 }
+
+/// `vgpu-rig-tests exec-serve <parent>`: a reference executor as a process of its own,
+/// serving `vgpu_shim<parent>` until killed (the rig's tests kill -9 it).
+pub fn serve_main(args: &[String]) -> crate::tools::ToolResult {
+    use crate::tools::ToolError;
+    let parent: u32 = match args {
+        [p] => p
+            .parse()
+            .map_err(|_| ToolError::Usage(format!("bad parent {p:?}")))?,
+        _ => return Err(ToolError::Usage("exec-serve <parent index>".into())),
+    };
+    let x = RefExecutor::start(parent, Behaviour::default())
+        .map_err(|e| ToolError::Failed(format!("{}: {e}", device_path(parent).display())))?;
+    println!("exec-serve: serving {}", device_path(parent).display());
+    while !x.finished() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    x.stop()
+        .map(|_| ())
+        .map_err(|e| ToolError::Failed(format!("executor: {e}")))
+}

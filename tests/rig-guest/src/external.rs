@@ -31,6 +31,11 @@ pub fn suite() -> Suite {
                 Some("parents=1"),
                 daemon_dies_requeued,
             ),
+            t(
+                "daemon_killed_several",
+                Some("parents=1 engines=2"),
+                daemon_killed_several,
+            ),
             t("no_daemon_watchdog", Some("parents=1"), no_daemon_watchdog),
             t(
                 "no_daemon_reset_in_time",
@@ -335,6 +340,85 @@ fn daemon_dies_requeued(ctx: &mut Ctx) -> TestResult {
         "requeues after the restart: {requeued}, want 1"
     );
     xd.stop().ctx("executor")?;
+    Ok(())
+}
+
+/// A daemon process of its own, killed with SIGKILL while three instances' GEMMs run on
+/// two engines; a new one finishes them: every C right, nothing lost.
+fn daemon_killed_several(ctx: &mut Ctx) -> TestResult {
+    let p = ctx.parent(0)?;
+    external(&p)?;
+    p.set_watchdog_ms("60000").ctx("watchdog_ms")?;
+    let spawn = || {
+        std::process::Command::new("/proc/self/exe")
+            .args(["exec-serve", "0"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .ctx("spawn exec-serve")
+    };
+    let mut child = spawn()?;
+    ensure!(
+        wait_for(Duration::from_secs(10), || p.executor_connected().ok()
+            == Some(1)),
+        "the daemon did not connect"
+    );
+    let mut gpus = Vec::new();
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        let inst = ctx.create(&p, TYPE)?;
+        let mut g = open(&inst)?;
+        let (gm, want) = big_gemm(&g)?;
+        g.write_words(gm.c, &vec![0xdead_beef; want.len()])?;
+        let seq = g
+            .eng
+            .submit_fenced(&[gm.cmd(), gm.cmd(), gm.cmd()], false)
+            .ctx("submit")?;
+        jobs.push((gm, want, seq));
+        gpus.push(g);
+    }
+    let h0 = p.executor_handoffs().ctx("handoffs")?;
+    ensure!(
+        wait_for(Duration::from_secs(20), || p
+            .executor_handoffs()
+            .is_ok_and(|h| h >= h0 + 4)),
+        "no pieces handed"
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    ensure!(
+        wait_for(Duration::from_secs(5), || p.executor_connected().ok()
+            == Some(0)),
+        "still connected after kill -9"
+    );
+    let done_before = gpus
+        .iter()
+        .zip(&jobs)
+        .filter(|(g, (_, _, seq))| g.eng.fence_value().is_ok_and(|f| f >= *seq))
+        .count();
+    let r0 = p.executor_requeues().ctx("requeues")?;
+    let mut child = spawn()?;
+    for (g, (gm, want, seq)) in gpus.iter().zip(&jobs) {
+        g.eng
+            .wait_fence(*seq, FENCE_TIMEOUT)
+            .ctx("fence after the restart")?;
+        ensure_eq!(g.eng.error()?, 0, "ERROR");
+        ensure!(
+            g.read_words(gm.c, want.len())? == *want,
+            "C differs from the reference after kill -9 and restart"
+        );
+    }
+    let requeued = p.executor_requeues().ctx("requeues")? - r0;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    ctx.note(format!(
+        "{done_before} of 3 rings done at the kill, {requeued} pieces handed again"
+    ));
+    ensure!(
+        done_before < 3 && requeued >= 1,
+        "nothing was in flight at the kill ({done_before} done, {requeued} requeued)"
+    );
     Ok(())
 }
 

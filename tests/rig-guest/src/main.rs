@@ -54,6 +54,7 @@ fn usage(suites: &[Suite]) -> ! {
     eprintln!("       vgpu-rig-tests fuzz [--commands N] [--seed S] [--executor ref]");
     eprintln!("       vgpu-rig-tests bench [--csv-dir DIR] [--quick] [--only SECTION]");
     eprintln!("       vgpu-rig-tests exec-bench [--rounds N]");
+    eprintln!("       vgpu-rig-tests exec-serve <parent>");
     eprintln!("       vgpu-rig-tests touch <uuid> <MiB>");
     eprintln!("       vgpu-rig-tests load <seconds> <uuid>...");
     eprintln!("       vgpu-rig-tests pngpixel FILE X Y");
@@ -76,6 +77,7 @@ fn main() {
         "sysfuzz" => Some(sysfuzz::main(rest)),
         "bench" => Some(bench::main(rest)),
         "exec-bench" => Some(execbench::main(rest)),
+        "exec-serve" => Some(execref::serve_main(rest)),
         "touch" => Some(tools::touch(rest)),
         "load" => Some(tools::load(rest)),
         "pngpixel" => Some(pngtool::pngpixel(rest)),

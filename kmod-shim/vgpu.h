@@ -206,11 +206,8 @@ struct vgpu_mode {
 	u64 size;		/* stride * height */
 };
 
-/* Pieces an engine hands to the external executor at once (a batch). */
-#define VGPU_XBATCH		16
-
 /*
- * A piece an engine handed to the external executor and waits for
+ * The piece an engine handed to the external executor and waits for
  * (vgpu_exec.c; under the parent's exec.qlock).
  */
 struct vgpu_exec_slot {
@@ -239,7 +236,7 @@ struct vgpu_worker {
 	/* external mode: units per piece, and the handoff's fixed cost */
 	u64 xbudget[VGPU_NUM_CC];
 	u64 xover_ns;
-	struct vgpu_exec_slot xslot[VGPU_XBATCH];
+	struct vgpu_exec_slot xslot;
 };
 
 /* The time-slice scheduler of one parent (vgpu_sched.c). */
@@ -372,13 +369,6 @@ struct vgpu_engine {
 	u64 lat_last;			/* target of the newest one */
 	u32 lat_hist[VGPU_LAT_BUCKETS];
 	u32 acc[VGPU_GEMM_BLOCK];	/* GEMM partial sums of one C block */
-	/*
-	 * External mode: commands after @op, fetched ahead (not consumed)
-	 * to go to the executor in one batch with it (vg->lock holder).
-	 */
-	struct vgpu_eng_op xops[VGPU_XBATCH - 1];
-	unsigned int xn;
-	bool xfail;			/* xops[xn] failed on the executor */
 };
 
 /* One vGPU type of one parent (each parent owns its mdev_type objects). */
@@ -575,21 +565,14 @@ void vgpu_exec_fini(struct vgpu_parent *parent);
 int vgpu_exec_open_instance(struct vgpu_device *vg);
 void vgpu_exec_close_instance(struct vgpu_device *vg);
 int vgpu_exec_run(struct vgpu_worker *w, struct vgpu_device *vg,
-		  unsigned int n, u64 wait_ns, u32 *status, u64 *value);
+		  const struct vgpu_exec_sqe *sqe, u64 wait_ns, u64 *value);
 
 /* ---- vgpu_exec_piece.c: what goes to the executor, in which pieces ---- */
 enum { VGPU_XSTEP_DONE, VGPU_XSTEP_MORE, VGPU_XSTEP_FAILED };
 void vgpu_exec_budget_init(struct vgpu_worker *w);
 bool vgpu_exec_eligible(const struct vgpu_eng_op *op);
-u64 vgpu_exec_batch_budget(struct vgpu_worker *w,
-			   const struct vgpu_eng_op *op);
-bool vgpu_exec_batch_fits(struct vgpu_worker *w,
-			  const struct vgpu_eng_op *const *batch,
-			  const u64 *slots, unsigned int n,
-			  const struct vgpu_eng_op *cand, u64 slot, u64 *left);
 int vgpu_exec_step(struct vgpu_device *vg, struct vgpu_worker *w,
-		   struct vgpu_eng_op *op, struct vgpu_eng_op *xops,
-		   unsigned int *xn, u64 wait_ns);
+		   struct vgpu_eng_op *op, u64 wait_ns);
 
 /* ---- vgpu_irq.c: interrupts ---- */
 int vgpu_ioctl_get_irq_info(struct vgpu_device *vg, void __user *arg);

@@ -759,8 +759,6 @@ static bool eng_fetch(struct vgpu_device *vg)
 		return false;
 	}
 	e->op.at = e->head;
-	e->xn = 0;
-	e->xfail = false;
 	/* the whole command runs in the mode it was fetched in */
 	e->op.external = READ_ONCE(vg->parent->exec.external) &&
 			 vgpu_exec_eligible(&e->op);
@@ -1170,82 +1168,9 @@ static void eng_complete(struct vgpu_device *vg)
 }
 
 /*
- * Commands after the one in flight that can go to the executor in one
- * batch with it: whole, small and independent (vgpu_exec_batch_fits()).
- * Fetched into eng.xops and validated, not consumed: HEAD moves past them
- * as they complete (eng_complete_batch()). Both locks held.
- */
-static unsigned int eng_lookahead(struct vgpu_device *vg,
-				  struct vgpu_worker *w)
-{
-	struct vgpu_engine *e = &vg->eng;
-	const struct vgpu_eng_op *batch[VGPU_XBATCH];
-	u64 slots[VGPU_XBATCH];
-	u64 left = vgpu_exec_batch_budget(w, &e->op);
-	u32 pos = e->head;
-	unsigned int n = 0;
-
-	if (!left || !READ_ONCE(vg->parent->exec.external))
-		return 0;
-	batch[0] = &e->op;
-	slots[0] = eng_base(e) + e->op.at;
-	while (n < VGPU_XBATCH - 1 && pos != e->tail) {
-		struct vgpu_eng_op *x = &e->xops[n];
-		u64 slot = eng_base(e) + pos;
-		struct vgpu_cmd cmd;
-		const void *va;
-
-		va = eng_map_r(vg, slot);
-		memcpy(&cmd, va, sizeof(cmd));
-		kunmap_local(va);
-		if (eng_validate(vg, &cmd, x) || !vgpu_exec_eligible(x) ||
-		    !vgpu_exec_batch_fits(w, batch, slots, n + 1, x, slot,
-					  &left))
-			break;
-		x->at = pos;
-		x->external = true;
-		batch[n + 1] = x;
-		slots[n + 1] = slot;
-		n++;
-		pos = (pos + VGPU_CMD_SIZE) & (e->size - 1);
-	}
-	return n;
-}
-
-/*
- * The commands batched with the one that just completed are done too (or
- * the one after those that did failed on the executor): consume them in
- * ring order, as long as they are still where they were fetched from
- * (the guest may have moved TAIL back meanwhile). Both locks held.
- */
-static void eng_complete_batch(struct vgpu_device *vg)
-{
-	struct vgpu_engine *e = &vg->eng;
-	unsigned int n = e->xn, i;
-	bool fail = e->xfail;
-
-	e->xn = 0;
-	e->xfail = false;
-	for (i = 0; i < n + fail; i++) {
-		if (!eng_runnable(e) || e->inflight ||
-		    e->head != e->xops[i].at)
-			break;
-		e->op = e->xops[i];
-		e->head = (e->head + VGPU_CMD_SIZE) & (e->size - 1);
-		e->inflight = true;
-		if (i == n) {
-			eng_fail(vg, VGPU_ERR_EXECUTOR, e->op.at);
-			break;
-		}
-		eng_complete(vg);
-	}
-}
-
-/*
- * The next piece of the command in flight on the external executor, or a
- * batch of it and the small commands after it (vg->lock held, eng.lock
- * not): one handoff is a chunk, waiting at most until the watchdog would
- * stop the ring anyway (no daemon, or a hung one).
+ * The next piece of the command in flight on the external executor
+ * (vg->lock held, eng.lock not): one handoff is a chunk, waiting at most
+ * until the watchdog would stop the ring anyway (no daemon, or a hung one).
  */
 static int eng_external(struct vgpu_device *vg, struct vgpu_worker *w,
 			struct vgpu_chunk *ch)
@@ -1253,34 +1178,16 @@ static int eng_external(struct vgpu_device *vg, struct vgpu_worker *w,
 	struct vgpu_engine *e = &vg->eng;
 	u64 wd = (u64)vgpu_sched_watchdog_ms(vg) * NSEC_PER_MSEC;
 	u64 spent = READ_ONCE(e->wd_ns);
-	unsigned int xn, i;
-	int ret;
 
 	ch->left = 0;
 	ch->external = true;
-	spin_lock(&e->lock);
-	xn = eng_lookahead(vg, w);
-	spin_unlock(&e->lock);
-	/* CHECKSUM results are stored as commands complete: their pages now */
-	for (i = 0; i < xn; i++) {
-		if (e->xops[i].opcode == VGPU_OP_CHECKSUM &&
-		    !eng_prefault(vg, e->xops[i].arg[2])) {
-			xn = i;
-			break;
-		}
-	}
-	e->xfail = false;
-	ret = vgpu_exec_step(vg, w, &e->op, e->xops, &xn,
-			     (wd > spent ? wd - spent : 0) + NSEC_PER_MSEC);
-	e->xn = xn;
-	switch (ret) {
+	switch (vgpu_exec_step(vg, w, &e->op,
+			       (wd > spent ? wd - spent : 0) + NSEC_PER_MSEC)) {
 	case VGPU_XSTEP_DONE:
+		/* CHECKSUM's result is stored as the command completes */
 		if (e->op.opcode == VGPU_OP_CHECKSUM &&
-		    !eng_prefault(vg, e->op.arg[2])) {
-			e->xn = 0;
-			e->xfail = false;
+		    !eng_prefault(vg, e->op.arg[2]))
 			return VGPU_STEP_NOMEM;
-		}
 		return VGPU_STEP_DONE;
 	case VGPU_XSTEP_FAILED:
 		spin_lock(&e->lock);
@@ -1351,8 +1258,6 @@ bool vgpu_engine_chunk(struct vgpu_device *vg, struct vgpu_worker *w, u64 t0,
 		if (e->op.opcode == VGPU_OP_FENCE)
 			fenced = true;
 		eng_complete(vg);
-		if (e->xn || e->xfail)
-			eng_complete_batch(vg);
 	}
 	spin_unlock(&e->lock);
 	set_active_memcg(old_memcg);

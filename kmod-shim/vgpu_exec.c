@@ -10,12 +10,10 @@
  * instances' VRAM mapped into the daemon, and the wait of an engine for
  * its piece.
  *
- * An engine hands one piece, or a batch of small independent commands,
- * at a time and waits for it (vgpu_exec_run(), vg->lock held, as for a
- * chunk on the CPU): each piece is one of its slots; the engine posts
- * them to the connected daemon, and posts those not completed again,
- * unchanged, to the next daemon if that one goes away first (pieces and
- * batches are idempotent).
+ * An engine hands one piece at a time and waits for it (vgpu_exec_run(),
+ * vg->lock held, as for a chunk on the CPU): the piece is its slot; the
+ * engine posts it to the connected daemon, and posts it again, unchanged,
+ * to the next daemon if that one goes away first (pieces are idempotent).
  * It gives up after the time it is allowed to wait (the watchdog's).
  *
  * Locking: exec.lock (mutex) protects the executor ids and (dis)connecting,
@@ -127,93 +125,68 @@ static bool exec_post(struct vgpu_exec *x, const struct vgpu_exec_sqe *sqe)
 	return true;
 }
 
-/* The pieces @w waits for are done, or should go to a new daemon. */
-static bool exec_slots_wake(struct vgpu_exec *x, struct vgpu_worker *w,
-			    unsigned int n)
+/* The piece @w waits for is done, or should go to a new daemon. */
+static bool exec_slot_wake(struct vgpu_exec *x, struct vgpu_exec_slot *sl)
 {
-	bool ret = true;
-	unsigned int i;
+	bool ret;
 
 	spin_lock(&x->qlock);
-	for (i = 0; i < n; i++) {
-		struct vgpu_exec_slot *sl = &w->xslot[i];
-
-		if (sl->done)
-			continue;
-		ret = x->conn && sl->epoch != x->conn->epoch;
-		if (ret)
-			break;
-	}
+	ret = sl->done || (x->conn && sl->epoch != x->conn->epoch);
 	spin_unlock(&x->qlock);
 	return ret;
 }
 
 /*
- * Hand the @n pieces in @w's first @n slots (their entries filled in: of
- * @vg's command in flight and the commands batched with it; vg->lock
- * held) to the daemon and wait for all of them,
- * at most @wait_ns. Returns 0 with each completion's status and value in
- * @status and @value, -ETIMEDOUT if they did not all complete in time (no
- * daemon, or a hung one: the pieces are dropped), -EINTR if the engine
- * stops or the instance goes away meanwhile, -EAGAIN if no daemon is there
- * and a task waits for vg->lock.
+ * Hand @sqe (a piece of @vg's command in flight; vg->lock held) to the
+ * daemon and wait for it, at most @wait_ns. Returns 0 with the
+ * completion's value in *@value, -EIO if the executor refused or failed
+ * it, -ETIMEDOUT if it did not complete in time (no daemon, or a hung
+ * one: the piece is dropped), -EINTR if the engine stops or the instance
+ * goes away meanwhile, -EAGAIN if no daemon is there and a task waits for
+ * vg->lock.
  */
 int vgpu_exec_run(struct vgpu_worker *w, struct vgpu_device *vg,
-		  unsigned int n, u64 wait_ns, u32 *status, u64 *value)
+		  const struct vgpu_exec_sqe *sqe, u64 wait_ns, u64 *value)
 {
 	struct vgpu_exec *x = &vg->parent->exec;
+	struct vgpu_exec_slot *sl = &w->xslot;
 	u64 deadline = ktime_get_ns() + wait_ns;
-	unsigned int i;
 	int ret;
 
-	if (WARN_ON_ONCE(!n || n > VGPU_XBATCH))
-		return -EINVAL;
 	spin_lock(&x->qlock);
-	for (i = 0; i < n; i++) {
-		struct vgpu_exec_slot *sl = &w->xslot[i];
-
-		sl->seq = ++x->next_seq;
-		sl->sqe.seq = cpu_to_le64(sl->seq);
-		sl->sqe.kind = cpu_to_le32(VGPU_EXEC_PIECE);
-		sl->sqe.id = cpu_to_le32(vg->exec_id);
-		sl->sqe.vram_size = cpu_to_le64(vg->vram_size);
-		sl->epoch = 0;
-		sl->done = false;
-	}
+	sl->sqe = *sqe;
+	sl->seq = ++x->next_seq;
+	sl->sqe.seq = cpu_to_le64(sl->seq);
+	sl->sqe.kind = cpu_to_le32(VGPU_EXEC_PIECE);
+	sl->sqe.id = cpu_to_le32(vg->exec_id);
+	sl->sqe.vram_size = cpu_to_le64(vg->vram_size);
+	sl->epoch = 0;
+	sl->done = false;
 	spin_unlock(&x->qlock);
 
 	for (;;) {
-		unsigned int left = 0;
 		u64 now;
 
 		spin_lock(&x->qlock);
-		for (i = 0; i < n; i++) {
-			struct vgpu_exec_slot *sl = &w->xslot[i];
+		if (sl->done) {
+			ret = sl->status == VGPU_EXEC_OK ? 0 : -EIO;
+			*value = sl->value;
+			sl->seq = 0;
+			spin_unlock(&x->qlock);
+			return ret;
+		}
+		if (x->conn && sl->epoch != x->conn->epoch) {
 			u64 was = sl->epoch;
 
-			if (sl->done)
-				continue;
-			left++;
-			if (!x->conn || sl->epoch == x->conn->epoch)
-				continue;
 			/* the daemon may map @vg's VRAM from now on */
 			WRITE_ONCE(vg->exec_epoch, x->conn->epoch);
-			if (!exec_post(x, &sl->sqe))
-				break;
-			sl->epoch = x->conn->epoch;
-			if (was)
-				x->requeues++;
-			else
-				x->handoffs++;
-		}
-		if (!left) {
-			for (i = 0; i < n; i++) {
-				status[i] = w->xslot[i].status;
-				value[i] = w->xslot[i].value;
-				w->xslot[i].seq = 0;
+			if (exec_post(x, &sl->sqe)) {
+				sl->epoch = x->conn->epoch;
+				if (was)
+					x->requeues++;
+				else
+					x->handoffs++;
 			}
-			spin_unlock(&x->qlock);
-			return 0;
 		}
 		spin_unlock(&x->qlock);
 
@@ -234,14 +207,13 @@ int vgpu_exec_run(struct vgpu_worker *w, struct vgpu_device *vg,
 			ret = -EAGAIN;
 			break;
 		}
-		wait_event_timeout(x->done_wq, exec_slots_wake(x, w, n),
+		wait_event_timeout(x->done_wq, exec_slot_wake(x, sl),
 				   min_t(unsigned long, VGPU_EXEC_POLL,
 					 nsecs_to_jiffies(deadline - now) + 1));
 	}
-	/* dropped: late completions match nothing */
+	/* dropped: a late completion matches nothing */
 	spin_lock(&x->qlock);
-	for (i = 0; i < n; i++)
-		w->xslot[i].seq = 0;
+	sl->seq = 0;
 	spin_unlock(&x->qlock);
 	return ret;
 }
@@ -403,9 +375,8 @@ static long exec_kick(struct vgpu_exec_conn *c)
 		struct vgpu_exec_slot *sl = NULL;
 		unsigned int k;
 
-		for (k = 0; seq && k < s->nr_workers * VGPU_XBATCH; k++) {
-			struct vgpu_exec_slot *cand =
-				&s->workers[k / VGPU_XBATCH].xslot[k % VGPU_XBATCH];
+		for (k = 0; seq && k < s->nr_workers; k++) {
+			struct vgpu_exec_slot *cand = &s->workers[k].xslot;
 
 			if (cand->seq == seq && cand->epoch == c->epoch &&
 			    !cand->done)

@@ -24,8 +24,6 @@ pub struct Behaviour {
     pub die_after: Option<u64>,
     /// Complete every piece as REFUSED.
     pub refuse: bool,
-    /// Complete the pieces of commands with this opcode as REFUSED.
-    pub refuse_opcode: Option<u8>,
     /// Before each real completion, publish completions the kernel must drop (unknown
     /// sequence numbers, a status out of range).
     pub garbage: bool,
@@ -288,7 +286,7 @@ impl Shared {
 
     /// Run one piece and complete it.
     fn run(&self, e: &Sqe) -> io::Result<()> {
-        if self.how.refuse || self.how.refuse_opcode == Some(e.cmd.encode()[0]) {
+        if self.how.refuse {
             return self.complete(e.seq, exec::STATUS_REFUSED, 0);
         }
         let m = self.mapping(e)?;
@@ -345,15 +343,10 @@ fn serve(q: Queue, how: Behaviour, stop: &AtomicBool) -> io::Result<Stats> {
         }
         let mut head = sh.q.hdr(exec::hdr::SQ_HEAD);
         let tail = sh.q.hdr(exec::hdr::SQ_TAIL);
-        let mut round = Vec::new();
         while head != tail {
-            round.push(sh.q.sqe(head));
+            let e = sh.q.sqe(head);
             head = head.wrapping_add(1);
             sh.q.set_hdr(exec::hdr::SQ_HEAD, head);
-        }
-        // Entries posted together (a batch) are independent: run them last to first, so
-        // that a kernel that batched dependent commands gives wrong bytes here.
-        for e in round.into_iter().rev() {
             match e.kind {
                 Some(SqeKind::Retire) => {
                     retires += 1;

@@ -38,6 +38,8 @@ pub struct Stats {
     pub retires: u64,
     /// Pieces it could not run (apply_piece refused them) and completed as REFUSED.
     pub refused: u64,
+    /// Pieces whose instance's VRAM could not be mapped (closed since): FAILED.
+    pub unmapped: u64,
 }
 
 /// A running reference executor; stops (and closes the device) when dropped.
@@ -289,7 +291,16 @@ impl Shared {
         if self.how.refuse {
             return self.complete(e.seq, exec::STATUS_REFUSED, 0);
         }
-        let m = self.mapping(e)?;
+        let m = match self.mapping(e) {
+            Ok(m) => m,
+            Err(err) => {
+                // a piece of an instance closed since it was handed (its engine gave it
+                // up when the instance went away): the kernel drops the completion
+                eprintln!("execref: cannot map id {} (seq {}): {err}", e.id, e.seq);
+                lock(&self.cq).1.unmapped += 1;
+                return self.complete(e.seq, exec::STATUS_FAILED, 0);
+            }
+        };
         // SAFETY: the mapping is len bytes and alive while `m` is; the guest does not
         // touch the bytes of a command in flight, and pieces in flight at once belong
         // to different engines' commands.

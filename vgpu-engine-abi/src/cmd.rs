@@ -570,7 +570,8 @@ mod tests {
     #[test]
     fn error_codes() {
         assert_eq!(ErrorCode::from_u32(8), Some(ErrorCode::Watchdog));
-        assert_eq!(ErrorCode::from_u32(9), None);
+        assert_eq!(ErrorCode::from_u32(9), Some(ErrorCode::Executor));
+        assert_eq!(ErrorCode::from_u32(10), None);
         assert_eq!(ErrorCode::BadRing as u32, 6);
         assert_eq!(error_name(3), "OUT_OF_RANGE");
         assert_eq!(error_name(77), "undefined");

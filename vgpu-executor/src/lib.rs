@@ -42,12 +42,13 @@
 pub mod device;
 mod exec;
 pub mod logger;
+mod piece;
 mod vram;
 
 use std::fmt;
 
 pub use device::{list_devices, DeviceInfo, DeviceSelector};
-pub use exec::{Counters, Executor, Pieces};
+pub use exec::{Counters, Executor, Pieces, MAX_BATCH};
 pub use vram::Vram;
 
 /// What can go wrong.

@@ -39,6 +39,7 @@
 //! offsets). Binding windows of a larger VRAM is future work (docs/executor.md).
 #![deny(missing_docs)]
 
+pub mod daemon;
 pub mod device;
 mod exec;
 pub mod logger;

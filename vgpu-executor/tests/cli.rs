@@ -60,6 +60,14 @@ fn bad_arguments() {
     assert!(text(&o).contains("unknown argument"));
     let o = run(&["--device"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    for bad in [&["--batch", "0"][..], &["--batch", "65"], &["--serve"]] {
+        let o = run(bad);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", text(&o));
+    }
+    // A device node that does not exist: a clear error before any Vulkan work.
+    let o = run(&["--serve", "/dev/vgpu-exec/no-such-parent"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("no such device"), "{}", text(&o));
     if common::executor().is_some() {
         let o = run(&["--device", "no-such-device-anywhere", "--self-test"]);
         assert_eq!(o.status.code(), Some(1), "{}", text(&o));

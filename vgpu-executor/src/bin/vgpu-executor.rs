@@ -20,7 +20,9 @@ const USAGE: &str = "usage: vgpu-executor --list-devices
   --self-test      run one of each command on the device and compare with the reference
   --serve DEV      run the pieces the kernel hands through DEV until SIGTERM/SIGINT
   --metrics-file F write the counters there (Prometheus text), every second or so
-  --batch N        at most N pieces per GPU submission (1..=64, default 8)
+  --batch N        at most N pieces per GPU submission (1..=64, default 1: the
+                   kernel charges each piece handoff -> completion, so a batch
+                   charges every piece of it the whole batch's time)
   VGPU_LOG=debug   more logging (error, warn, info, debug, trace)";
 
 fn self_test(ex: &Executor) -> Result<(), String> {
@@ -123,7 +125,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut sel = DeviceSelector::Default;
     let (mut list, mut test) = (false, false);
-    let (mut serve, mut metrics, mut batch) = (None, None, 8usize);
+    let (mut serve, mut metrics, mut batch) = (None, None, 1usize);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {

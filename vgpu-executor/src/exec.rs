@@ -21,6 +21,8 @@ pub(crate) const SCRATCH_BYTES: u64 = 4 << 20;
 /// Pieces in one [`Executor::execute_pieces`] batch at most (one CHECKSUM result slot
 /// each; the kernel's submission ring has as many entries).
 pub const MAX_BATCH: usize = 64;
+/// Descriptor sets at most: one per VRAM, one per window of a large VRAM.
+const MAX_SETS: u32 = 4096;
 
 /// How much work one dispatch does at most: long commands are split into pieces (so a
 /// piece stays short on any GPU, and the kernel's chunks will map onto them). The
@@ -75,7 +77,7 @@ const ENTRY_POINTS: [&std::ffi::CStr; 6] = [
     c"gemm_elems",
 ];
 
-/// What the executor has done (the daemon will export these).
+/// What the executor has done.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     /// Commands executed.
@@ -98,7 +100,9 @@ pub struct Executor {
     pub(crate) device: ash::Device,
     pub(crate) ext_host: Option<ash::ext::external_memory_host::Device>,
     pub(crate) import_align: usize,
-    pub(crate) max_storage_range: u32,
+    /// The most of a VRAM one binding covers (a power of two): a larger VRAM is used
+    /// through windows of this size at multiples of half of it (pieces only).
+    pub(crate) window: u64,
     pub(crate) mem_props: vk::PhysicalDeviceMemoryProperties,
     pub(crate) desc_pool: vk::DescriptorPool,
     dsl: vk::DescriptorSetLayout,
@@ -145,7 +149,8 @@ impl Executor {
             .position(|q| q.queue_flags.contains(vk::QueueFlags::COMPUTE))
             .ok_or_else(|| Error::Device("no compute queue".into()))? as u32;
         let mut host_props = vk::PhysicalDeviceExternalMemoryHostPropertiesEXT::default();
-        let mut p2 = vk::PhysicalDeviceProperties2::default();
+        let mut m3 = vk::PhysicalDeviceMaintenance3Properties::default();
+        let mut p2 = vk::PhysicalDeviceProperties2::default().push_next(&mut m3);
         if info.external_memory_host {
             p2 = p2.push_next(&mut host_props);
         }
@@ -153,6 +158,12 @@ impl Executor {
         unsafe { inst.get_physical_device_properties2(pd, &mut p2) };
         let limits = p2.properties.limits;
         let import_align = host_props.min_imported_host_pointer_alignment as usize;
+        // One binding, one allocation: the largest power of two of both (and of 4 GiB,
+        // the shaders' u32 offsets).
+        let one = u64::from(limits.max_storage_buffer_range)
+            .min(m3.max_memory_allocation_size)
+            .clamp(4096, 1 << 32);
+        let window = 1u64 << (63 - one.leading_zeros());
         // SAFETY: `pd` belongs to this instance.
         let mem_props = unsafe { inst.get_physical_device_memory_properties(pd) };
 
@@ -188,7 +199,7 @@ impl Executor {
             device,
             ext_host,
             import_align: import_align.max(1),
-            max_storage_range: limits.max_storage_buffer_range,
+            window,
             mem_props,
             desc_pool: vk::DescriptorPool::null(),
             dsl: vk::DescriptorSetLayout::null(),
@@ -266,10 +277,10 @@ impl Executor {
 
             let sizes = [vk::DescriptorPoolSize::default()
                 .ty(vk::DescriptorType::STORAGE_BUFFER)
-                .descriptor_count(2 * 256)];
+                .descriptor_count(2 * MAX_SETS)];
             let dpi = vk::DescriptorPoolCreateInfo::default()
                 .flags(vk::DescriptorPoolCreateFlags::FREE_DESCRIPTOR_SET)
-                .max_sets(256)
+                .max_sets(MAX_SETS)
                 .pool_sizes(&sizes);
             self.desc_pool = d
                 .create_descriptor_pool(&dpi, None)
@@ -343,9 +354,24 @@ impl Executor {
         Ok(())
     }
 
-    /// The largest VRAM this device can work on ([`Executor::import`] refuses larger).
+    /// The largest VRAM this device can work on ([`Executor::import`] refuses larger):
+    /// 4 GiB with VK_EXT_external_memory_host (a VRAM larger than
+    /// [`Executor::window_size`] takes pieces only, each within one window), else one
+    /// window.
     pub fn max_vram_size(&self) -> u64 {
-        u64::from(self.max_storage_range).min((1 << 32) - 4096) & !4095
+        if self.ext_host.is_some() {
+            1 << 32
+        } else {
+            self.window
+        }
+    }
+
+    /// The most of a VRAM one binding covers (the largest power of two within
+    /// `maxStorageBufferRange` and `maxMemoryAllocationSize`; 128 MiB on lavapipe). A
+    /// larger VRAM runs pieces whose bytes lie within one window of this size at a
+    /// multiple of half of it.
+    pub fn window_size(&self) -> u64 {
+        self.window
     }
 
     /// The device in use.
@@ -467,6 +493,13 @@ impl Executor {
     ) -> Result<(), Error> {
         if !std::ptr::eq(vram.exec, self) {
             return Err(Error::Vram("this VRAM belongs to another executor".into()));
+        }
+        if vram.set == vk::DescriptorSet::null() {
+            return Err(Error::Vram(format!(
+                "a VRAM of {} bytes is larger than one binding ({} bytes): pieces only",
+                vram.len(),
+                self.window
+            )));
         }
         for (c, mode) in work {
             let lim = Limits {

@@ -4,7 +4,7 @@
 
 use ash::vk;
 use vgpu_engine_abi::exec::{Sqe, SqeKind};
-use vgpu_engine_abi::reference::Limits;
+use vgpu_engine_abi::reference::{Limits, ScanoutMode};
 use vgpu_engine_abi::Cmd;
 
 use crate::exec::{check, overlap, Executor, Pipe, Recorder, MAX_BATCH, SCRATCH_BYTES, WG};
@@ -70,6 +70,169 @@ pub(crate) fn check_piece(sqe: &Sqe, vram_size: u64) -> Result<(), Error> {
         Cmd::Copy { .. } => Err(rejected(sqe, "bytes outside the command")),
         _ => Err(rejected(sqe, "this command has no pieces")),
     }
+}
+
+/// A checked piece as a command of its own over just what the piece touches (units
+/// `[0, count)` of it: the same bytes `apply_piece` gives), and the span of VRAM it
+/// reads and writes. A GEMM piece becomes the GEMM of its rows of A and C (with the
+/// whole B); whether its C overlaps its A or B may differ from the whole command's,
+/// but the piece reads every element before it writes one either way (through
+/// scratch when they overlap), so the bytes are the same. A CHECKSUM's `dst` (the
+/// kernel stores the result, pieces do not) becomes an 8-aligned word next to the
+/// source so that the command stays valid within the span.
+fn reduce(sqe: &Sqe) -> Option<(Sqe, u64, u64)> {
+    let (s, cnt) = (sqe.start, sqe.count);
+    let mut sub = Sqe { start: 0, ..*sqe };
+    let (cmd, mode, lo, hi) = match Cmd::from_raw(sqe.cmd) {
+        Cmd::Fill { dst, value, .. } => {
+            let dst = dst + s;
+            (
+                Cmd::Fill {
+                    dst,
+                    len: cnt,
+                    value,
+                },
+                None,
+                dst,
+                dst + cnt,
+            )
+        }
+        Cmd::Copy { dst, src, .. } => {
+            let (dst, src) = (dst + s, src + s);
+            let c = Cmd::Copy { dst, src, len: cnt };
+            (c, None, dst.min(src), dst.max(src) + cnt)
+        }
+        Cmd::Checksum { src, .. } => {
+            let src = src + s;
+            let dst = src & !7;
+            let c = Cmd::Checksum { src, len: cnt, dst };
+            (c, None, dst, (src + cnt).max(dst + 8))
+        }
+        Cmd::Gemm { a, b, c, n, k, .. } => {
+            let (i0, i1) = (s / n, (s + cnt - 1) / n);
+            let m = i1 - i0 + 1;
+            let (a, c) = (a + 4 * i0 * k, c + 4 * i0 * n);
+            sub.start = s - i0 * n;
+            let lo = a.min(b).min(c);
+            let hi = (a + 4 * m * k).max(b + 4 * k * n).max(c + 4 * m * n);
+            (Cmd::Gemm { a, b, c, m, n, k }, None, lo, hi)
+        }
+        Cmd::Blit {
+            src,
+            src_stride,
+            width,
+            dst_x,
+            dst_y,
+            ..
+        } => {
+            let md = sqe.mode?;
+            let src = src + s * src_stride;
+            let mode = ScanoutMode {
+                yres: cnt,
+                start: md.pixel_offset(0, dst_y + s),
+                ..md
+            };
+            let c = Cmd::Blit {
+                src,
+                src_stride,
+                width,
+                height: cnt,
+                dst_x,
+                dst_y: 0,
+            };
+            let src_end = src + (cnt - 1) * src_stride + width * md.bytes_pp;
+            let dst_end = mode.start + (cnt - 1) * md.stride + md.xres * md.bytes_pp;
+            (c, Some(mode), src.min(mode.start), src_end.max(dst_end))
+        }
+        _ => return None,
+    };
+    sub.cmd = cmd.raw();
+    sub.mode = mode;
+    Some((sub, lo, hi))
+}
+
+/// `sub` with every VRAM offset moved down by `w` (into a window at `w`).
+fn shift(sub: &Sqe, w: u64) -> Sqe {
+    let cmd = match Cmd::from_raw(sub.cmd) {
+        Cmd::Fill { dst, len, value } => Cmd::Fill {
+            dst: dst - w,
+            len,
+            value,
+        },
+        Cmd::Copy { dst, src, len } => Cmd::Copy {
+            dst: dst - w,
+            src: src - w,
+            len,
+        },
+        Cmd::Checksum { src, len, dst } => Cmd::Checksum {
+            src: src - w,
+            len,
+            dst: dst - w,
+        },
+        Cmd::Gemm { a, b, c, m, n, k } => Cmd::Gemm {
+            a: a - w,
+            b: b - w,
+            c: c - w,
+            m,
+            n,
+            k,
+        },
+        Cmd::Blit {
+            src,
+            src_stride,
+            width,
+            height,
+            dst_x,
+            dst_y,
+        } => Cmd::Blit {
+            src: src - w,
+            src_stride,
+            width,
+            height,
+            dst_x,
+            dst_y,
+        },
+        other => other,
+    };
+    Sqe {
+        cmd: cmd.raw(),
+        mode: sub.mode.map(|m| ScanoutMode {
+            start: m.start - w,
+            ..m
+        }),
+        ..*sub
+    }
+}
+
+/// Check `sqe` against the VRAM, reduce it to what it touches and place that in the
+/// VRAM's binding (the whole VRAM, or the one window that holds it): the descriptor
+/// set to bind and the piece as recorded there.
+fn place(vram: &mut Vram<'_>, sqe: &Sqe) -> Result<(vk::DescriptorSet, Sqe), Error> {
+    let len = vram.len() as u64;
+    check_piece(sqe, len)?;
+    let (sub, lo, hi) = reduce(sqe).ok_or_else(|| rejected(sqe, "this command has no pieces"))?;
+    let w = if vram.windowed() {
+        let half = vram.exec.window / 2;
+        let w = lo - lo % half;
+        if hi > w + vram.exec.window {
+            return Err(rejected(
+                sqe,
+                &format!(
+                    "its bytes [{lo:#x}, {hi:#x}) lie in no one window of {:#x} bytes (at \
+                     multiples of {half:#x}) of this VRAM, larger than one binding",
+                    vram.exec.window
+                ),
+            ));
+        }
+        w
+    } else {
+        0
+    };
+    let (set, wlen) = vram.window(w)?;
+    let local = shift(&sub, w);
+    // Again, within what is bound: the reduction and the shift keep it valid.
+    check_piece(&local, wlen)?;
+    Ok((set, local))
 }
 
 fn gemm_overlaps(a: u64, b: u64, c: u64, m: u64, n: u64, k: u64) -> bool {
@@ -218,12 +381,16 @@ impl Executor {
         if vrams.iter().any(|v| !std::ptr::eq(v.exec, self)) {
             return Err(Error::Vram("a VRAM belongs to another executor".into()));
         }
-        let mut out: Vec<Result<u64, Error>> = pieces
+        let placed: Vec<Result<(vk::DescriptorSet, Sqe), Error>> = pieces
             .iter()
-            .map(|(v, sqe)| match vrams.get(*v) {
-                Some(vram) => check_piece(sqe, vram.len() as u64).map(|()| 0),
+            .map(|(v, sqe)| match vrams.get_mut(*v) {
+                Some(vram) => place(vram, sqe),
                 None => Err(Error::Rejected(format!("no VRAM {v} in this batch"))),
             })
+            .collect();
+        let mut out: Vec<Result<u64, Error>> = placed
+            .iter()
+            .map(|p| p.as_ref().map(|_| 0).map_err(Clone::clone))
             .collect();
         let refused = out.iter().filter(|r| r.is_err()).count() as u64;
         self.count(|n| n.rejected += refused);
@@ -231,10 +398,10 @@ impl Executor {
             return Ok(out);
         }
         let dispatches = self.submit(|rec| {
-            for (slot, ((v, sqe), ok)) in pieces.iter().zip(&out).enumerate() {
-                if ok.is_ok() {
-                    rec.bind(vrams[*v].set);
-                    rec.piece(sqe, slot);
+            for (slot, p) in placed.iter().enumerate() {
+                if let Ok((set, local)) = p {
+                    rec.bind(*set);
+                    rec.piece(local, slot);
                 }
             }
         })?;

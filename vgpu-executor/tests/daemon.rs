@@ -206,9 +206,11 @@ fn bad_entries_and_retire() {
     let Some(ex) = executor() else { return };
     let (k, h) = setup(7);
     let m1 = h.add_vram(1, VRAM).expect("vram");
-    // Larger than one storage-buffer binding on lavapipe (128 MiB) and 4 GiB: sparse.
-    let _big = h.add_vram(5, 256 << 20).expect("vram");
-    let _huge = h.add_vram(6, 4 << 30).expect("vram");
+    // Larger than one storage-buffer binding on lavapipe (128 MiB), 4 GiB, and more
+    // than 4 GiB (memfds: sparse).
+    let big_map = h.add_vram(5, 256 << 20).expect("vram");
+    let huge_map = h.add_vram(6, 4 << 30).expect("vram");
+    let _too_large = h.add_vram(7, (4 << 30) + 4096).expect("vram");
     let mut d = Daemon::new(&ex, k, 4);
     let fill = Cmd::Fill {
         dst: 0,
@@ -223,10 +225,34 @@ fn bad_entries_and_retire() {
     seq0.start = 4;
     let mut resized = ok(5);
     resized.vram_size = 2 * VRAM as u64;
+    // Pieces of VRAMs larger than one binding run in a window (of 128 MiB at a
+    // multiple of 64 MiB on lavapipe) that holds all they touch.
     let mut big = ok(6);
     (big.id, big.vram_size) = (5, 256 << 20);
+    big.cmd = Cmd::Fill {
+        dst: 200 << 20,
+        len: 64,
+        value: 0x0102_0304,
+    }
+    .raw();
     let mut huge = ok(7);
     (huge.id, huge.vram_size) = (6, 4 << 30);
+    huge.cmd = Cmd::Fill {
+        dst: (4 << 30) - 64,
+        len: 64,
+        value: 0x0102_0304,
+    }
+    .raw();
+    let mut too_large = ok(20);
+    (too_large.id, too_large.vram_size) = (7, (4 << 30) + 4096);
+    let mut two_windows = big;
+    two_windows.seq = 21;
+    two_windows.cmd = Cmd::Copy {
+        dst: 200 << 20,
+        src: 0,
+        len: 64,
+    }
+    .raw();
     let mut odd = ok(8);
     (odd.id, odd.vram_size) = (1, 12345);
     let retire = Sqe {
@@ -244,6 +270,8 @@ fn bad_entries_and_retire() {
         big,
         huge,
         odd,
+        too_large,
+        two_windows,
         ok(10),
         retire, // after pieces of its id in the same batch: they run first
     ];
@@ -265,22 +293,38 @@ fn bad_entries_and_retire() {
             (3, refused),
             (4, refused),
             (5, refused),
-            (6, refused),
-            (7, refused),
+            (6, ok_),
+            (7, ok_),
             (8, refused),
+            (20, refused),
+            (21, refused),
             (10, ok_),
         ]
     );
     assert_eq!(&bytes(&m1)[..8], &[4, 3, 2, 1, 4, 3, 2, 1]);
-    assert_eq!(d.metrics().mapped, 0, "retired");
+    let filled = |m: &Mapping, at: usize| {
+        bytes(m)[at..at + 64]
+            .iter()
+            .copied()
+            .eq([4, 3, 2, 1].repeat(16))
+    };
+    assert!(filled(&big_map, 200 << 20), "the 256 MiB VRAM at 200 MiB");
+    assert!(
+        filled(&huge_map, (4 << 30) - 64),
+        "the 4 GiB VRAM's last bytes"
+    );
+    assert_eq!(d.metrics().mapped, 2, "1 retired, 5 and 6 mapped");
     assert!(h.submit(&ok(11)));
     assert_eq!(d.run_once(&never).expect("run_once"), 1);
     assert_eq!(h.take_completions()[0].status, ok_);
     let m = d.metrics();
     assert_eq!((m.refused, m.bad_entries, m.retires), (7, 1, 1), "{m:?}");
-    assert_eq!(m.maps, 2, "id 1 mapped, retired, mapped again: {m:?}");
-    assert_eq!(h.maps(), 2, "ids 5 and 6 are refused before any mmap");
-    assert_eq!(m.mapped, 1);
+    assert_eq!(
+        m.maps, 4,
+        "id 1 mapped, retired, mapped again; 5 and 6: {m:?}"
+    );
+    assert_eq!(h.maps(), 4, "id 7 is refused before any mmap");
+    assert_eq!(m.mapped, 3);
 
     // Absurd indices: a tail thousands of entries ahead is clamped to one ring.
     let q = h.queue();

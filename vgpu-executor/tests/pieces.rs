@@ -36,7 +36,7 @@ fn sqe(cmd: RawCmd, mode: Option<ScanoutMode>, start: u64, count: u64, state: u6
     }
 }
 
-fn random_mode(rng: &mut Rng) -> ScanoutMode {
+fn random_mode(rng: &mut Rng, v: u64) -> ScanoutMode {
     let bytes_pp = rng.range(2, 4);
     let xres = rng.range(1, 120);
     let yres = rng.range(1, 60);
@@ -46,7 +46,7 @@ fn random_mode(rng: &mut Rng) -> ScanoutMode {
         yres,
         bytes_pp,
         stride,
-        start: rng.range(0, V - stride * yres),
+        start: rng.range(0, v - stride * yres),
     }
 }
 
@@ -61,50 +61,55 @@ fn len_upto(rng: &mut Rng, max: u64) -> u64 {
 /// A random valid command of opcode kind `op` (0 FILL, 1 COPY, 2 CHECKSUM, 3 GEMM,
 /// 4 BLIT), its scanout mode, and its units (bytes, elements of C, rows).
 fn random_cmd(rng: &mut Rng, op: u64) -> (Cmd, Option<ScanoutMode>, u64) {
+    random_cmd_in(rng, op, V)
+}
+
+/// As [`random_cmd`], in a VRAM of `v` bytes.
+fn random_cmd_in(rng: &mut Rng, op: u64, v: u64) -> (Cmd, Option<ScanoutMode>, u64) {
     loop {
         let (cmd, mode, units) = match op {
             0 => {
-                let len = 4 * len_upto(rng, V / 16);
-                let dst = 4 * rng.range(0, (V - len) / 4);
+                let len = 4 * len_upto(rng, v / 16);
+                let dst = 4 * rng.range(0, (v - len) / 4);
                 let value = rng.next() as u32;
                 (Cmd::Fill { dst, len, value }, None, len)
             }
             1 => {
-                let len = len_upto(rng, V / 4);
-                let src = rng.range(0, V - len);
+                let len = len_upto(rng, v / 4);
+                let src = rng.range(0, v - len);
                 let dst = if rng.chance(40) {
                     let d = rng.range(1, len.min(300));
                     if rng.chance(50) && src >= d {
                         src - d
                     } else {
-                        (src + d).min(V - len)
+                        (src + d).min(v - len)
                     }
                 } else {
-                    rng.range(0, V - len)
+                    rng.range(0, v - len)
                 };
                 (Cmd::Copy { dst, src, len }, None, len)
             }
             2 => {
-                let len = 4 * len_upto(rng, V / 16);
-                let src = 4 * rng.range(0, (V - len) / 4);
-                let dst = 8 * rng.range(0, V / 8 - 1);
+                let len = 4 * len_upto(rng, v / 16);
+                let src = 4 * rng.range(0, (v - len) / 4);
+                let dst = 8 * rng.range(0, v / 8 - 1);
                 (Cmd::Checksum { src, len, dst }, None, len)
             }
             3 => {
                 let (m, n, k) = (rng.range(1, 40), rng.range(1, 40), rng.range(1, 40));
-                let place = |rng: &mut Rng, words: u64| 4 * rng.range(0, V / 4 - words);
+                let place = |rng: &mut Rng, words: u64| 4 * rng.range(0, v / 4 - words);
                 let a = place(rng, m * k);
                 let b = place(rng, k * n);
                 let c = if rng.chance(20) {
                     // C overlaps A (a piece reads all before it writes: apply_piece).
-                    (a + 4 * rng.range(0, m * k)).min(V - 4 * m * n)
+                    (a + 4 * rng.range(0, m * k)).min(v - 4 * m * n)
                 } else {
                     place(rng, m * n)
                 };
                 (Cmd::Gemm { a, b, c, m, n, k }, None, m * n)
             }
             _ => {
-                let md = random_mode(rng);
+                let md = random_mode(rng, v);
                 let (width, height) = (rng.range(1, md.xres), rng.range(1, md.yres));
                 let (dst_x, dst_y) = (
                     rng.range(0, md.xres - width),
@@ -121,9 +126,9 @@ fn random_cmd(rng: &mut Rng, op: u64) -> (Cmd, Option<ScanoutMode>, u64) {
                     let first = md.pixel_offset(dst_x, dst_y);
                     (first + rng.range(0, 2 * md.stride))
                         .saturating_sub(rng.range(0, 2 * md.stride))
-                        .min(V - span)
+                        .min(v - span)
                 } else {
-                    rng.range(0, V - span)
+                    rng.range(0, v - span)
                 };
                 let blit = Cmd::Blit {
                     src,
@@ -137,7 +142,7 @@ fn random_cmd(rng: &mut Rng, op: u64) -> (Cmd, Option<ScanoutMode>, u64) {
             }
         };
         let lim = Limits {
-            vram_size: V,
+            vram_size: v,
             ring_size: 1 << 20,
             mode,
         };
@@ -523,4 +528,135 @@ fn overlapping_gemm_pieces_fit_scratch() {
         &image,
         "an overlapping GEMM piece of 2^20 elements",
     );
+}
+
+/// A VRAM larger than one binding (two windows' worth): pieces anywhere in it run in
+/// the window that holds them, with apply_piece's bytes; a piece no window holds is
+/// refused and changes nothing.
+#[test]
+fn windowed_vram() {
+    let Some(ex) = executor() else { return };
+    let win = ex.window_size();
+    let len = 2 * win;
+    if len > ex.max_vram_size() {
+        eprintln!("SKIPPED: windows of {win:#x} bytes: a VRAM of two is more than 4 GiB");
+        return;
+    }
+    let mut vram = ex.alloc_vram(len as usize).expect("alloc_vram");
+    assert!(vram.windowed());
+    let mut image = vec![0u8; len as usize];
+    let mut rng = Rng(4242);
+    // Regions at the start, across the first window's middle, across its end, inside
+    // the second, at the end (each small enough to lie in one window).
+    let region = 2 << 20;
+    let bases = [
+        0,
+        win / 2 - (1 << 20),
+        win - (512 << 10),
+        win + win / 4,
+        len - region,
+    ];
+    for &b in &bases {
+        let r = b as usize..(b + region) as usize;
+        rng.fill(&mut vram.bytes_mut()[r.clone()]);
+        image[r.clone()].copy_from_slice(&vram.bytes()[r]);
+    }
+    for (i, &base) in bases.iter().enumerate() {
+        for j in 0..25 {
+            let (cmd, mode, units) = random_cmd_in(&mut rng, (i + j) as u64 % 5, region);
+            let (cmd, mode) = offset(cmd, mode, base);
+            let mut state = rng.next();
+            for (start, count) in split(&mut rng, &cmd, units) {
+                let mut s = sqe(cmd.raw(), mode, start, count, state);
+                s.vram_size = len;
+                let want = apply_piece(&mut image, &s).expect("apply_piece");
+                let got = ex.execute_piece(&mut vram, &s).expect("execute_piece");
+                assert_eq!(got, want, "{cmd:?} piece [{start}, +{count})");
+                if matches!(cmd, Cmd::Checksum { .. }) {
+                    state = got;
+                }
+            }
+            let r = base as usize..(base + region) as usize;
+            differ(
+                &vram.bytes()[r.clone()],
+                &image[r],
+                &format!("{cmd:?} at {base:#x}"),
+            );
+        }
+    }
+    differ(vram.bytes(), &image, "all pieces (the whole VRAM)");
+    // Bytes in two windows: refused, nothing changes.
+    let mut s = sqe(
+        Cmd::Copy {
+            dst: win + win / 2 + 8,
+            src: 0,
+            len: 64,
+        }
+        .raw(),
+        None,
+        0,
+        64,
+        0,
+    );
+    s.vram_size = len;
+    match ex.execute_piece(&mut vram, &s) {
+        Err(Error::Rejected(e)) => assert!(e.contains("window"), "{e}"),
+        r => panic!("{r:?}"),
+    }
+    differ(vram.bytes(), &image, "a refused piece");
+    // Whole commands need one binding.
+    assert!(matches!(
+        ex.execute(&mut vram, &[Cmd::Nop.raw()], None),
+        Err(Error::Vram(_))
+    ));
+}
+
+/// `cmd` (and its scanout) moved up by `base` bytes.
+fn offset(cmd: Cmd, mode: Option<ScanoutMode>, base: u64) -> (Cmd, Option<ScanoutMode>) {
+    let cmd = match cmd {
+        Cmd::Fill { dst, len, value } => Cmd::Fill {
+            dst: dst + base,
+            len,
+            value,
+        },
+        Cmd::Copy { dst, src, len } => Cmd::Copy {
+            dst: dst + base,
+            src: src + base,
+            len,
+        },
+        Cmd::Checksum { src, len, dst } => Cmd::Checksum {
+            src: src + base,
+            len,
+            dst: dst + base,
+        },
+        Cmd::Gemm { a, b, c, m, n, k } => Cmd::Gemm {
+            a: a + base,
+            b: b + base,
+            c: c + base,
+            m,
+            n,
+            k,
+        },
+        Cmd::Blit {
+            src,
+            src_stride,
+            width,
+            height,
+            dst_x,
+            dst_y,
+        } => Cmd::Blit {
+            src: src + base,
+            src_stride,
+            width,
+            height,
+            dst_x,
+            dst_y,
+        },
+        other => other,
+    };
+    let mode = mode.map(|m| ScanoutMode {
+        start: m.start + base,
+        ..m
+    });
+    (cmd, mode)
 }

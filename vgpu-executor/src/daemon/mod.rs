@@ -313,7 +313,7 @@ impl<'e, K: Kernel> Daemon<'e, K> {
             .ok_or_else(|| {
                 format!(
                     "id {id}: a VRAM of {vram_size:#x} bytes is not one this device can take \
-                     (a non-zero multiple of 4 KiB, at most {max:#x}: one storage-buffer binding)"
+                     (a non-zero multiple of 4 KiB, at most {max:#x})"
                 )
             })?;
         let map = self

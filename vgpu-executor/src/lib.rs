@@ -57,6 +57,7 @@ mod exec;
 pub mod logger;
 mod piece;
 mod vram;
+mod warmup;
 
 use std::fmt;
 

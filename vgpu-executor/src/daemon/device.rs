@@ -132,8 +132,6 @@ pub fn serve(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.to_string());
-    // The device first: a clear EBUSY before the (slow) Vulkan start.
-    let k = DeviceKernel::open(path)?;
     let ex = crate::Executor::new(sel).map_err(|e| e.to_string())?;
     if !ex.info().external_memory_host {
         return Err(format!(
@@ -142,6 +140,16 @@ pub fn serve(
             ex.info().name
         ));
     }
+    // Before the device is opened (the kernel hands pieces as soon as it is): the first
+    // dispatch of each pipeline compiles it, seconds on lavapipe, which the first pieces
+    // would otherwise wait for, up to the kernel's watchdog.
+    let t = std::time::Instant::now();
+    ex.warm_up().map_err(|e| format!("warm-up: {e}"))?;
+    log::info!(
+        "warm-up: every shader compiled and checked against the reference in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let k = DeviceKernel::open(path)?;
     log::info!(
         "serving {path} (parent {parent}) on {}, up to {batch} pieces per submission, \
          VRAMs up to {} MiB",

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build the Debian package `vgpu`: vgpuctl (static), the vgpu_shim module source for
-# DKMS, the udev rule and systemd unit that start auto definitions, the docs, and the
+# DKMS, the udev rule and systemd unit that start auto definitions, the external
+# executor vgpu-executor (glibc; it loads the Vulkan loader at run time) and its unit
+# vgpu-executor@.service (not enabled: docs/executor.md), the docs, and the
 # man pages and bash/zsh/fish completions generated from vgpuctl's command line
 # (mdev-manager/examples/vgpuctl-docs.rs).
 #
@@ -33,8 +35,12 @@ if [ "$build" = 1 ]; then
 	log "cargo build --release (musl) vgpuctl"
 	cargo build -q --release --target x86_64-unknown-linux-musl -p vgpu-mdev-manager --bin vgpuctl
 	cargo build -q --release -p vgpu-mdev-manager --example vgpuctl-docs
+	log "cargo build --release vgpu-executor"
+	cargo build -q --release -p vgpu-executor --bin vgpu-executor
 fi
 [ -x "$musl/vgpuctl" ] || die "$musl/vgpuctl missing (build it, or drop --no-build)"
+executor=$top/target/release/vgpu-executor
+[ -x "$executor" ] || die "$executor missing (build it, or drop --no-build)"
 docgen=$top/target/release/examples/vgpuctl-docs
 [ -x "$docgen" ] || die "$docgen missing (build it, or drop --no-build)"
 
@@ -42,6 +48,7 @@ stage=$(mktemp -d "${TMPDIR:-/tmp}/vgpu-deb.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 pkg=$stage/vgpu
 install -D -m 0755 "$musl/vgpuctl" "$pkg/usr/bin/vgpuctl"
+install -D -m 0755 "$executor" "$pkg/usr/bin/vgpu-executor"
 src=$pkg/usr/src/vgpu_shim-$dkms_version
 mkdir -p "$src"
 for f in "$top"/kmod-shim/*.c "$top"/kmod-shim/*.h "$top"/kmod-shim/Kbuild "$top"/kmod-shim/Makefile "$top"/kmod-shim/dkms.conf; do
@@ -49,9 +56,10 @@ for f in "$top"/kmod-shim/*.c "$top"/kmod-shim/*.h "$top"/kmod-shim/Kbuild "$top
 done
 install -D -m 0644 "$top/udev/90-vgpu.rules" "$pkg/lib/udev/rules.d/90-vgpu.rules"
 install -D -m 0644 "$top/udev/vgpuctl-start-parent@.service" "$pkg/lib/systemd/system/vgpuctl-start-parent@.service"
+install -D -m 0644 "$top/udev/vgpu-executor@.service" "$pkg/lib/systemd/system/vgpu-executor@.service"
 doc=$pkg/usr/share/doc/vgpu
 install -D -m 0644 "$top/README.md" "$doc/README.md"
-for f in operator-guide device-abi engine-abi scheduler architecture benchmarks; do
+for f in operator-guide device-abi engine-abi scheduler architecture benchmarks executor; do
 	install -m 0644 "$top/docs/$f.md" "$doc/$f.md"
 done
 gen=$stage/gen
@@ -84,8 +92,8 @@ Version: $version-1
 Architecture: amd64
 Maintainer: vgpu developers <vgpu@localhost>
 Installed-Size: $size
-Depends: dkms, kmod
-Recommends: linux-headers-amd64
+Depends: dkms, kmod, libc6 (>= 2.34), libgcc-s1
+Recommends: linux-headers-amd64, libvulkan1, mesa-vulkan-drivers
 Suggests: mdevctl, libvirt-daemon-system, qemu-system-x86
 Section: admin
 Priority: optional
@@ -94,7 +102,9 @@ Description: vendor-neutral vGPU mediator for KVM hosts (VFIO mdev)
  with a hard VRAM quota and an enforced share of engine time. This package holds
  the module source (built by DKMS for every installed kernel), vgpuctl (persistent
  mdevctl-compatible definitions, placement, libvirt XML, Prometheus metrics, top),
- and the udev rule and systemd unit that start auto definitions at boot.
+ the udev rule and systemd unit that start auto definitions at boot, and
+ vgpu-executor, the daemon that runs a parent's commands on any GPU with a Vulkan
+ driver in the module's external executor mode (unit vgpu-executor@<parent>).
 CONTROL
 cat >"$pkg/DEBIAN/postinst" <<POSTINST
 #!/bin/sh

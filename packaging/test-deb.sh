@@ -22,7 +22,7 @@ dkms_version=$(sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' "$top/kmod-shim/dkms.co
 
 # Control data.
 info=$(dpkg-deb --field "$deb")
-for want in "Package: vgpu" "Architecture: amd64" "Depends: dkms, kmod"; do
+for want in "Package: vgpu" "Architecture: amd64" "Depends: dkms, kmod, libc6 (>= 2.34), libgcc-s1"; do
 	check "control has '$want'" grep -qx "$want" <<<"$info"
 done
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$top/Cargo.toml" | head -n1)
@@ -37,6 +37,7 @@ mkdir -p "$root/var/lib/dpkg/updates" "$root/var/lib/dpkg/info"
 check "dpkg --root --unpack" dpkg --root="$root" --force-depends --unpack "$deb"
 check "dpkg lists the package as unpacked" sh -c "dpkg --root='$root' -s vgpu | grep -q '^Status: install ok unpacked'"
 for f in usr/bin/vgpuctl lib/udev/rules.d/90-vgpu.rules "lib/systemd/system/vgpuctl-start-parent@.service" \
+	usr/bin/vgpu-executor "lib/systemd/system/vgpu-executor@.service" usr/share/doc/vgpu/executor.md \
 	usr/src/vgpu_shim-$dkms_version/dkms.conf usr/src/vgpu_shim-$dkms_version/vgpu_main.c \
 	usr/src/vgpu_shim-$dkms_version/Kbuild usr/share/doc/vgpu/operator-guide.md \
 	usr/share/doc/vgpu/examples/modprobe.d/vgpu_shim.conf usr/share/doc/vgpu/examples/modules-load.d/vgpu_shim.conf; do
@@ -54,6 +55,7 @@ check "a man page per verb ($verbs)" test "$(ls "$root/usr/share/man/man8" | wc 
 check "bash completes vgpuctl's verbs" bash -c ". '$root/usr/share/bash-completion/completions/vgpuctl' && COMP_WORDS=(vgpuctl ap) COMP_CWORD=1 && _vgpuctl vgpuctl ap vgpuctl && [ \"\${COMPREPLY[*]}\" = apply ]"
 check "dpkg -L lists vgpuctl" sh -c "dpkg --root='$root' -L vgpu | grep -qx /usr/bin/vgpuctl"
 check "vgpuctl is static and runs" sh -c "'$root/usr/bin/vgpuctl' --version | grep -q '^vgpuctl '"
+check "vgpu-executor runs (its usage)" sh -c "'$root/usr/bin/vgpu-executor' --help | grep -q -- '--serve'"
 check "dkms.conf names the directory's version" grep -q "PACKAGE_VERSION=\"$dkms_version\"" "$root/usr/src/vgpu_shim-$dkms_version/dkms.conf"
 
 # The udev rule starts the unit the package ships, for the vgpu_shim subsystem only.
@@ -73,9 +75,19 @@ if command -v systemd-analyze >/dev/null; then
 		notok "systemd-analyze verify accepts the unit"
 		printf '# %s\n' "$out"
 	fi
+	eunit=$root/lib/systemd/system/vgpu-executor@.service
+	sed "s#/usr/bin/vgpu-executor#$root/usr/bin/vgpu-executor#" "$eunit" >"$tmp/units/vgpu-executor@vgpu_shim0.service"
+	if out=$(systemd-analyze verify "$tmp/units/vgpu-executor@vgpu_shim0.service" 2>&1) &&
+		! grep -qi 'vgpu-executor' <<<"$out"; then
+		ok "systemd-analyze verify accepts vgpu-executor@.service"
+	else
+		notok "systemd-analyze verify accepts vgpu-executor@.service"
+		printf '# %s\n' "$out"
+	fi
 else
 	echo "ok $((n += 1)) # SKIP systemd-analyze not installed"
 fi
+check "vgpu-executor@ serves its parent's device" grep -q '^ExecStart=/usr/bin/vgpu-executor --serve /dev/vgpu-exec/%i ' "$root/lib/systemd/system/vgpu-executor@.service"
 
 # DKMS builds the packaged source for both kernels the project supports.
 if command -v dkms >/dev/null; then

@@ -24,7 +24,8 @@
 #                       counts executed instructions (deterministic; needs --smp 1)
 #   --hostfs            share the host's / read-only over 9p; the guest mounts it on
 #                       /host with /dev, /sys, /proc bound inside (to chroot into it)
-#                       and a tmpfs on /host/run for scratch files
+#                       and a tmpfs on /host/run for scratch files; /lib/rig/hostfs
+#                       holds the host's path of this tree
 #   --kvm               load kvm_amd in the guest (QEMU's TCG emulates AMD SVM with
 #                       nested paging under -cpu max): /dev/kvm for nested guests
 #
@@ -108,7 +109,9 @@ done
 
 # Host modules the guest needs, dependencies first (resolved with modinfo).
 mods=(vfio vfio_iommu_type1 mdev)
-[ "$hostfs" = 1 ] && mods+=(virtio_pci 9pnet_virtio 9p) && touch "$stage/lib/rig/hostfs"
+# /lib/rig/hostfs holds the host's path of this tree (guest scripts find host builds
+# under /host$(cat /lib/rig/hostfs), e.g. vgpu-executor-chroot).
+[ "$hostfs" = 1 ] && mods+=(virtio_pci 9pnet_virtio 9p) && echo "$top" >"$stage/lib/rig/hostfs"
 [ "$kvm" = 1 ] && mods+=(kvm_amd)
 pack_modules "$RK_DIR/lib/modules/$kver" "$stage/lib/rig" "${mods[@]}"
 

@@ -230,12 +230,14 @@ pub fn apply_piece(mem: &mut [u8], sqe: &Sqe) -> Option<u64> {
         return None;
     }
     let us = |v: u64| usize::try_from(v).ok();
+    // Offsets from untrusted entries: checked (None, not a panic, on overflow).
+    let at = |base: u64, off: u64| us(base.checked_add(off)?);
     match Cmd::from_raw(sqe.cmd) {
         Cmd::Fill { dst, len, value } => {
             if end > len || !sqe.start.is_multiple_of(4) || !sqe.count.is_multiple_of(4) {
                 return None;
             }
-            reference::fill_in_place(mem, us(dst + sqe.start)?, us(sqe.count)?, value)?;
+            reference::fill_in_place(mem, at(dst, sqe.start)?, us(sqe.count)?, value)?;
             Some(0)
         }
         Cmd::Copy { dst, src, len } => {
@@ -244,8 +246,8 @@ pub fn apply_piece(mem: &mut [u8], sqe: &Sqe) -> Option<u64> {
             }
             reference::copy_in_place(
                 mem,
-                us(dst + sqe.start)?,
-                us(src + sqe.start)?,
+                at(dst, sqe.start)?,
+                at(src, sqe.start)?,
                 us(sqe.count)?,
             )?;
             Some(0)
@@ -254,7 +256,7 @@ pub fn apply_piece(mem: &mut [u8], sqe: &Sqe) -> Option<u64> {
             if end > len || !sqe.start.is_multiple_of(4) || !sqe.count.is_multiple_of(4) {
                 return None;
             }
-            let from = us(src + sqe.start)?;
+            let from = at(src, sqe.start)?;
             let bytes = mem.get(from..from.checked_add(us(sqe.count)?)?)?;
             let mut h = sqe.state;
             for w in bytes.chunks_exact(4) {
@@ -267,8 +269,10 @@ pub fn apply_piece(mem: &mut [u8], sqe: &Sqe) -> Option<u64> {
             if end > m.checked_mul(n)? {
                 return None;
             }
-            let word = |off: u64| -> Option<u32> {
-                let o = us(off)?;
+            // Element indexes times 4 bytes: checked, as the offsets.
+            let idx = |base: u64, e: u64| e.checked_mul(4).and_then(|o| base.checked_add(o));
+            let word = |off: Option<u64>| -> Option<u32> {
+                let o = us(off?)?;
                 let w = mem.get(o..o.checked_add(4)?)?;
                 Some(u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
             };
@@ -277,14 +281,14 @@ pub fn apply_piece(mem: &mut [u8], sqe: &Sqe) -> Option<u64> {
                 let (i, j) = (e / n, e % n);
                 let mut acc = 0u32;
                 for p in 0..k {
-                    let x = word(a + (i * k + p) * 4)?;
-                    let y = word(b + (p * n + j) * 4)?;
+                    let x = word(idx(a, i.checked_mul(k)?.checked_add(p)?))?;
+                    let y = word(idx(b, p.checked_mul(n)?.checked_add(j)?))?;
                     acc = acc.wrapping_add(x.wrapping_mul(y));
                 }
                 out.push(acc);
             }
             for (e, v) in (sqe.start..end).zip(out) {
-                let o = us(c + e * 4)?;
+                let o = us(idx(c, e)?)?;
                 mem.get_mut(o..o.checked_add(4)?)?
                     .copy_from_slice(&v.to_le_bytes());
             }
@@ -305,7 +309,12 @@ pub fn apply_piece(mem: &mut [u8], sqe: &Sqe) -> Option<u64> {
             let row = us(w.checked_mul(mode.bytes_pp)?)?;
             for r in sqe.start..end {
                 let s = us(src.checked_add(r.checked_mul(stride)?)?)?;
-                let d = us(mode.pixel_offset(x, y.checked_add(r)?))?;
+                let d = mode
+                    .stride
+                    .checked_mul(y.checked_add(r)?)
+                    .and_then(|o| o.checked_add(x.checked_mul(mode.bytes_pp)?))
+                    .and_then(|o| o.checked_add(mode.start))?;
+                let d = us(d)?;
                 reference::copy_in_place(mem, d, s, row)?;
             }
             Some(0)
@@ -459,5 +468,64 @@ mod tests {
             None,
             "no mode"
         );
+        // Offsets past 2^64 (an entry nobody validated): refused, not a panic.
+        let far = u64::MAX - 3;
+        for cmd in [
+            Cmd::Fill {
+                dst: far,
+                len: 64,
+                value: 1,
+            },
+            Cmd::Copy {
+                dst: far,
+                src: 0,
+                len: 64,
+            },
+            Cmd::Copy {
+                dst: 0,
+                src: far,
+                len: 64,
+            },
+            Cmd::Checksum {
+                src: far,
+                len: 64,
+                dst: 0,
+            },
+            Cmd::Gemm {
+                a: far,
+                b: 0,
+                c: 0,
+                m: 2,
+                n: 2,
+                k: 2,
+            },
+            Cmd::Gemm {
+                a: 0,
+                b: 0,
+                c: far,
+                m: 2,
+                n: 2,
+                k: 2,
+            },
+            Cmd::Gemm {
+                a: 0,
+                b: 0,
+                c: 0,
+                m: 2,
+                n: 1 << 62,
+                k: 1 << 62,
+            },
+        ] {
+            assert_eq!(apply_piece(&mut mem, &piece(cmd, 4, 4, 0)), None, "{cmd:?}");
+        }
+        let mut s = piece(blit, 0, 1, 0);
+        s.mode = Some(ScanoutMode {
+            xres: 8,
+            yres: 8,
+            bytes_pp: 4,
+            stride: 32,
+            start: far,
+        });
+        assert_eq!(apply_piece(&mut mem, &s), None, "scanout past 2^64");
     }
 }

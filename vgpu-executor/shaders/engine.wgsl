@@ -102,12 +102,16 @@ fn fnv_mul(h: vec2<u32>) -> vec2<u32> {
 // CHECKSUM, one piece: FNV-1a-64 is a strict sequence (no associative combine of
 // partial states), so one invocation walks the words; a long checksum is split into
 // pieces that carry the state in scratch[0..2] (lo, hi).
-// p0 first word, p1 words, p2 bit 0 first piece, bit 1 last piece, p3 result word (the
-// u64 goes to vram[p3], vram[p3 + 1], little-endian).
+// p0 first word, p1 words, p2 bit 0 first piece, bit 1 last piece, bit 2 the state
+// before this piece is (p5 high, p4 low) (a piece the kernel handed, its state carried
+// in the queue entry), p3 result word (the u64 goes to vram[p3], vram[p3 + 1],
+// little-endian).
 @compute @workgroup_size(1)
 fn checksum() {
     var h = vec2<u32>(0xcbf29ce4u, 0x84222325u);
-    if (pc.p2 & 1u) == 0u {
+    if (pc.p2 & 4u) != 0u {
+        h = vec2<u32>(pc.p5, pc.p4);
+    } else if (pc.p2 & 1u) == 0u {
         h = vec2<u32>(scratch[1], scratch[0]);
     }
     for (var i = 0u; i < pc.p1; i++) {
@@ -200,5 +204,25 @@ fn gemm_serial() {
         let i = e / pc.p4;
         let j = e % pc.p4;
         vram[pc.p2 + e] = gemm_element(i, j);
+    }
+}
+
+// GEMM, elements [p6, p6 + p7) of C in row-major order, one invocation each (grid-stride):
+// a piece the kernel handed that does not cover whole rows, or (into scratch) one whose
+// C overlaps A or B. p0, p1, p2, p4, p5 as for gemm; p3 = 0: store element e into C,
+// else into scratch[e + 1 - p3] (p3 - 1 is the piece's first element: the caller
+// copies scratch to C once every element of the piece is computed, as
+// vgpu_engine_abi::exec::apply_piece reads all before it writes).
+@compute @workgroup_size(64)
+fn gemm_elems(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let total = nwg.x * WG;
+    for (var t = gid.x; t < pc.p7; t += total) {
+        let e = pc.p6 + t;
+        let v = gemm_element(e / pc.p4, e % pc.p4);
+        if pc.p3 == 0u {
+            vram[pc.p2 + e] = v;
+        } else {
+            scratch[e + 1u - pc.p3] = v;
+        }
     }
 }

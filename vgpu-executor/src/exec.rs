@@ -17,7 +17,12 @@ static SPIRV: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/engine.spv"));
 
 /// The scratch buffer's size: the most one COPY/BLIT piece moves through it (when
 /// source and destination overlap).
-const SCRATCH_BYTES: u64 = 4 << 20;
+pub(crate) const SCRATCH_BYTES: u64 = 4 << 20;
+/// Pieces in one [`Executor::execute_pieces`] batch at most (one CHECKSUM result slot
+/// each; the kernel's submission ring has as many entries).
+pub const MAX_BATCH: usize = 64;
+/// Descriptor sets at most: one per VRAM, one per window of a large VRAM.
+const MAX_SETS: u32 = 4096;
 
 /// How much work one dispatch does at most: long commands are split into pieces (so a
 /// piece stays short on any GPU, and the kernel's chunks will map onto them). The
@@ -48,23 +53,31 @@ impl Default for Pieces {
 /// came out wrong, 65535 right), so every loop is bounded well below that: CHECKSUM
 /// pieces, serial GEMM pieces, GEMM's inner loop (two multiply-adds per iteration,
 /// k <= 65536) and the grid-stride loops (at most 2^30 words / (MAX_GROUPS * WG)).
-const MAX_LOOP: u64 = 1 << 15;
+pub(crate) const MAX_LOOP: u64 = 1 << 15;
 /// Workgroups of a grid-stride dispatch at most.
-const MAX_GROUPS: u64 = 4096;
+pub(crate) const MAX_GROUPS: u64 = 4096;
 /// Threads per workgroup of the 1-D entry points.
-const WG: u64 = 64;
+pub(crate) const WG: u64 = 64;
 
 #[derive(Clone, Copy)]
-enum Pipe {
+pub(crate) enum Pipe {
     Fill = 0,
     Copy = 1,
     Checksum = 2,
     Gemm = 3,
     GemmSerial = 4,
+    GemmElems = 5,
 }
-const ENTRY_POINTS: [&std::ffi::CStr; 5] = [c"fill", c"copy", c"checksum", c"gemm", c"gemm_serial"];
+const ENTRY_POINTS: [&std::ffi::CStr; 6] = [
+    c"fill",
+    c"copy",
+    c"checksum",
+    c"gemm",
+    c"gemm_serial",
+    c"gemm_elems",
+];
 
-/// What the executor has done (the daemon will export these).
+/// What the executor has done.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     /// Commands executed.
@@ -73,8 +86,10 @@ pub struct Counters {
     pub dispatches: u64,
     /// Queue submissions (one per [`Executor::execute`] call).
     pub submits: u64,
-    /// Commands refused (nothing executed).
+    /// Commands and pieces refused (nothing executed).
     pub rejected: u64,
+    /// Pieces executed ([`Executor::execute_pieces`]).
+    pub pieces: u64,
 }
 
 /// A Vulkan device ready to run engine commands on [`Vram`]s.
@@ -85,18 +100,24 @@ pub struct Executor {
     pub(crate) device: ash::Device,
     pub(crate) ext_host: Option<ash::ext::external_memory_host::Device>,
     pub(crate) import_align: usize,
-    pub(crate) max_storage_range: u32,
+    /// The most of a VRAM one binding covers (a power of two): a larger VRAM is used
+    /// through windows of this size at multiples of half of it (pieces only).
+    pub(crate) window: u64,
     pub(crate) mem_props: vk::PhysicalDeviceMemoryProperties,
     pub(crate) desc_pool: vk::DescriptorPool,
     dsl: vk::DescriptorSetLayout,
-    layout: vk::PipelineLayout,
+    pub(crate) layout: vk::PipelineLayout,
     pipelines: Vec<vk::Pipeline>,
     queue: vk::Queue,
     cmd_pool: vk::CommandPool,
     cb: vk::CommandBuffer,
     fence: vk::Fence,
-    scratch: vk::Buffer,
+    pub(crate) scratch: vk::Buffer,
     scratch_mem: vk::DeviceMemory,
+    /// [`MAX_BATCH`] u64 slots of host-visible memory: CHECKSUM pieces' states.
+    pub(crate) results: vk::Buffer,
+    results_mem: vk::DeviceMemory,
+    pub(crate) results_ptr: *const u64,
     info: DeviceInfo,
     counters: Cell<Counters>,
     pieces: Cell<Pieces>,
@@ -128,7 +149,8 @@ impl Executor {
             .position(|q| q.queue_flags.contains(vk::QueueFlags::COMPUTE))
             .ok_or_else(|| Error::Device("no compute queue".into()))? as u32;
         let mut host_props = vk::PhysicalDeviceExternalMemoryHostPropertiesEXT::default();
-        let mut p2 = vk::PhysicalDeviceProperties2::default();
+        let mut m3 = vk::PhysicalDeviceMaintenance3Properties::default();
+        let mut p2 = vk::PhysicalDeviceProperties2::default().push_next(&mut m3);
         if info.external_memory_host {
             p2 = p2.push_next(&mut host_props);
         }
@@ -136,6 +158,12 @@ impl Executor {
         unsafe { inst.get_physical_device_properties2(pd, &mut p2) };
         let limits = p2.properties.limits;
         let import_align = host_props.min_imported_host_pointer_alignment as usize;
+        // One binding, one allocation: the largest power of two of both (and of 4 GiB,
+        // the shaders' u32 offsets).
+        let one = u64::from(limits.max_storage_buffer_range)
+            .min(m3.max_memory_allocation_size)
+            .clamp(4096, 1 << 32);
+        let window = 1u64 << (63 - one.leading_zeros());
         // SAFETY: `pd` belongs to this instance.
         let mem_props = unsafe { inst.get_physical_device_memory_properties(pd) };
 
@@ -171,7 +199,7 @@ impl Executor {
             device,
             ext_host,
             import_align: import_align.max(1),
-            max_storage_range: limits.max_storage_buffer_range,
+            window,
             mem_props,
             desc_pool: vk::DescriptorPool::null(),
             dsl: vk::DescriptorSetLayout::null(),
@@ -183,6 +211,9 @@ impl Executor {
             fence: vk::Fence::null(),
             scratch: vk::Buffer::null(),
             scratch_mem: vk::DeviceMemory::null(),
+            results: vk::Buffer::null(),
+            results_mem: vk::DeviceMemory::null(),
+            results_ptr: std::ptr::null(),
             info,
             counters: Cell::new(Counters::default()),
             pieces: Cell::new(Pieces::default()),
@@ -246,10 +277,10 @@ impl Executor {
 
             let sizes = [vk::DescriptorPoolSize::default()
                 .ty(vk::DescriptorType::STORAGE_BUFFER)
-                .descriptor_count(2 * 256)];
+                .descriptor_count(2 * MAX_SETS)];
             let dpi = vk::DescriptorPoolCreateInfo::default()
                 .flags(vk::DescriptorPoolCreateFlags::FREE_DESCRIPTOR_SET)
-                .max_sets(256)
+                .max_sets(MAX_SETS)
                 .pool_sizes(&sizes);
             self.desc_pool = d
                 .create_descriptor_pool(&dpi, None)
@@ -290,7 +321,57 @@ impl Executor {
                 .bind_buffer_memory(self.scratch, self.scratch_mem, 0)
                 .map_err(|e| Error::vk("vkBindBufferMemory", e))?;
         }
+        self.results = self.create_buffer(8 * MAX_BATCH as u64, None)?;
+        // SAFETY: buffer of this device.
+        let req = unsafe { self.device.get_buffer_memory_requirements(self.results) };
+        let want = vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT;
+        let ty = self
+            .memory_type(req.memory_type_bits, want)
+            .filter(|&t| {
+                self.mem_props.memory_types[t as usize]
+                    .property_flags
+                    .contains(want)
+            })
+            .ok_or_else(|| Error::Device("no host-visible memory for the results".into()))?;
+        let ai = vk::MemoryAllocateInfo::default()
+            .allocation_size(req.size)
+            .memory_type_index(ty);
+        // SAFETY: valid allocate info; the memory type fits the buffer and is host-visible.
+        unsafe {
+            self.results_mem = self
+                .device
+                .allocate_memory(&ai, None)
+                .map_err(|e| Error::vk("vkAllocateMemory", e))?;
+            self.device
+                .bind_buffer_memory(self.results, self.results_mem, 0)
+                .map_err(|e| Error::vk("vkBindBufferMemory", e))?;
+            self.results_ptr = self
+                .device
+                .map_memory(self.results_mem, 0, req.size, vk::MemoryMapFlags::empty())
+                .map_err(|e| Error::vk("vkMapMemory", e))?
+                .cast();
+        }
         Ok(())
+    }
+
+    /// The largest VRAM this device can work on ([`Executor::import`] refuses larger):
+    /// 4 GiB with VK_EXT_external_memory_host (a VRAM larger than
+    /// [`Executor::window_size`] takes pieces only, each within one window), else one
+    /// window.
+    pub fn max_vram_size(&self) -> u64 {
+        if self.ext_host.is_some() {
+            1 << 32
+        } else {
+            self.window
+        }
+    }
+
+    /// The most of a VRAM one binding covers (the largest power of two within
+    /// `maxStorageBufferRange` and `maxMemoryAllocationSize`; 128 MiB on lavapipe). A
+    /// larger VRAM runs pieces whose bytes lie within one window of this size at a
+    /// multiple of half of it.
+    pub fn window_size(&self) -> u64 {
+        self.window
     }
 
     /// The device in use.
@@ -413,6 +494,13 @@ impl Executor {
         if !std::ptr::eq(vram.exec, self) {
             return Err(Error::Vram("this VRAM belongs to another executor".into()));
         }
+        if vram.set == vk::DescriptorSet::null() {
+            return Err(Error::Vram(format!(
+                "a VRAM of {} bytes is larger than one binding ({} bytes): pieces only",
+                vram.len(),
+                self.window
+            )));
+        }
         for (c, mode) in work {
             let lim = Limits {
                 vram_size: vram.len() as u64,
@@ -426,6 +514,24 @@ impl Executor {
                 return Err(e);
             }
         }
+        let dispatches = self.submit(|rec| {
+            rec.bind(vram.set);
+            for (c, mode) in work {
+                rec.command(vram.buffer, c, *mode);
+            }
+        })?;
+        let mut n = self.counters.get();
+        n.commands += work.len() as u64;
+        n.dispatches += dispatches;
+        n.submits += 1;
+        self.counters.set(n);
+        debug!("{} commands, {} dispatches", work.len(), dispatches);
+        Ok(())
+    }
+
+    /// Record what `record` records into the command buffer, submit it and wait for it.
+    /// Returns the dispatches recorded.
+    pub(crate) fn submit(&self, record: impl FnOnce(&mut Recorder<'_>)) -> Result<u64, Error> {
         let mut rec = Recorder {
             ex: self,
             cb: self.cb,
@@ -435,7 +541,7 @@ impl Executor {
         let d = &self.device;
         // SAFETY (this block): the command buffer is not pending (every submit is waited
         // for below), its pool allows reset; the recorded objects are valid and stay
-        // alive until the fence wait returns (`vram` is borrowed for this call).
+        // alive until the fence wait returns (the callers borrow the VRAMs for the call).
         unsafe {
             d.reset_command_buffer(self.cb, vk::CommandBufferResetFlags::empty())
                 .map_err(|e| Error::vk("vkResetCommandBuffer", e))?;
@@ -443,17 +549,7 @@ impl Executor {
                 .flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT);
             d.begin_command_buffer(self.cb, &bi)
                 .map_err(|e| Error::vk("vkBeginCommandBuffer", e))?;
-            d.cmd_bind_descriptor_sets(
-                self.cb,
-                vk::PipelineBindPoint::COMPUTE,
-                self.layout,
-                0,
-                &[vram.set],
-                &[],
-            );
-            for (c, mode) in work {
-                rec.command(vram.buffer, c, *mode);
-            }
+            record(&mut rec);
             let host = vk::MemoryBarrier::default()
                 .src_access_mask(vk::AccessFlags::SHADER_WRITE | vk::AccessFlags::TRANSFER_WRITE)
                 .dst_access_mask(vk::AccessFlags::HOST_READ | vk::AccessFlags::HOST_WRITE);
@@ -477,19 +573,19 @@ impl Executor {
             w.map_err(|e| Error::vk("vkWaitForFences", e))?;
             r.map_err(|e| Error::vk("vkResetFences", e))?;
         }
+        Ok(rec.dispatches)
+    }
+
+    pub(crate) fn count(&self, f: impl FnOnce(&mut Counters)) {
         let mut n = self.counters.get();
-        n.commands += work.len() as u64;
-        n.dispatches += rec.dispatches;
-        n.submits += 1;
+        f(&mut n);
         self.counters.set(n);
-        debug!("{} commands, {} dispatches", work.len(), rec.dispatches);
-        Ok(())
     }
 }
 
 /// Refuse what the reference validator says must fail, and any write outside VRAM
 /// (the scanout of `mode` included).
-fn check(c: &RawCmd, lim: &Limits) -> Result<(), Error> {
+pub(crate) fn check(c: &RawCmd, lim: &Limits) -> Result<(), Error> {
     if c.opcode() == reg::OP_BLIT {
         if let Some(md) = lim.mode {
             // A displayable mode (docs/device-abi.md): rows that do not overlap, inside
@@ -527,7 +623,7 @@ fn check(c: &RawCmd, lim: &Limits) -> Result<(), Error> {
 }
 
 /// Whether `[a, a + al)` and `[b, b + bl)` overlap.
-fn overlap(a: u64, al: u64, b: u64, bl: u64) -> bool {
+pub(crate) fn overlap(a: u64, al: u64, b: u64, bl: u64) -> bool {
     a < b + bl && b < a + al
 }
 
@@ -536,16 +632,31 @@ fn words_covering(first: u64, len: u64) -> u64 {
     (first + len).div_ceil(4) - first / 4
 }
 
-struct Recorder<'a> {
-    ex: &'a Executor,
-    cb: vk::CommandBuffer,
+pub(crate) struct Recorder<'a> {
+    pub(crate) ex: &'a Executor,
+    pub(crate) cb: vk::CommandBuffer,
     dispatches: u64,
-    pieces: Pieces,
+    pub(crate) pieces: Pieces,
 }
 
 impl Recorder<'_> {
+    /// Bind `set` (a VRAM's descriptor set) for the dispatches that follow.
+    pub(crate) fn bind(&self, set: vk::DescriptorSet) {
+        // SAFETY: recording state; a set of this executor's layout.
+        unsafe {
+            self.ex.device.cmd_bind_descriptor_sets(
+                self.cb,
+                vk::PipelineBindPoint::COMPUTE,
+                self.ex.layout,
+                0,
+                &[set],
+                &[],
+            )
+        };
+    }
+
     /// Record one dispatch and a barrier that makes its writes visible to what follows.
-    fn dispatch(&mut self, pipe: Pipe, p: [u64; 8], groups: (u64, u64)) {
+    pub(crate) fn dispatch(&mut self, pipe: Pipe, p: [u64; 8], groups: (u64, u64)) {
         let d = &self.ex.device;
         // Validated commands on a VRAM under 4 GiB: every parameter fits in u32.
         let words: Vec<u8> = p.iter().flat_map(|&v| (v as u32).to_le_bytes()).collect();
@@ -570,7 +681,7 @@ impl Recorder<'_> {
         self.dispatches += 1;
     }
 
-    fn barrier(&self) {
+    pub(crate) fn barrier(&self) {
         let all = vk::AccessFlags::SHADER_READ
             | vk::AccessFlags::SHADER_WRITE
             | vk::AccessFlags::TRANSFER_READ
@@ -593,14 +704,14 @@ impl Recorder<'_> {
         };
     }
 
-    fn grid(words: u64) -> (u64, u64) {
+    pub(crate) fn grid(words: u64) -> (u64, u64) {
         (words.div_ceil(WG).clamp(1, MAX_GROUPS), 1)
     }
 
     /// Strided byte copy (shader `copy`); `flags` bit 0 source in scratch, bit 1
     /// destination in scratch.
     #[allow(clippy::too_many_arguments)]
-    fn copy2d(
+    pub(crate) fn copy2d(
         &mut self,
         dst: u64,
         dst_stride: u64,
@@ -620,7 +731,7 @@ impl Recorder<'_> {
     }
 
     /// memmove of `len` bytes within VRAM.
-    fn memmove(&mut self, dst: u64, src: u64, len: u64) {
+    pub(crate) fn memmove(&mut self, dst: u64, src: u64, len: u64) {
         if dst == src {
             return;
         }
@@ -638,6 +749,30 @@ impl Recorder<'_> {
             let l = size.min(len - off);
             self.copy2d(0, l, l, 1, src + off, 0, 2);
             self.copy2d(dst + off, l, l, 1, 0, 0, 1);
+        }
+    }
+
+    /// `h` rows of `row` bytes from `src` (rows `ss` apart) to `first` in the scanout
+    /// `md`, top to bottom, each row a memmove (BLIT, or a piece of one).
+    pub(crate) fn blit_rows(
+        &mut self,
+        md: &ScanoutMode,
+        src: u64,
+        ss: u64,
+        row: u64,
+        first: u64,
+        h: u64,
+    ) {
+        let dst_span = (h - 1) * md.stride + row;
+        let src_span = (h - 1) * ss + row;
+        if !overlap(first, dst_span, src, src_span) {
+            // No row reads what another writes: all rows in one dispatch.
+            self.copy2d(first, md.stride, row, h, src, ss, 0);
+        } else {
+            // Top to bottom, each row a memmove (later rows see earlier ones).
+            for r in 0..h {
+                self.memmove(first + r * md.stride, src + r * ss, row);
+            }
         }
     }
 
@@ -694,19 +829,14 @@ impl Recorder<'_> {
             reg::OP_BLIT => {
                 let Some(md) = mode else { return };
                 let (src, ss, w, h) = (a[0], a[1], a[2], a[3]);
-                let row = w * md.bytes_pp;
-                let first = md.pixel_offset(a[4], a[5]);
-                let dst_span = (h - 1) * md.stride + row;
-                let src_span = (h - 1) * ss + row;
-                if !overlap(first, dst_span, src, src_span) {
-                    // No row reads what another writes: all rows in one dispatch.
-                    self.copy2d(first, md.stride, row, h, src, ss, 0);
-                } else {
-                    // Top to bottom, each row a memmove (later rows see earlier ones).
-                    for r in 0..h {
-                        self.memmove(first + r * md.stride, src + r * ss, row);
-                    }
-                }
+                self.blit_rows(
+                    &md,
+                    src,
+                    ss,
+                    w * md.bytes_pp,
+                    md.pixel_offset(a[4], a[5]),
+                    h,
+                );
             }
             reg::OP_FENCE if c.flags() & reg::FENCE_FLAG_WRITE != 0 => {
                 // SAFETY: recording state; `vram` has TRANSFER_DST usage; the 8-aligned
@@ -740,6 +870,11 @@ impl Drop for Executor {
             d.destroy_descriptor_set_layout(self.dsl, None);
             d.destroy_buffer(self.scratch, None);
             d.free_memory(self.scratch_mem, None);
+            d.destroy_buffer(self.results, None);
+            if !self.results_ptr.is_null() {
+                d.unmap_memory(self.results_mem);
+            }
+            d.free_memory(self.results_mem, None);
             d.destroy_device(None);
         }
     }

@@ -2,10 +2,10 @@
 //! compute, bit-exact with the reference semantics in `vgpu-engine-abi`
 //! (docs/executor.md).
 //!
-//! This crate is the compute core of issue 11's external executor. The kernel module
-//! stays the enforcement point (ring fetch, validation, scheduling, watchdog, fences,
-//! interrupts); it will hand validated commands to the `vgpu-executor` daemon through a
-//! per-parent character device (not written yet). What is here:
+//! This crate is issue 11's external executor. The kernel module stays the
+//! enforcement point (ring fetch, validation, scheduling, watchdog, fences,
+//! interrupts); it hands pieces of validated commands to the `vgpu-executor` daemon
+//! ([`daemon`]) through a per-parent character device. What is here:
 //!
 //! * [`device`]: listing and selecting Vulkan devices (`--list-devices`, `--device`);
 //! * [`Executor`]: a Vulkan device with the engine's compute pipelines;
@@ -13,6 +13,10 @@
 //! * [`Executor::execute`]: one or more commands on one VRAM, with the exact bytes of
 //!   the reference (FILL, COPY as memmove, CHECKSUM as FNV-1a-64, GEMM over u32
 //!   wrapping with row-major element order, BLIT row by row, FENCE's WRITE).
+//! * [`Executor::execute_pieces`]: pieces as the kernel hands them
+//!   (`vgpu_engine_abi::exec::Sqe`), with the bytes of `exec::apply_piece`, several
+//!   (of several VRAMs) per submission;
+//! * [`daemon`]: the `--serve` loop over the kernel's queue.
 //!
 //! # VRAM in host memory: VK_EXT_external_memory_host
 //!
@@ -24,7 +28,7 @@
 //! [`Executor::alloc_vram`] falls back to host-visible, host-coherent device memory
 //! mapped into the process ([`Vram::imported`] says which); the kernel's pages could
 //! then only reach the GPU by copying them in before and out after each command, which
-//! is not implemented: the daemon will refuse such a device for `external` mode.
+//! is not implemented: the daemon refuses such a device.
 //!
 //! # Shaders
 //!
@@ -32,22 +36,33 @@
 //! system tool, no prebuilt blob. 64-bit arithmetic (FNV-1a-64) is done in u32 pairs,
 //! so `shaderInt64` is not needed.
 //!
-//! # Limits (for now)
+//! # Limits
 //!
-//! A VRAM must fit in one storage-buffer binding (`maxStorageBufferRange`: 128 MiB on
-//! lavapipe, 4 GiB on common desktop GPUs) and be under 4 GiB (the shaders use u32 byte
-//! offsets). Binding windows of a larger VRAM is future work (docs/executor.md).
+//! Whole commands ([`Executor::execute`]) need the VRAM in one storage-buffer binding
+//! ([`Executor::window_size`]: `maxStorageBufferRange` and `maxMemoryAllocationSize`,
+//! 128 MiB on lavapipe, up to 4 GiB on desktop GPUs). Pieces ([`Executor::execute_pieces`],
+//! what the daemon runs) work on VRAMs of up to 4 GiB: one larger than a binding is
+//! imported in windows of that size at multiples of half of it, and a piece runs in the
+//! window that holds every byte it touches (a piece no window holds is refused).
+//!
+//! # The daemon
+//!
+//! [`daemon`]: `vgpu-executor --serve /dev/vgpu-exec/<parent>`, the external executor
+//! of the kernel module (docs/executor.md).
 #![deny(missing_docs)]
 
+pub mod daemon;
 pub mod device;
 mod exec;
 pub mod logger;
+mod piece;
 mod vram;
+mod warmup;
 
 use std::fmt;
 
 pub use device::{list_devices, DeviceInfo, DeviceSelector};
-pub use exec::{Counters, Executor, Pieces};
+pub use exec::{Counters, Executor, Pieces, MAX_BATCH};
 pub use vram::Vram;
 
 /// What can go wrong.

@@ -67,6 +67,9 @@ fn parse(args: &[String]) -> Result<Args, ToolError> {
             "--executor" if args.get(i + 1).map(String::as_str) == Some("ref") => {
                 crate::harness::use_ref_executor()
             }
+            "--executor" if args.get(i + 1).map(String::as_str) == Some("vulkan") => {
+                crate::harness::use_vulkan_executor()
+            }
             other => return Err(ToolError::Usage(format!("unknown argument {other:?}"))),
         }
         i += 2;

@@ -111,6 +111,13 @@ pub struct Ctx {
 /// through the handoff queue.
 static REF_EXECUTOR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// `--executor vulkan`: as `ref`, with the host's `vgpu-executor` (lavapipe) per parent
+/// (crate::execvk).
+static VULKAN_EXECUTOR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The parents served by `vgpu-executor` now (stopped before any unload).
+static VULKAN_PARENTS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 /// The reference executors of the module loaded now (they hold it: stopped before any
 /// unload, by [`stop_executors`]).
 static EXECUTORS: std::sync::Mutex<Vec<crate::execref::RefExecutor>> =
@@ -119,11 +126,22 @@ static EXECUTORS: std::sync::Mutex<Vec<crate::execref::RefExecutor>> =
 /// Load vgpu_shim from `ko` with `params`; with `--executor ref`, in external mode with a
 /// reference executor serving each parent.
 pub fn load(ko: &str, params: &str) -> TestResult {
-    if !REF_EXECUTOR.load(std::sync::atomic::Ordering::Relaxed) {
+    let vulkan = VULKAN_EXECUTOR.load(std::sync::atomic::Ordering::Relaxed);
+    if !REF_EXECUTOR.load(std::sync::atomic::Ordering::Relaxed) && !vulkan {
         return sys::load_module(ko, params).ctx(format!("finit_module({ko}, {params:?})"));
     }
     let params = format!("{params} executor=external");
     sys::load_module(ko, &params).ctx(format!("finit_module({ko}, {params:?})"))?;
+    if vulkan {
+        for p in Parent::all_vgpu().ctx("list parents")? {
+            crate::execvk::start(p.name())?;
+            match VULKAN_PARENTS.lock() {
+                Ok(mut g) => g.push(p.name().to_string()),
+                Err(e) => e.into_inner().push(p.name().to_string()),
+            }
+        }
+        return Ok(());
+    }
     for p in Parent::all_vgpu().ctx("list parents")? {
         let i = p.index().ok_or(Fail(format!("parent {}", p.name())))?;
         let x = crate::execref::RefExecutor::start(i, Default::default())
@@ -138,6 +156,19 @@ pub fn load(ko: &str, params: &str) -> TestResult {
 
 /// Stop the reference executors `--executor ref` started.
 pub fn stop_executors() -> TestResult {
+    let names: Vec<String> = match VULKAN_PARENTS.lock() {
+        Ok(mut g) => g.drain(..).collect(),
+        Err(p) => p.into_inner().drain(..).collect(),
+    };
+    let mut first = Ok(());
+    for n in names {
+        if let Err(e) = crate::execvk::stop(&n) {
+            if first.is_ok() {
+                first = Err(e);
+            }
+        }
+    }
+    first?;
     let xs: Vec<_> = match EXECUTORS.lock() {
         Ok(mut g) => g.drain(..).collect(),
         Err(p) => p.into_inner().drain(..).collect(),
@@ -156,6 +187,11 @@ pub fn stop_executors() -> TestResult {
 /// Run suites in `external` mode with reference executors.
 pub fn use_ref_executor() {
     REF_EXECUTOR.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Run suites in `external` mode with the host's `vgpu-executor` (crate::execvk).
+pub fn use_vulkan_executor() {
+    VULKAN_EXECUTOR.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// How long a blocked `remove` may take before the harness gives up.

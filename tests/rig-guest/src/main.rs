@@ -19,6 +19,7 @@ mod bench;
 mod engine;
 mod execbench;
 mod execref;
+mod execvk;
 mod external;
 mod foundation;
 mod fuzz;
@@ -49,9 +50,9 @@ fn suites() -> Vec<Suite> {
 
 fn usage(suites: &[Suite]) -> ! {
     eprintln!(
-        "usage: vgpu-rig-tests <suite> [--filter SUBSTR] [--only NAME,...] [--skip NAME,...] [--repeat N] [--list] [--executor ref]"
+        "usage: vgpu-rig-tests <suite> [--filter SUBSTR] [--only NAME,...] [--skip NAME,...] [--repeat N] [--list] [--executor ref|vulkan]"
     );
-    eprintln!("       vgpu-rig-tests fuzz [--commands N] [--seed S] [--executor ref]");
+    eprintln!("       vgpu-rig-tests fuzz [--commands N] [--seed S] [--executor ref|vulkan]");
     eprintln!("       vgpu-rig-tests bench [--csv-dir DIR] [--quick] [--only SECTION]");
     eprintln!("       vgpu-rig-tests exec-bench [--rounds N]");
     eprintln!("       vgpu-rig-tests exec-serve <parent>");
@@ -138,6 +139,7 @@ fn main() {
             "--executor" => {
                 match args.get(i + 1).map(String::as_str) {
                     Some("ref") => harness::use_ref_executor(),
+                    Some("vulkan") => harness::use_vulkan_executor(),
                     _ => usage(&suites),
                 }
                 i += 2;

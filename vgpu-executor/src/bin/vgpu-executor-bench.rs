@@ -3,13 +3,20 @@
 //! submission and of a dispatch. Wall-clock figures for docs/executor.md; nothing is
 //! judged here.
 //!
-//!   vgpu-executor-bench [--device SEL] [--quick] [--sizes 128,256,512]
+//! Also the handoff cost of a piece through the daemon's loop (`--serve`'s code, with
+//! an in-process fake kernel: queue handling, mapping lookup, submission, completion;
+//! not the kernel's own poll wake-up and ioctl).
+//!
+//!   vgpu-executor-bench [--device SEL] [--quick] [--sizes 128,256,512] [--pieces-only]
 
 use std::process::ExitCode;
 use std::time::Instant;
 
+use vgpu_engine_abi::exec::{Sqe, SqeKind};
 use vgpu_engine_abi::reference;
 use vgpu_engine_abi::{Cmd, RawCmd};
+use vgpu_executor::daemon::fake::fake;
+use vgpu_executor::daemon::Daemon;
 use vgpu_executor::{logger, DeviceSelector, Executor, Vram};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -58,9 +65,11 @@ fn main() -> ExitCode {
                 sizes = vec![64, 128];
                 reps = 1;
             }
+            ("--pieces-only", _) => sizes.clear(),
             _ => {
                 eprintln!(
-                    "usage: vgpu-executor-bench [--device SEL] [--quick] [--sizes 128,256,512]"
+                    "usage: vgpu-executor-bench [--device SEL] [--quick] [--sizes 128,256,512] \
+                     [--pieces-only]"
                 );
                 return ExitCode::from(2);
             }
@@ -92,6 +101,9 @@ fn main() -> ExitCode {
         w.copy_from_slice(&x.to_le_bytes());
     }
     println!("device: {} ({})", ex.info().name, ex.info().kind_name());
+    if sizes.is_empty() {
+        return pieces(&ex, reps);
+    }
     println!(
         "{:>6} {:>14} {:>14} {:>8}",
         "n", "vulkan MAC/s", "cpu MAC/s", "time ratio vulkan/cpu"
@@ -170,5 +182,59 @@ fn main() -> ExitCode {
         after.dispatches - before.dispatches,
         after.submits - before.submits
     );
+    pieces(&ex, reps)
+}
+
+/// Per-piece cost through the daemon loop (fake kernel), one 64-byte FILL piece per
+/// entry, with 1, 8 and 64 pieces per GPU submission.
+fn pieces(ex: &Executor, reps: usize) -> ExitCode {
+    let per_round = 64u64;
+    let rounds = 4u64;
+    for batch in [1usize, 8, 64] {
+        let Ok((k, h)) = fake(0) else {
+            eprintln!("fake kernel: memfd");
+            return ExitCode::FAILURE;
+        };
+        if h.add_vram(1, 1 << 20).is_err() {
+            eprintln!("fake kernel: VRAM");
+            return ExitCode::FAILURE;
+        }
+        let mut d = Daemon::new(ex, k, batch);
+        let fill = Cmd::Fill {
+            dst: 0,
+            len: 64,
+            value: 1,
+        }
+        .raw();
+        let mut seq = 0;
+        let mut round = || {
+            for _ in 0..per_round {
+                seq += 1;
+                h.submit(&Sqe {
+                    seq,
+                    kind: Some(SqeKind::Piece),
+                    id: 1,
+                    vram_size: 1 << 20,
+                    start: 0,
+                    count: 64,
+                    state: 0,
+                    mode: None,
+                    cmd: fill,
+                });
+            }
+            if d.run_once(&|| false).ok() != Some(per_round as u32)
+                || h.take_completions().len() != per_round as usize
+            {
+                eprintln!("the daemon loop did not complete a round");
+                std::process::exit(1);
+            }
+        };
+        round(); // warm-up: maps and imports the VRAM
+        let t = time(reps, || (0..rounds).for_each(|_| round())) / (rounds * per_round) as f64;
+        println!(
+            "64-byte FILL pieces through the daemon loop, {batch:>2} per submission: {:8.1} us per piece",
+            t * 1e6
+        );
+    }
     ExitCode::SUCCESS
 }

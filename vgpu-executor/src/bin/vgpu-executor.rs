@@ -1,6 +1,7 @@
-//! `vgpu-executor`: the host daemon that will run vgpu's validated engine commands on a
-//! Vulkan device (docs/executor.md). For now: list and select devices, and check the
-//! chosen one against the reference (`--self-test`); the kernel handoff queue comes next.
+//! `vgpu-executor`: the host daemon that runs the pieces of validated engine commands
+//! the kernel hands it in external mode on a Vulkan device (docs/executor.md): `--serve
+//! /dev/vgpu-exec/<parent>`; also lists and selects devices and checks the chosen one
+//! against the reference (`--self-test`).
 
 use std::process::ExitCode;
 
@@ -11,10 +12,17 @@ use vgpu_executor::{list_devices, logger, DeviceSelector, Executor};
 
 const USAGE: &str = "usage: vgpu-executor --list-devices
        vgpu-executor [--device NAME|INDEX|UUID] --self-test
+       vgpu-executor --serve /dev/vgpu-exec/PARENT [--device SEL] [--metrics-file F]
+                     [--batch N]
   --list-devices   index, name, UUID and type of every Vulkan device
   --device SEL     the device: an index, a UUID, or (part of) a name (default: the
                    first GPU with a compute queue, else the first device)
   --self-test      run one of each command on the device and compare with the reference
+  --serve DEV      run the pieces the kernel hands through DEV until SIGTERM/SIGINT
+  --metrics-file F write the counters there (Prometheus text), every second or so
+  --batch N        at most N pieces per GPU submission (1..=64, default 1: the
+                   kernel charges each piece handoff -> completion, so a batch
+                   charges every piece of it the whole batch's time)
   VGPU_LOG=debug   more logging (error, warn, info, debug, trace)";
 
 fn self_test(ex: &Executor) -> Result<(), String> {
@@ -117,11 +125,29 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut sel = DeviceSelector::Default;
     let (mut list, mut test) = (false, false);
+    let (mut serve, mut metrics, mut batch) = (None, None, 1usize);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--list-devices" => list = true,
             "--self-test" => test = true,
+            "--serve" | "--metrics-file" | "--batch" => {
+                let Some(v) = it.next() else {
+                    eprintln!("{a} needs a value\n{USAGE}");
+                    return ExitCode::from(2);
+                };
+                match a.as_str() {
+                    "--serve" => serve = Some(v.clone()),
+                    "--metrics-file" => metrics = Some(std::path::PathBuf::from(v)),
+                    _ => match v.parse::<usize>() {
+                        Ok(n) if (1..=vgpu_executor::MAX_BATCH).contains(&n) => batch = n,
+                        _ => {
+                            eprintln!("--batch takes 1..=64, not {v:?}\n{USAGE}");
+                            return ExitCode::from(2);
+                        }
+                    },
+                }
+            }
             "--device" => match it.next() {
                 Some(v) => sel = DeviceSelector::parse(v),
                 None => {
@@ -154,8 +180,17 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(path) = serve {
+        return match vgpu_executor::daemon::device::serve(&path, &sel, metrics.as_deref(), batch) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                error!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if !test {
-        eprintln!("nothing to do (the kernel handoff queue is not implemented yet)\n{USAGE}");
+        eprintln!("nothing to do\n{USAGE}");
         return ExitCode::from(2);
     }
     let ex = match Executor::new(&sel) {

@@ -1,0 +1,163 @@
+//! The kernel's side for real: `/dev/vgpu-exec/<parent>` (docs/executor.md, "The
+//! handoff queue"), and the signals that stop the daemon.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use vgpu_engine_abi::exec;
+
+use super::queue::{Kernel, Mapping, QueueMem};
+
+/// The per-parent character device, opened and its queue mapped.
+pub struct DeviceKernel {
+    // Field order: the queue mapping goes before the file.
+    queue: QueueMem,
+    fd: OwnedFd,
+}
+
+impl DeviceKernel {
+    /// Open `path` (one daemon at a time: `EBUSY` otherwise), map the queue and check
+    /// its header.
+    pub fn open(path: &str) -> Result<DeviceKernel, String> {
+        let c = CString::new(path).map_err(|_| format!("{path:?}: NUL in the path"))?;
+        // SAFETY: a NUL-terminated path; the returned fd is owned below.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::EBUSY) => {
+                    format!("{path}: busy (EBUSY): another vgpu-executor serves this parent")
+                }
+                Some(libc::ENOENT) => format!(
+                    "{path}: no such device (is vgpu_shim loaded, and is this a parent name \
+                     as in /dev/vgpu-exec/?)"
+                ),
+                _ => format!("{path}: {e}"),
+            });
+        }
+        // SAFETY: `fd` is a fresh descriptor nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let map = Mapping::shared(fd.as_raw_fd(), exec::QUEUE_BYTES, 0)
+            .map_err(|e| format!("{path}: mmap of the queue: {e}"))?;
+        let queue = QueueMem::new(map).map_err(|e| format!("{path}: {e}"))?;
+        queue.check_header().map_err(|e| format!("{path}: {e}"))?;
+        Ok(DeviceKernel { queue, fd })
+    }
+}
+
+impl Kernel for DeviceKernel {
+    fn queue(&self) -> &QueueMem {
+        &self.queue
+    }
+
+    fn wait(&mut self, timeout_ms: i32) -> io::Result<()> {
+        let mut p = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EINTR) => Ok(()),
+                _ => Err(e),
+            };
+        }
+        if p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+            return Err(io::Error::other(format!(
+                "the device reported poll events {:#x} (parent gone?)",
+                p.revents
+            )));
+        }
+        Ok(())
+    }
+
+    fn kick(&mut self) -> io::Result<()> {
+        // SAFETY: an ioctl without argument on our descriptor.
+        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), exec::IOC_KICK as libc::c_ulong, 0) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn map_vram(&mut self, id: u32, len: usize) -> io::Result<Mapping> {
+        Mapping::shared(self.fd.as_raw_fd(), len, exec::vram_offset(id))
+    }
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Make SIGTERM and SIGINT set the stop flag ([`stop_requested`]); without SA_RESTART,
+/// so a `poll` in progress returns.
+pub fn install_signal_handlers() -> io::Result<()> {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: a zeroed sigaction is valid; the handler only stores to an atomic
+        // (async-signal-safe).
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut sa.sa_mask);
+            if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether SIGTERM or SIGINT arrived.
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// `vgpu-executor --serve PATH`: open the device, pick the GPU, serve until SIGTERM or
+/// SIGINT (the batch in hand is finished and completed first), log the counters.
+pub fn serve(
+    path: &str,
+    sel: &crate::DeviceSelector,
+    metrics_file: Option<&std::path::Path>,
+    batch: usize,
+) -> Result<(), String> {
+    install_signal_handlers().map_err(|e| format!("signal handlers: {e}"))?;
+    let parent = std::path::Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.to_string());
+    let ex = crate::Executor::new(sel).map_err(|e| e.to_string())?;
+    if !ex.info().external_memory_host {
+        return Err(format!(
+            "{}: no VK_EXT_external_memory_host: the kernel's VRAM pages cannot be imported \
+             (docs/executor.md)",
+            ex.info().name
+        ));
+    }
+    // Before the device is opened (the kernel hands pieces as soon as it is): the first
+    // dispatch of each pipeline compiles it, seconds on lavapipe, which the first pieces
+    // would otherwise wait for, up to the kernel's watchdog.
+    let t = std::time::Instant::now();
+    ex.warm_up().map_err(|e| format!("warm-up: {e}"))?;
+    log::info!(
+        "warm-up: every shader compiled and checked against the reference in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let k = DeviceKernel::open(path)?;
+    log::info!(
+        "serving {path} (parent {parent}) on {}, up to {batch} pieces per submission, \
+         VRAMs up to {} MiB",
+        ex.info().name,
+        ex.max_vram_size() >> 20
+    );
+    let mut d = super::Daemon::new(&ex, k, batch);
+    let r = d.run(&stop_requested, metrics_file.map(|p| (p, parent.as_str())));
+    log::info!("exiting: {}", d.metrics().summary());
+    r.map_err(|e| format!("{path}: {e}"))
+}

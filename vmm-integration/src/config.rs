@@ -86,6 +86,12 @@ pub struct Args {
     /// is off. Needs a vGPU.
     #[arg(long, value_name = "FILE[,SECONDS]")]
     pub display_png: Option<String>,
+
+    /// What a guest reboot does: "exit" (status 3) or "restart" the VM (same kernel,
+    /// initrd and command line; the vGPU stays attached). Either way the vGPU is reset
+    /// (VFIO_DEVICE_RESET) first.
+    #[arg(long, value_name = "exit|restart", default_value = "exit", value_parser = ["exit", "restart"])]
+    pub on_reboot: String,
 }
 
 /// What to boot and how: the checked form of [`Args`].
@@ -115,6 +121,8 @@ pub struct VmConfig {
     pub domain: Option<(Option<String>, Option<String>)>,
     /// `--display-png`.
     pub display_png: Option<crate::display::DisplayPng>,
+    /// `--on-reboot restart`: a guest reboot restarts the VM instead of ending it.
+    pub restart_on_reboot: bool,
 }
 
 impl TryFrom<Args> for VmConfig {
@@ -221,6 +229,7 @@ impl TryFrom<Args> for VmConfig {
             ioeventfd: !a.no_ioeventfd,
             domain,
             display_png,
+            restart_on_reboot: a.on_reboot == "restart",
         })
     }
 }

@@ -9,12 +9,13 @@
 #        l2mode=engine it loads the guest driver (guest-driver/vgpu_guest.ko, built
 #        for the same kernel) and runs vgpu-engine-client on its vGPU.
 # tests/rig/guest/vgpu-vmm-boot (L1) runs the boots and judges them.
-#   tests/rig/vmm.sh [6.1|6.12] [share|lifecycle|reset|qemu] [rig options...]
+#   tests/rig/vmm.sh [6.1|6.12] [share|lifecycle|reset|qemu|bochs] [rig options...]
 # With "share", L1 runs tests/rig/guest/vgpu-vmm-share instead: three vgpu-vmm L2s at
 # once, each saturating its vGPU from inside (l2mode=saturate), shares by weight and a cap.
 # With "lifecycle", vgpu-vmm-boot runs only its vGPU lifecycle checks (kill -9 of a
 # vgpu-vmm, then `remove` of an instance in use: VFIO REQ), which the full run has too;
-# "reset" only the guest-reset and BAR-move VM, "qemu" only the engine guest under QEMU.
+# "reset" only the guest-reset and BAR-move VM, "qemu" only the engine guest under QEMU,
+# "bochs" only the guest where bochs-drm draws.
 # The full run also boots the same vmlinux and initramfs with the host's QEMU under the
 # same nested KVM (start to /init, and the engine guest through QEMU's vfio-pci) for
 # the BENCH line.
@@ -25,7 +26,7 @@ flavour=${1:-6.1}
 shift || true
 scenario=boot
 case "${1:-}" in
-share | lifecycle | reset | qemu)
+share | lifecycle | reset | qemu | bochs)
 	scenario=$1
 	shift
 	;;
@@ -56,6 +57,8 @@ mkdir -p "$l2/root"/{bin,dev,proc,sys,lib}
 cp /bin/busybox "$l2/root/bin/busybox"
 cp "$gko" "$l2/root/lib/vgpu_guest.ko"
 cp "$client" "$l2/root/bin/vgpu-engine-client"
+# bochs-drm and its DRM helpers, from the same kernel (l2mode=bochs).
+pack_modules "$RIG_DIR/kernels/$kver/lib/modules/$kver" "$l2/root/lib/mods" bochs
 ln -s busybox "$l2/root/bin/sh"
 cat >"$l2/root/init" <<'INIT'
 #!/bin/sh
@@ -158,7 +161,7 @@ if [ -n "$dev" ]; then
 fi
 case "$(cat /proc/cmdline)" in
 *l2mode=engine*)
-	# The guest driver binds the vGPU (bochs-drm is not in this initramfs) and the
+	# The guest driver binds the vGPU (bochs-drm is not loaded in this mode) and the
 	# engine client drives it: results against the reference, each FENCE by MSI.
 	insmod /lib/vgpu_guest.ko && echo "L2-GUEST-DRIVER loaded"
 	dmesg | grep 'vgpu_guest' | sed 's/^/L2-KLOG /'
@@ -186,6 +189,28 @@ case "$(cat /proc/cmdline)" in
 		reboot -f
 	fi
 	vgpu-engine-client --guest /dev/vgpu0 --regs | sed 's/^/L2-B2-/'
+	;;
+*l2mode=bochs*)
+	# Debian's bochs-drm binds the vGPU and sets its own mode (fbdev emulation: /dev/fb0);
+	# the fb console is unbound, the screen cleared through /dev/fb0, and three pixels
+	# written there (B, G, R, X bytes): vgpu-vmm --display-png shows the frame.
+	for m in $(cat /lib/mods/modules.order); do insmod /lib/mods/$m.ko || echo "L2-INSMOD-FAILED $m"; done
+	for v in /sys/class/vtconsole/vtcon*; do
+		grep -q 'frame buffer' $v/name 2>/dev/null && echo 0 >$v/bind
+	done
+	fb=/sys/class/graphics/fb0
+	sz=$(cat $fb/virtual_size) st=$(cat $fb/stride)
+	echo "L2-FB $sz $(cat $fb/bits_per_pixel) $(basename "$(readlink /sys/class/drm/card0/device/driver)")"
+	dd if=/dev/zero of=/dev/fb0 bs=$st count=${sz#*,} 2>/dev/null
+	px() { printf "$3" | dd of=/dev/fb0 bs=4 seek=$(($2 * st / 4 + $1)) count=1 conv=notrunc 2>/dev/null; }
+	px 10 10 '\000\200\377\000'
+	px 512 384 '\000\377\000\000'
+	# Not the last pixel of a line: 6.1's fbdev damage clip comes out empty for a write
+	# that ends at a line's end (x2 = 0), so it would never reach VRAM.
+	px $((${sz%,*} - 2)) $((${sz#*,} - 1)) '\377\000\000\000'
+	# fbdev emulation copies to VRAM from a worker (deferred I/O, 50 ms).
+	sleep 1
+	echo "L2-FB-DREW"
 	;;
 *l2mode=saturate*)
 	insmod /lib/vgpu_guest.ko && echo "L2-GUEST-DRIVER loaded"

@@ -300,6 +300,20 @@ mod tests {
     }
 
     #[test]
+    fn on_reboot() {
+        let k = kernel_file();
+        let c = |extra: &[&str]| {
+            let mut v = vec!["--kernel", k.path()];
+            v.extend_from_slice(extra);
+            parse(&v).map(|a| VmConfig::try_from(a).expect("valid").restart_on_reboot)
+        };
+        assert!(!c(&[]).expect("parse"));
+        assert!(!c(&["--on-reboot", "exit"]).expect("parse"));
+        assert!(c(&["--on-reboot", "restart"]).expect("parse"));
+        assert!(c(&["--on-reboot", "reset"]).is_err());
+    }
+
+    #[test]
     fn kernel_is_required() {
         let e = parse(&[]).expect_err("no kernel");
         assert!(e.to_string().contains("--kernel"), "{e}");

@@ -23,6 +23,10 @@
 #include <linux/version.h>
 #include <linux/vfio.h>
 #include <linux/wait.h>
+#include <linux/xarray.h>
+#include <linux/miscdevice.h>
+
+#include "vgpu_exec_abi.h"
 
 #define VGPU_NAME		"vgpu_shim"
 #define VGPU_ABI_VERSION	0x00010000	/* major 1, minor 0 */
@@ -161,6 +165,7 @@ enum vgpu_eng_error {
 	VGPU_ERR_BAD_RING,
 	VGPU_ERR_BAD_MODE,
 	VGPU_ERR_WATCHDOG,
+	VGPU_ERR_EXECUTOR,	/* external mode: the executor failed a piece */
 };
 
 /*
@@ -201,6 +206,19 @@ struct vgpu_mode {
 	u64 size;		/* stride * height */
 };
 
+/*
+ * The piece an engine handed to the external executor and waits for
+ * (vgpu_exec.c; under the parent's exec.qlock).
+ */
+struct vgpu_exec_slot {
+	u64 seq;			/* 0: nothing in flight */
+	u64 epoch;			/* connection it went to; 0: not yet */
+	bool done;
+	u32 status;
+	u64 value;
+	struct vgpu_exec_sqe sqe;
+};
+
 /* One engine worker thread of a parent. */
 struct vgpu_worker {
 	struct task_struct *task;
@@ -215,6 +233,10 @@ struct vgpu_worker {
 	u64 limit;			/* cur's slice limit, ns */
 	u64 preempt_after;		/* cur yields after this much of its slice; 0: no */
 	u32 budget[VGPU_NUM_CC];	/* work per chunk (worker-private) */
+	/* external mode: units per piece, and the handoff's fixed cost */
+	u64 xbudget[VGPU_NUM_CC];
+	u64 xover_ns;
+	struct vgpu_exec_slot xslot;
 };
 
 /* The time-slice scheduler of one parent (vgpu_sched.c). */
@@ -293,6 +315,7 @@ struct vgpu_eng_op {
 	u32 sacc;			/* GEMM serial: accumulator */
 	bool serial;			/* GEMM: C overlaps A or B */
 	bool backward;			/* COPY: dst above an overlapping src */
+	bool external;			/* pieces go to the external executor */
 	struct vgpu_mode mode;		/* BLIT: the mode at validation */
 };
 
@@ -355,6 +378,33 @@ struct vgpu_type {
 	unsigned int weight;
 };
 
+/*
+ * A parent's external executor (vgpu_exec.c, docs/executor.md): the mode,
+ * the device node a daemon opens, and its connection.
+ */
+struct vgpu_exec_conn;
+struct vgpu_exec {
+	struct miscdevice misc;
+	char name[24];
+	char nodename[40];
+	bool registered;
+	bool external;			/* the knob (READ_ONCE) */
+	/*
+	 * Protects @ids and connecting/disconnecting; the daemon's VRAM
+	 * faults hold it, and nothing that holds it waits for an engine.
+	 */
+	struct mutex lock;
+	struct xarray ids;		/* executor id -> open vgpu_device */
+	u32 next_id;
+	spinlock_t qlock;		/* the queue, the slots, the counters */
+	struct vgpu_exec_conn *conn;	/* the daemon, or NULL */
+	u64 epoch;			/* connections so far */
+	u64 next_seq;
+	wait_queue_head_t poll_wq;	/* the daemon waits for submissions */
+	wait_queue_head_t done_wq;	/* engines wait for completions */
+	u64 handoffs, requeues, errors;
+};
+
 /* One parent ("engine"): an mdev parent device with its own VRAM pool. */
 struct vgpu_parent {
 	struct device dev;
@@ -372,6 +422,7 @@ struct vgpu_parent {
 	struct mdev_type *type_ptrs[VGPU_NUM_TYPES];
 
 	struct vgpu_sched sched;
+	struct vgpu_exec exec;
 };
 
 /*
@@ -383,7 +434,7 @@ struct vgpu_parent {
 struct vgpu_pages {
 	struct page **pages;
 	unsigned long npages;
-	unsigned long used;		/* allocated pages, under vgpu->lock */
+	atomic_long_t used;		/* allocated pages */
 	bool is_vram;			/* parent's vram_pages, else disp_pages */
 };
 
@@ -420,6 +471,9 @@ struct vgpu_device {
 	unsigned int cap;		/* 0..100 % of one engine, 0 = none */
 	struct vgpu_engine eng;
 	struct vgpu_sched_ent se;	/* under parent->sched.lock */
+	/* external executor: id while open, connection it was handed to */
+	u32 exec_id;			/* exec.lock */
+	u64 exec_epoch;			/* exec.qlock */
 
 	spinlock_t irq_lock;		/* protects the irq state below */
 	struct eventfd_ctx *irq_trigger[VFIO_PCI_NUM_IRQS];
@@ -496,6 +550,29 @@ struct page *vgpu_page_lookup(struct vgpu_device *vg, struct vgpu_pages *set,
 ssize_t vgpu_pages_rw(struct vgpu_device *vg, struct vgpu_pages *set,
 		      char __user *buf, size_t count, u64 off, bool write);
 int vgpu_mmap(struct vfio_device *vdev, struct vm_area_struct *vma);
+
+struct page *vgpu_page_get_unlocked(struct vgpu_device *vg,
+				    struct vgpu_pages *set, unsigned long idx);
+
+/* ---- vgpu_exec.c: the external executor ---- */
+extern struct device_attribute vgpu_attr_executor,
+	vgpu_attr_executor_connected, vgpu_attr_executor_handoffs,
+	vgpu_attr_executor_requeues, vgpu_attr_executor_errors;
+int vgpu_exec_param_check(void);
+void vgpu_exec_init(struct vgpu_parent *parent);
+int vgpu_exec_register(struct vgpu_parent *parent);
+void vgpu_exec_fini(struct vgpu_parent *parent);
+int vgpu_exec_open_instance(struct vgpu_device *vg);
+void vgpu_exec_close_instance(struct vgpu_device *vg);
+int vgpu_exec_run(struct vgpu_worker *w, struct vgpu_device *vg,
+		  const struct vgpu_exec_sqe *sqe, u64 wait_ns, u64 *value);
+
+/* ---- vgpu_exec_piece.c: what goes to the executor, in which pieces ---- */
+enum { VGPU_XSTEP_DONE, VGPU_XSTEP_MORE, VGPU_XSTEP_FAILED };
+void vgpu_exec_budget_init(struct vgpu_worker *w);
+bool vgpu_exec_eligible(const struct vgpu_eng_op *op);
+int vgpu_exec_step(struct vgpu_device *vg, struct vgpu_worker *w,
+		   struct vgpu_eng_op *op, u64 wait_ns);
 
 /* ---- vgpu_irq.c: interrupts ---- */
 int vgpu_ioctl_get_irq_info(struct vgpu_device *vg, void __user *arg);

@@ -99,8 +99,14 @@ static int vgpu_open_device(struct vfio_device *vdev)
 {
 	struct vgpu_device *vg = to_vgpu(vdev);
 
+	int ret;
+
+	ret = vgpu_exec_open_instance(vg);
+	if (ret)
+		return ret;
 	vgpu_lock(vg);
-	WARN_ON_ONCE(vg->vram.used || vg->disp.used);
+	WARN_ON_ONCE(atomic_long_read(&vg->vram.used) ||
+		     atomic_long_read(&vg->disp.used));
 	vg->memcg = get_mem_cgroup_from_mm(current->mm);
 	vgpu_unlock(vg);
 	return 0;
@@ -128,6 +134,10 @@ static void vgpu_close_device(struct vfio_device *vdev)
 	vgpu_engine_reset(vg, true);
 	vgpu_cfg_init(vg);
 	vgpu_dispi_reset(vg);
+	vgpu_unlock(vg);
+	/* the external executor's mappings go before the pages */
+	vgpu_exec_close_instance(vg);
+	vgpu_lock(vg);
 	memcg = vg->memcg;
 	vg->memcg = NULL;
 	vgpu_unlock(vg);

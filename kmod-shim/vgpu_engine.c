@@ -82,6 +82,7 @@ void vgpu_worker_budget_init(struct vgpu_worker *w)
 
 	for (i = 0; i < VGPU_NUM_CC; i++)
 		w->budget[i] = vgpu_cc_budget[i][0];
+	vgpu_exec_budget_init(w);
 }
 
 /* Halve or double a class's budget to keep chunks in the target band. */
@@ -113,11 +114,11 @@ static const void *eng_map_r(struct vgpu_device *vg, u64 off)
  */
 static void *eng_map_w(struct vgpu_device *vg, u64 off)
 {
-	unsigned long used = vg->vram.used;
+	long used = atomic_long_read(&vg->vram.used);
 	struct page *page = vgpu_page_lookup(vg, &vg->vram, off >> PAGE_SHIFT,
 					     true);
 
-	if (vg->vram.used != used)
+	if (atomic_long_read(&vg->vram.used) != used)
 		vg->eng.allocs++;
 	return page ? kmap_local_page(page) + offset_in_page(off) : NULL;
 }
@@ -758,6 +759,9 @@ static bool eng_fetch(struct vgpu_device *vg)
 		return false;
 	}
 	e->op.at = e->head;
+	/* the whole command runs in the mode it was fetched in */
+	e->op.external = READ_ONCE(vg->parent->exec.external) &&
+			 vgpu_exec_eligible(&e->op);
 	e->head = (e->head + VGPU_CMD_SIZE) & (e->size - 1);
 	e->inflight = true;
 	return true;
@@ -780,6 +784,7 @@ static bool eng_fetch(struct vgpu_device *vg)
 #define VGPU_CHUNK_FULL		(1ULL << 32)
 
 struct vgpu_chunk {
+	bool external;			/* a piece went to the executor */
 	u64 left;			/* allowance left */
 	u64 rate[VGPU_NUM_CC];		/* allowance per unit of each class */
 	u64 spent[VGPU_NUM_CC];		/* allowance used per class */
@@ -790,6 +795,7 @@ static void eng_chunk_init(struct vgpu_chunk *ch, const struct vgpu_worker *w)
 	unsigned int i;
 
 	ch->left = VGPU_CHUNK_FULL;
+	ch->external = false;
 	for (i = 0; i < VGPU_NUM_CC; i++) {
 		ch->rate[i] = div_u64(VGPU_CHUNK_FULL, w->budget[i]);
 		ch->spent[i] = 0;
@@ -1162,6 +1168,39 @@ static void eng_complete(struct vgpu_device *vg)
 }
 
 /*
+ * The next piece of the command in flight on the external executor
+ * (vg->lock held, eng.lock not): one handoff is a chunk, waiting at most
+ * until the watchdog would stop the ring anyway (no daemon, or a hung one).
+ */
+static int eng_external(struct vgpu_device *vg, struct vgpu_worker *w,
+			struct vgpu_chunk *ch)
+{
+	struct vgpu_engine *e = &vg->eng;
+	u64 wd = (u64)vgpu_sched_watchdog_ms(vg) * NSEC_PER_MSEC;
+	u64 spent = READ_ONCE(e->wd_ns);
+
+	ch->left = 0;
+	ch->external = true;
+	switch (vgpu_exec_step(vg, w, &e->op,
+			       (wd > spent ? wd - spent : 0) + NSEC_PER_MSEC)) {
+	case VGPU_XSTEP_DONE:
+		/* CHECKSUM's result is stored as the command completes */
+		if (e->op.opcode == VGPU_OP_CHECKSUM &&
+		    !eng_prefault(vg, e->op.arg[2]))
+			return VGPU_STEP_NOMEM;
+		return VGPU_STEP_DONE;
+	case VGPU_XSTEP_FAILED:
+		spin_lock(&e->lock);
+		if (e->inflight)
+			eng_fail(vg, VGPU_ERR_EXECUTOR, e->op.at);
+		spin_unlock(&e->lock);
+		return VGPU_STEP_MORE;
+	default:
+		return VGPU_STEP_MORE;
+	}
+}
+
+/*
  * One chunk of @vg's ring on engine @w, started at time @t0 (vg->lock
  * held): commands are fetched and run until the chunk's allowance is used
  * up (see eng_use(); the budgets of @w make that 16-48 us of work) or
@@ -1197,7 +1236,10 @@ bool vgpu_engine_chunk(struct vgpu_device *vg, struct vgpu_worker *w, u64 t0,
 		 * in flight, so it stays ours while eng.lock is let go.
 		 */
 		spin_unlock(&e->lock);
-		ret = eng_step(vg, &ch);
+		if (e->op.external)
+			ret = eng_external(vg, w, &ch);
+		else
+			ret = eng_step(vg, &ch);
 		spin_lock(&e->lock);
 		/*
 		 * A bad TAIL (the one write that stops the ring without
@@ -1222,7 +1264,7 @@ bool vgpu_engine_chunk(struct vgpu_device *vg, struct vgpu_worker *w, u64 t0,
 
 	*t1 = ktime_get_ns();
 	ns = *t1 - t0;
-	if (!ch.left)
+	if (!ch.left && !ch.external)
 		vgpu_chunk_adapt(w, eng_chunk_class(&ch), ns);
 
 	spin_lock(&e->lock);

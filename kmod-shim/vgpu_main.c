@@ -222,7 +222,8 @@ static ssize_t instances_show(struct device *dev,
 		rec[n].uuid = to_mdev_device(vg->vdev.dev)->uuid;
 		rec[n].type = vg->type->type.sysfs_name;
 		rec[n].vram_mb = vg->type->vram_mb;
-		rec[n].used_kb = READ_ONCE(vg->vram.used) * (PAGE_SIZE / 1024);
+		rec[n].used_kb = atomic_long_read(&vg->vram.used) *
+				 (PAGE_SIZE / 1024);
 		rec[n].weight = vg->weight;
 		rec[n].cap = vg->cap;
 		n++;
@@ -267,6 +268,12 @@ static struct attribute *vgpu_parent_attrs[] = {
 	&vgpu_attr_parent_switches.attr,
 	&vgpu_attr_parent_preemptions.attr,
 	&vgpu_attr_parent_macs.attr,
+	/* the external executor (vgpu_exec.c) */
+	&vgpu_attr_executor.attr,
+	&vgpu_attr_executor_connected.attr,
+	&vgpu_attr_executor_handoffs.attr,
+	&vgpu_attr_executor_requeues.attr,
+	&vgpu_attr_executor_errors.attr,
 	NULL,
 };
 
@@ -298,7 +305,7 @@ static ssize_t vram_used_kb_show(struct device *dev,
 
 	/* no lock: a world-readable file must not wait for the instance */
 	return sysfs_emit(buf, "%lu\n",
-			  READ_ONCE(vg->vram.used) * (PAGE_SIZE / 1024));
+			  atomic_long_read(&vg->vram.used) * (PAGE_SIZE / 1024));
 }
 static DEVICE_ATTR_RO(vram_used_kb);
 
@@ -477,6 +484,7 @@ static int vgpu_parent_create(unsigned int index)
 		parent->type_ptrs[i] = &type->type;
 	}
 
+	vgpu_exec_init(parent);
 	/* The engines; stopped before the parent goes. */
 	ret = vgpu_sched_init(parent);
 	if (ret) {
@@ -499,6 +507,10 @@ static int vgpu_parent_create(unsigned int index)
 	if (ret)
 		goto err_put;
 
+	ret = vgpu_exec_register(parent);
+	if (ret)
+		goto err_del;
+
 	/*
 	 * The mdev core names the types "<class name>-<sysfs_name>", so the
 	 * class name makes them "vgpu_shim-256M" and so on.
@@ -513,6 +525,7 @@ static int vgpu_parent_create(unsigned int index)
 	return 0;
 
 err_del:
+	vgpu_exec_fini(parent);
 	device_del(&parent->dev);
 err_put:
 	vgpu_sched_fini(parent);
@@ -528,6 +541,7 @@ static void vgpu_parent_destroy(unsigned int index)
 		return;
 	vgpu_parents[index] = NULL;
 	mdev_unregister_parent(&parent->mdev_parent);
+	vgpu_exec_fini(parent);
 	vgpu_sched_fini(parent);
 	device_unregister(&parent->dev);
 }
@@ -553,6 +567,10 @@ static int __init vgpu_init(void)
 		       vgpu_pool_mb_param, VGPU_POOL_MIN_MB, VGPU_POOL_MAX_MB);
 		return -EINVAL;
 	}
+
+	ret = vgpu_exec_param_check();
+	if (ret)
+		return ret;
 
 	ret = mdev_register_driver(&vgpu_mdev_driver);
 	if (ret)

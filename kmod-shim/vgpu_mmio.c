@@ -75,7 +75,7 @@ static u32 vgpu_info_read(struct vgpu_device *vg, unsigned int reg)
 	case VGPU_REG_VRAM_MB:
 		return vg->type->vram_mb;
 	case VGPU_REG_VRAM_USED_KB:
-		return vg->vram.used * (PAGE_SIZE / 1024);
+		return atomic_long_read(&vg->vram.used) * (PAGE_SIZE / 1024);
 	case VGPU_REG_WEIGHT:
 		return READ_ONCE(vg->weight);	/* set under the sched lock */
 	case VGPU_REG_CAP:

@@ -20,6 +20,7 @@
 #include <linux/highmem.h>
 #include <linux/kernel.h>
 #include <linux/mm.h>
+#include <linux/sched/mm.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/sysfs.h>
@@ -40,7 +41,7 @@ static atomic_long_t *vgpu_pages_counter(struct vgpu_device *vg,
 int vgpu_pages_init(struct vgpu_pages *set, u64 size, bool is_vram)
 {
 	set->npages = size >> PAGE_SHIFT;
-	set->used = 0;
+	atomic_long_set(&set->used, 0);
 	set->is_vram = is_vram;
 	set->pages = kvcalloc(set->npages, sizeof(*set->pages),
 			      GFP_KERNEL_ACCOUNT);
@@ -63,15 +64,14 @@ void vgpu_pages_free(struct vgpu_device *vg, struct vgpu_pages *set)
 		bool done;
 
 		vgpu_lock(vg);
-		for (; i < end && set->used > freed; i++) {
+		for (; i < end && atomic_long_read(&set->used) > freed; i++) {
 			if (!set->pages[i])
 				continue;
 			put_page(set->pages[i]);
 			set->pages[i] = NULL;
 			freed++;
 		}
-		set->used -= freed;
-		done = !set->used;
+		done = !atomic_long_sub_return(freed, &set->used);
 		vgpu_unlock(vg);
 		atomic_long_sub(freed, &vgpu_pages_outstanding);
 		atomic_long_sub(freed, vgpu_pages_counter(vg, set));
@@ -92,33 +92,69 @@ void vgpu_pages_fini(struct vgpu_device *vg, struct vgpu_pages *set)
 }
 
 /*
- * The page at @idx (which the caller bounds-checked), allocated if @alloc
- * and still missing; NULL if absent (or out of memory). vg->lock held.
+ * The page at @idx (bounds-checked by the caller), allocated if @alloc and
+ * still missing; NULL if absent (or out of memory). A new page is
+ * published with cmpxchg(), so two first touches of one page (the engine
+ * under vg->lock, the external executor's fault without it) end with one
+ * page; pages only go away at the last close, when nothing can look.
  */
-struct page *vgpu_page_lookup(struct vgpu_device *vg, struct vgpu_pages *set,
-			      unsigned long idx, bool alloc)
+static struct page *vgpu_page_find(struct vgpu_device *vg,
+				   struct vgpu_pages *set, unsigned long idx,
+				   bool alloc)
 {
-	struct page *page;
+	struct page *page, *old;
 
-	lockdep_assert_held(&vg->lock);
 	if (WARN_ON_ONCE(idx >= set->npages))
 		return NULL;
-	page = set->pages[idx];
+	page = READ_ONCE(set->pages[idx]);
 	if (page || !alloc)
 		return page;
 
 	/*
 	 * Explicit __GFP_ZERO: never rely on init_on_alloc. __GFP_ACCOUNT:
 	 * charged to the current task's memory cgroup, or to the active one
-	 * the engine sets (the opener's).
+	 * the engine or the executor's fault sets (the opener's).
 	 */
 	page = alloc_page(GFP_HIGHUSER | __GFP_ZERO | __GFP_ACCOUNT);
 	if (!page)
 		return NULL;
-	set->pages[idx] = page;
-	set->used++;
+	/* full barrier: the zeroes are visible before the pointer */
+	old = cmpxchg(&set->pages[idx], NULL, page);
+	if (old) {
+		__free_page(page);
+		return old;
+	}
+	atomic_long_inc(&set->used);
 	atomic_long_inc(&vgpu_pages_outstanding);
 	atomic_long_inc(vgpu_pages_counter(vg, set));
+	return page;
+}
+
+/* As vgpu_page_find(), for callers that hold vg->lock. */
+struct page *vgpu_page_lookup(struct vgpu_device *vg, struct vgpu_pages *set,
+			      unsigned long idx, bool alloc)
+{
+	lockdep_assert_held(&vg->lock);
+	return vgpu_page_find(vg, set, idx, alloc);
+}
+
+/*
+ * The page at @idx, allocated if missing and charged to the opener's
+ * memory cgroup, with a reference; without vg->lock, for the external
+ * executor's fault (vgpu_exec.c), which holds the parent's exec.lock:
+ * the device is open and its pages stay until vgpu_exec_close_instance().
+ */
+struct page *vgpu_page_get_unlocked(struct vgpu_device *vg,
+				    struct vgpu_pages *set, unsigned long idx)
+{
+	struct mem_cgroup *memcg = READ_ONCE(vg->memcg), *old;
+	struct page *page;
+
+	old = set_active_memcg(memcg);
+	page = vgpu_page_find(vg, set, idx, true);
+	set_active_memcg(old);
+	if (page)
+		get_page(page);
 	return page;
 }
 

@@ -90,7 +90,7 @@ type ParentGetter = fn(&crate::stats::ParentStats) -> String;
 /// The exposition of a snapshot.
 pub fn render(snap: &Snapshot) -> String {
     let mut out = String::new();
-    let parent_families: [(&'static str, &str, &str, ParentGetter); 12] = [
+    let parent_families: [(&'static str, &str, &str, ParentGetter); 17] = [
         (
             "vgpu_parent_pool_bytes",
             "gauge",
@@ -161,6 +161,61 @@ pub fn render(snap: &Snapshot) -> String {
             "counter",
             "GEMM multiply-adds of all the parent's instances, removed ones included.",
             |p| p.counters.macs.to_string(),
+        ),
+        (
+            "vgpu_parent_executor_external",
+            "gauge",
+            "1 if the parent's commands run on the external executor, 0 on the in-kernel CPU \
+             executor (executor; absent without external executor mode).",
+            |p| {
+                p.counters.executor.as_ref().map_or(String::new(), |x| {
+                    u8::from(x.mode == "external").to_string()
+                })
+            },
+        ),
+        (
+            "vgpu_parent_executor_connected",
+            "gauge",
+            "1 while an executor daemon has the parent's executor device open.",
+            |p| {
+                p.counters
+                    .executor
+                    .as_ref()
+                    .map_or(String::new(), |x| u8::from(x.connected).to_string())
+            },
+        ),
+        (
+            "vgpu_parent_executor_handoffs_total",
+            "counter",
+            "Pieces of commands handed to an executor daemon.",
+            |p| {
+                p.counters
+                    .executor
+                    .as_ref()
+                    .map_or(String::new(), |x| x.handoffs.to_string())
+            },
+        ),
+        (
+            "vgpu_parent_executor_requeues_total",
+            "counter",
+            "Pieces handed again to a new daemon after the previous one went away.",
+            |p| {
+                p.counters
+                    .executor
+                    .as_ref()
+                    .map_or(String::new(), |x| x.requeues.to_string())
+            },
+        ),
+        (
+            "vgpu_parent_executor_errors_total",
+            "counter",
+            "Executor completions dropped or failed, and queue indices out of range.",
+            |p| {
+                p.counters
+                    .executor
+                    .as_ref()
+                    .map_or(String::new(), |x| x.errors.to_string())
+            },
         ),
         (
             "vgpu_parent_instances",

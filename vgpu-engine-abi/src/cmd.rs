@@ -33,11 +33,14 @@ pub enum ErrorCode {
     BadMode = 7,
     /// Engine time without completing a FENCE exceeded watchdog_ms.
     Watchdog = 8,
+    /// External executor mode only: the executor refused or failed a piece of the
+    /// command (docs/executor.md).
+    Executor = 9,
 }
 
 impl ErrorCode {
     /// Every code, in register order.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::None,
         ErrorCode::BadOpcode,
         ErrorCode::BadFlags,
@@ -47,6 +50,7 @@ impl ErrorCode {
         ErrorCode::BadRing,
         ErrorCode::BadMode,
         ErrorCode::Watchdog,
+        ErrorCode::Executor,
     ];
 
     /// The code for a register value, if it is one the ABI defines.
@@ -66,6 +70,7 @@ impl ErrorCode {
             ErrorCode::BadRing => "BAD_RING",
             ErrorCode::BadMode => "BAD_MODE",
             ErrorCode::Watchdog => "WATCHDOG",
+            ErrorCode::Executor => "EXECUTOR",
         }
     }
 

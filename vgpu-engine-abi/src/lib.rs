@@ -7,6 +7,8 @@
 //! * [`cmd`]: the command encoding: [`Cmd`] (the eight commands) and [`RawCmd`] (any 64
 //!   bytes) to and from the little-endian `struct vgpu_cmd`, the ERROR codes
 //!   ([`ErrorCode`], [`error_name`]), a snapshot of the engine registers ([`EngineRegs`]);
+//! * [`exec`]: the external executor's handoff queue (shared memory with the module) and
+//!   the reference semantics of a piece of a command handed to it ([`exec::apply_piece`]);
 //! * [`reference`](mod@reference): the reference semantics: CHECKSUM (FNV-1a-64), GEMM, COPY and a
 //!   validator that says which ERROR codes a command may produce.
 //!
@@ -27,6 +29,7 @@
 #![deny(missing_docs)]
 
 pub mod cmd;
+pub mod exec;
 pub mod layout;
 pub mod reference;
 

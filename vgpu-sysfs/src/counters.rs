@@ -55,6 +55,25 @@ pub struct ParentCounters {
     /// Slices its engines ended early for a waking instance (`preemptions`); `None` on a
     /// module without wake-up preemption.
     pub preemptions: Option<u64>,
+    /// The executor (`executor`, `executor_*`); `None` on a module without external
+    /// executor mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executor: Option<ExecutorCounters>,
+}
+
+/// A parent's executor mode and its external executor's counters (docs/executor.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ExecutorCounters {
+    /// `executor`: `cpu` or `external`.
+    pub mode: String,
+    /// `executor_connected`: a daemon has the parent's executor device open.
+    pub connected: bool,
+    /// `executor_handoffs`: pieces handed to a daemon.
+    pub handoffs: u64,
+    /// `executor_requeues`: pieces handed again to a new daemon.
+    pub requeues: u64,
+    /// `executor_errors`: completions dropped or failed, queue indices out of range.
+    pub errors: u64,
 }
 
 /// A latency histogram: `(upper bound ns, count)` per non-empty bucket, ascending, and

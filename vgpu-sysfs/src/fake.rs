@@ -131,6 +131,11 @@ impl FakeSysfs {
             ("preempt", "1"),
             ("preemptions", "0"),
             ("macs", "0"),
+            ("executor", "cpu"),
+            ("executor_connected", "0"),
+            ("executor_handoffs", "0"),
+            ("executor_requeues", "0"),
+            ("executor_errors", "0"),
         ] {
             write(&dir.join("vgpu").join(attr), value)?;
         }

@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
-use crate::counters::{InstanceCounters, LatencyHist, ParentCounters, Policy};
+use crate::counters::{ExecutorCounters, InstanceCounters, LatencyHist, ParentCounters, Policy};
 use crate::env::{Environment, SystemEnvironment};
 use crate::error::{Error, Result};
 use crate::io::{list_dir, read_attr, read_u64, write_value};
@@ -204,6 +204,36 @@ impl Parent {
         self.u64("macs")
     }
 
+    /// `vgpu/executor`: `cpu` or `external` (docs/executor.md), raw.
+    pub fn executor(&self) -> Result<String> {
+        read_attr(&self.vgpu_attr("executor"))
+    }
+
+    /// Write `vgpu/executor` (raw text).
+    pub fn set_executor(&self, text: &str) -> Result<()> {
+        self.set("executor", text)
+    }
+
+    /// `vgpu/executor_connected`: 1 while a daemon has the parent's executor device open.
+    pub fn executor_connected(&self) -> Result<u64> {
+        self.u64("executor_connected")
+    }
+
+    /// `vgpu/executor_handoffs`: pieces handed to a daemon (first handoffs).
+    pub fn executor_handoffs(&self) -> Result<u64> {
+        self.u64("executor_handoffs")
+    }
+
+    /// `vgpu/executor_requeues`: pieces handed again to a new daemon.
+    pub fn executor_requeues(&self) -> Result<u64> {
+        self.u64("executor_requeues")
+    }
+
+    /// `vgpu/executor_errors`: completions dropped or failed, queue indices out of range.
+    pub fn executor_errors(&self) -> Result<u64> {
+        self.u64("executor_errors")
+    }
+
     /// The parent's four counters alone (`busy_ns`, `idle_ns`, `switches`, `macs`),
     /// read one after the other with nothing in between: for measurement windows. The
     /// knobs are left at their defaults ([`Parent::counters`] reads them too).
@@ -228,8 +258,23 @@ impl Parent {
             watchdog_ms: self.watchdog_ms()?,
             preempt: optional(self.preempt())?.map(|v| v != 0),
             preemptions: optional(self.preemptions())?,
+            executor: self.executor_counters()?,
             ..counters
         })
+    }
+
+    /// The executor mode and counters, `None` on a module without them.
+    pub fn executor_counters(&self) -> Result<Option<ExecutorCounters>> {
+        let Some(mode) = optional(self.executor())? else {
+            return Ok(None);
+        };
+        Ok(Some(ExecutorCounters {
+            mode,
+            connected: self.executor_connected()? != 0,
+            handoffs: self.executor_handoffs()?,
+            requeues: self.executor_requeues()?,
+            errors: self.executor_errors()?,
+        }))
     }
 
     /// Supported type ids (directory names), sorted.

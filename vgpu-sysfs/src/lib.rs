@@ -56,7 +56,7 @@ pub mod listing;
 pub mod model;
 pub mod read;
 
-pub use counters::{InstanceCounters, LatencyHist, ParentCounters, Policy};
+pub use counters::{ExecutorCounters, InstanceCounters, LatencyHist, ParentCounters, Policy};
 pub use env::{Environment, RootedEnvironment, SystemEnvironment};
 pub use error::{Error, Result};
 pub use model::{DescriptionError, TypeDescription, TYPE_PREFIX};

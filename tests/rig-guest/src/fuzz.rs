@@ -64,6 +64,9 @@ fn parse(args: &[String]) -> Result<Args, ToolError> {
             "--seed" => a.seed = num("--seed", args.get(i + 1))?,
             "--fuzzed" => a.fuzzed = num("--fuzzed", args.get(i + 1))?,
             "--canaries" => a.canaries = num("--canaries", args.get(i + 1))?,
+            "--executor" if args.get(i + 1).map(String::as_str) == Some("ref") => {
+                crate::harness::use_ref_executor()
+            }
             other => return Err(ToolError::Usage(format!("unknown argument {other:?}"))),
         }
         i += 2;
@@ -87,7 +90,7 @@ struct Stats {
     matched_stop: u64,
     rejected: u64,
     batches: u64,
-    by_code: [u64; 9],
+    by_code: [u64; 10],
     ambiguous_run: u64,
     ambiguous_rejected: u64,
     unpredictable: u64,
@@ -1061,8 +1064,8 @@ fn known_good(g: &mut Gpu, seed: u64) -> Result<(), Fail> {
 pub fn main(args: &[String]) -> ToolResult {
     let a = parse(args)?;
     clean_state().map_err(|e| ToolError::Failed(format!("clean state: {}", e.0)))?;
-    sys::load_module(&sys::ko_path(), "")
-        .map_err(|e| ToolError::Failed(format!("load vgpu_shim: {e}")))?;
+    crate::harness::load(&sys::ko_path(), "")
+        .map_err(|e| ToolError::Failed(format!("load vgpu_shim: {}", e.0)))?;
     let r = run(&a);
     let c = clean_state();
     r?;
@@ -1231,6 +1234,13 @@ fn run(a: &Args) -> Result<(), ToolError> {
         rounds, a.fuzzed
     );
     println!("fuzz: mismatches {}", sum.mismatches);
+    if p.executor().is_ok_and(|m| m == "external") {
+        println!(
+            "fuzz: external executor: {} pieces handed, {} executor errors",
+            p.executor_handoffs().unwrap_or(0),
+            p.executor_errors().unwrap_or(0)
+        );
+    }
     for pb in &problems {
         println!("fuzz: PROBLEM: {pb}");
     }

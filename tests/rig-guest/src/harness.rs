@@ -106,6 +106,58 @@ pub struct Ctx {
     soft: Vec<String>,
 }
 
+/// `--executor ref`: every load of the module puts every parent in `external` mode
+/// served by a reference executor (crate::execref), so a whole suite runs its commands
+/// through the handoff queue.
+static REF_EXECUTOR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The reference executors of the module loaded now (they hold it: stopped before any
+/// unload, by [`stop_executors`]).
+static EXECUTORS: std::sync::Mutex<Vec<crate::execref::RefExecutor>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Load vgpu_shim from `ko` with `params`; with `--executor ref`, in external mode with a
+/// reference executor serving each parent.
+pub fn load(ko: &str, params: &str) -> TestResult {
+    if !REF_EXECUTOR.load(std::sync::atomic::Ordering::Relaxed) {
+        return sys::load_module(ko, params).ctx(format!("finit_module({ko}, {params:?})"));
+    }
+    let params = format!("{params} executor=external");
+    sys::load_module(ko, &params).ctx(format!("finit_module({ko}, {params:?})"))?;
+    for p in Parent::all_vgpu().ctx("list parents")? {
+        let i = p.index().ok_or(Fail(format!("parent {}", p.name())))?;
+        let x = crate::execref::RefExecutor::start(i, Default::default())
+            .ctx(format!("reference executor for {}", p.name()))?;
+        match EXECUTORS.lock() {
+            Ok(mut g) => g.push(x),
+            Err(p) => p.into_inner().push(x),
+        }
+    }
+    Ok(())
+}
+
+/// Stop the reference executors `--executor ref` started.
+pub fn stop_executors() -> TestResult {
+    let xs: Vec<_> = match EXECUTORS.lock() {
+        Ok(mut g) => g.drain(..).collect(),
+        Err(p) => p.into_inner().drain(..).collect(),
+    };
+    for x in xs {
+        let st = x.stop().ctx("reference executor")?;
+        ensure!(
+            st.refused == 0,
+            "the reference executor refused {} pieces",
+            st.refused
+        );
+    }
+    Ok(())
+}
+
+/// Run suites in `external` mode with reference executors.
+pub fn use_ref_executor() {
+    REF_EXECUTOR.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// How long a blocked `remove` may take before the harness gives up.
 pub const REMOVE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -118,13 +170,16 @@ impl Ctx {
         }
     }
 
-    /// Load vgpu_shim with `params`.
+    /// Load vgpu_shim with `params` (see [`load`]).
     pub fn load(&mut self, params: &str) -> TestResult {
-        sys::load_module(&self.ko, params).ctx(format!("finit_module({}, {params:?})", self.ko))
+        load(&self.ko, params)
     }
 
     /// Unload vgpu_shim (errno preserved).
     pub fn unload(&mut self) -> std::io::Result<()> {
+        if let Err(f) = stop_executors() {
+            self.soft.push(f.0);
+        }
         sys::unload_module(sys::MODULE)
     }
 
@@ -196,6 +251,7 @@ pub fn remove_with_timeout(inst: &Instance, timeout: Duration) -> TestResult {
 /// Bring the machine back to "vgpu_shim not loaded": remove every instance of every
 /// vgpu parent, then unload. Errors mean the next test cannot start clean.
 pub fn clean_state() -> TestResult {
+    stop_executors()?;
     if !sys::module_loaded(sys::MODULE) {
         return Ok(());
     }

@@ -6,15 +6,20 @@
 //! every instance and unloads the module afterwards, even on failure.
 //!
 //! Other subcommands:
-//! * `fuzz [--commands N] [--seed S]`: fuzz the engine of several instances next to
+//! * `fuzz [--commands N] [--seed S] [--executor ref]`: fuzz the engine of several instances next to
 //!   canaries;
 //! * `bench [--csv-dir DIR]`: the scheduler benchmark (a table, not a test);
+//! * `exec-bench [--rounds N]`: the external executor's handoff cost next to the CPU
+//!   executor's (figures);
 //! * `touch <uuid> <MiB>` and `load <seconds> <uuid>...`: demo helpers on instances that
 //!   already exist (the module stays loaded);
 //! * `pngpixel FILE X Y`: a pixel of a PNG (`vgpu-vmm --display-png`'s) for rig scripts.
 
 mod bench;
 mod engine;
+mod execbench;
+mod execref;
+mod external;
 mod foundation;
 mod fuzz;
 mod hardening;
@@ -38,15 +43,18 @@ fn suites() -> Vec<Suite> {
         engine::suite(),
         hardening::suite(),
         preempt::suite(),
+        external::suite(),
     ]
 }
 
 fn usage(suites: &[Suite]) -> ! {
     eprintln!(
-        "usage: vgpu-rig-tests <suite> [--filter SUBSTR] [--only NAME,...] [--skip NAME,...] [--repeat N] [--list]"
+        "usage: vgpu-rig-tests <suite> [--filter SUBSTR] [--only NAME,...] [--skip NAME,...] [--repeat N] [--list] [--executor ref]"
     );
-    eprintln!("       vgpu-rig-tests fuzz [--commands N] [--seed S]");
+    eprintln!("       vgpu-rig-tests fuzz [--commands N] [--seed S] [--executor ref]");
     eprintln!("       vgpu-rig-tests bench [--csv-dir DIR] [--quick] [--only SECTION]");
+    eprintln!("       vgpu-rig-tests exec-bench [--rounds N]");
+    eprintln!("       vgpu-rig-tests exec-serve <parent>");
     eprintln!("       vgpu-rig-tests touch <uuid> <MiB>");
     eprintln!("       vgpu-rig-tests load <seconds> <uuid>...");
     eprintln!("       vgpu-rig-tests pngpixel FILE X Y");
@@ -68,6 +76,8 @@ fn main() {
         "fuzz" => Some(fuzz::main(rest)),
         "sysfuzz" => Some(sysfuzz::main(rest)),
         "bench" => Some(bench::main(rest)),
+        "exec-bench" => Some(execbench::main(rest)),
+        "exec-serve" => Some(execref::serve_main(rest)),
         "touch" => Some(tools::touch(rest)),
         "load" => Some(tools::load(rest)),
         "pngpixel" => Some(pngtool::pngpixel(rest)),
@@ -124,6 +134,13 @@ fn main() {
             "--list" => {
                 list = true;
                 i += 1;
+            }
+            "--executor" => {
+                match args.get(i + 1).map(String::as_str) {
+                    Some("ref") => harness::use_ref_executor(),
+                    _ => usage(&suites),
+                }
+                i += 2;
             }
             "--repeat" => {
                 let Some(n) = args.get(i + 1).and_then(|v| v.parse().ok()) else {

@@ -659,6 +659,8 @@ pub struct NeighbourReport {
 pub struct Neighbour {
     stop: Arc<AtomicBool>,
     rounds: Arc<AtomicU64>,
+    /// Why its loop ended early, for the message of a test that sees it stopped.
+    error: Arc<std::sync::Mutex<Option<String>>>,
     handle: Option<JoinHandle<(Gpu, Result<NeighbourReport, Fail>)>>,
     seed: u64,
 }
@@ -696,14 +698,21 @@ impl Neighbour {
             .ctx("neighbour ring")?;
         let stop = Arc::new(AtomicBool::new(false));
         let rounds = Arc::new(AtomicU64::new(0));
-        let (s2, r2) = (stop.clone(), rounds.clone());
+        let error = Arc::new(std::sync::Mutex::new(None));
+        let (s2, r2, e2) = (stop.clone(), rounds.clone(), error.clone());
         let handle = std::thread::spawn(move || {
             let r = neighbour_loop(&mut gpu, seed, &s2, &r2);
+            if let Err(f) = &r {
+                if let Ok(mut e) = e2.lock() {
+                    *e = Some(f.0.clone());
+                }
+            }
             (gpu, r)
         });
         Ok(Neighbour {
             stop,
             rounds,
+            error,
             handle: Some(handle),
             seed,
         })
@@ -722,7 +731,12 @@ impl Neighbour {
         while self.rounds() < r0 + n {
             ensure!(
                 !self.handle.as_ref().is_none_or(|h| h.is_finished()),
-                "{what}: the neighbour stopped (see its error at the end)"
+                "{what}: the neighbour stopped: {}",
+                self.error
+                    .lock()
+                    .ok()
+                    .and_then(|e| e.clone())
+                    .unwrap_or_else(|| "(no error recorded)".into())
             );
             ensure!(
                 start.elapsed() < t,

@@ -1,0 +1,188 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vgpu_shim: which commands go to the external executor, and in which
+ * pieces (docs/executor.md, "What is handed, what stays in the kernel").
+ *
+ * A piece is a range of a validated command's units (bytes, GEMM
+ * elements, BLIT rows) that the daemon runs on its own; every piece handed
+ * is idempotent, so a piece a dead daemon left half done can be handed
+ * again. Commands that cannot be cut that way stay on the CPU executor:
+ * GEMM with C overlapping A or B, BLIT whose source overlaps its
+ * destination, COPY shifting by less than 4 KiB within itself.
+ *
+ * A piece is one chunk of engine time; its size adapts per engine and
+ * class like the CPU executor's chunks, with a longer target: the work on
+ * top of the handoff's fixed cost (the least a piece took lately) aims at
+ * VGPU_XPIECE_LOW_NS..VGPU_XPIECE_HIGH_NS.
+ */
+#include <linux/kernel.h>
+#include <linux/ktime.h>
+#include <linux/math64.h>
+
+#include "vgpu.h"
+
+#define VGPU_XPIECE_LOW_NS	(100 * NSEC_PER_USEC)
+#define VGPU_XPIECE_HIGH_NS	(300 * NSEC_PER_USEC)
+#define VGPU_XPIECE_INIT	SZ_256K		/* bytes or multiply-adds */
+#define VGPU_XPIECE_MIN		SZ_4K
+#define VGPU_XPIECE_MAX		SZ_16M
+#define VGPU_XCOPY_MIN_GAP	SZ_4K
+
+void vgpu_exec_budget_init(struct vgpu_worker *w)
+{
+	unsigned int i;
+
+	for (i = 0; i < VGPU_NUM_CC; i++)
+		w->xbudget[i] = VGPU_XPIECE_INIT;
+	w->xover_ns = 0;
+}
+
+static bool xspan_overlap(u64 a, u64 alen, u64 b, u64 blen)
+{
+	/* validated: inside VRAM, no overflow */
+	return a < b + blen && b < a + alen;
+}
+
+/* Whether @op (validated) goes to the executor in pieces. */
+bool vgpu_exec_eligible(const struct vgpu_eng_op *op)
+{
+	const u64 *a = op->arg;
+	const struct vgpu_mode *md = &op->mode;
+	u64 gap, row, src_span, dst, dst_span;
+
+	switch (op->opcode) {
+	case VGPU_OP_FILL:
+	case VGPU_OP_CHECKSUM:
+		return true;
+	case VGPU_OP_COPY:
+		gap = a[0] > a[1] ? a[0] - a[1] : a[1] - a[0];
+		return gap >= a[2] || gap >= VGPU_XCOPY_MIN_GAP;
+	case VGPU_OP_GEMM:
+		return !op->serial;
+	case VGPU_OP_BLIT:
+		row = a[2] * md->bytepp;
+		src_span = (a[3] - 1) * a[1] + row;
+		dst = md->offset + a[5] * md->stride + a[4] * md->bytepp;
+		dst_span = (a[3] - 1) * md->stride + row;
+		return !xspan_overlap(a[0], src_span, dst, dst_span);
+	default:
+		return false;
+	}
+}
+
+/* Keep the piece's work beyond the handoff's cost in the target band. */
+static void xpiece_adapt(struct vgpu_worker *w, int cls, u64 ns, bool full)
+{
+	u64 work;
+
+	/* the fixed cost: the least a piece took, forgotten slowly */
+	if (!w->xover_ns || ns < w->xover_ns)
+		w->xover_ns = ns;
+	else
+		w->xover_ns += w->xover_ns / 256 + 1;
+	work = ns - min(ns, w->xover_ns);
+	if (work < VGPU_XPIECE_LOW_NS && full &&
+	    w->xbudget[cls] < VGPU_XPIECE_MAX)
+		w->xbudget[cls] *= 2;
+	else if (work > VGPU_XPIECE_HIGH_NS && w->xbudget[cls] > VGPU_XPIECE_MIN)
+		w->xbudget[cls] /= 2;
+}
+
+/* The command as the ring had it (the private copy, decoded). */
+static void xpiece_encode(const struct vgpu_eng_op *op, u8 *cmd)
+{
+	__le32 word = cpu_to_le32(op->opcode | (u32)op->flags << 8);
+	unsigned int i;
+
+	memset(cmd, 0, 64);
+	memcpy(cmd, &word, sizeof(word));
+	for (i = 0; i < ARRAY_SIZE(op->arg); i++) {
+		__le64 v = cpu_to_le64(op->arg[i]);
+
+		memcpy(cmd + 8 + 8 * i, &v, sizeof(v));
+	}
+}
+
+/*
+ * Hand the next piece of @op (in flight on @vg, vg->lock held) to the
+ * executor and wait for it, at most @wait_ns. VGPU_XSTEP_DONE: the
+ * command's data part is complete; MORE: progress or not, go on in the
+ * next chunk; FAILED: the executor refused or failed it.
+ */
+int vgpu_exec_step(struct vgpu_device *vg, struct vgpu_worker *w,
+		   struct vgpu_eng_op *op, u64 wait_ns)
+{
+	struct vgpu_exec_sqe sqe = {};
+	const u64 *a = op->arg;
+	u64 total, cost = 1, align = 1, gap = 0, start, count, value, t0;
+	int cls, ret;
+
+	switch (op->opcode) {
+	case VGPU_OP_FILL:
+		total = a[1];
+		cls = VGPU_CC_FILL;
+		align = 4;
+		break;
+	case VGPU_OP_COPY:
+		total = a[2];
+		cls = VGPU_CC_COPY;
+		gap = a[0] > a[1] ? a[0] - a[1] : a[1] - a[0];
+		break;
+	case VGPU_OP_CHECKSUM:
+		total = a[1];
+		cls = VGPU_CC_SUM;
+		align = 4;
+		break;
+	case VGPU_OP_GEMM:
+		total = a[3] * a[4];
+		cls = VGPU_CC_GEMM;
+		cost = a[5];			/* multiply-adds per element */
+		break;
+	case VGPU_OP_BLIT:
+		total = a[3];
+		cls = VGPU_CC_BLIT;
+		cost = a[2] * op->mode.bytepp;	/* bytes per row */
+		break;
+	default:
+		return VGPU_XSTEP_DONE;
+	}
+	if (op->done >= total)
+		return VGPU_XSTEP_DONE;
+
+	count = max_t(u64, div64_u64(w->xbudget[cls], cost), 1);
+	count = max_t(u64, round_down(count, align), align);
+	count = min(count, total - op->done);
+	if (gap < total && gap)
+		count = min(count, gap);	/* overlapping COPY */
+	/* memmove order: from the top when dst lies above an overlapping src */
+	start = op->backward ? total - op->done - count : op->done;
+
+	sqe.start = cpu_to_le64(start);
+	sqe.count = cpu_to_le64(count);
+	sqe.state = cpu_to_le64(op->opcode == VGPU_OP_CHECKSUM ? op->hash : 0);
+	if (op->opcode == VGPU_OP_BLIT) {
+		sqe.mode_start = cpu_to_le64(op->mode.offset);
+		sqe.mode_xres = cpu_to_le32(op->mode.width);
+		sqe.mode_yres = cpu_to_le32(op->mode.height);
+		sqe.mode_bytepp = cpu_to_le32(op->mode.bytepp);
+		sqe.mode_stride = cpu_to_le32(op->mode.stride);
+	}
+	xpiece_encode(op, sqe.cmd);
+
+	t0 = ktime_get_ns();
+	ret = vgpu_exec_run(w, vg, &sqe, wait_ns, &value);
+	if (ret == -EIO)
+		return VGPU_XSTEP_FAILED;
+	if (ret)
+		return VGPU_XSTEP_MORE;		/* no daemon, or it hangs */
+	xpiece_adapt(w, cls, ktime_get_ns() - t0,
+		     count * cost >= w->xbudget[cls]);
+	op->done += count;
+	if (op->opcode == VGPU_OP_CHECKSUM)
+		op->hash = value;
+	if (op->opcode == VGPU_OP_GEMM) {
+		WRITE_ONCE(vg->eng.macs, vg->eng.macs + count * cost);
+		atomic64_add(count * cost, &vg->parent->sched.macs);
+	}
+	return op->done >= total ? VGPU_XSTEP_DONE : VGPU_XSTEP_MORE;
+}

@@ -1,0 +1,408 @@
+//! A reference external executor for the rig: the daemon's side of the handoff queue
+//! (`/dev/vgpu-exec/<parent>`, `vgpu_engine_abi::exec`) with every piece computed by
+//! `exec::apply_piece` on the CPU, in a thread of the test program. It lets the rig test
+//! the kernel's side of `external` mode (handoff, charging, re-queue, faults, the VRAM
+//! mapping) without a Vulkan device, and it can misbehave on request (die holding a
+//! piece, refuse, answer garbage). The production daemon is `vgpu-executor --serve`.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+
+use vgpu_engine_abi::exec::{self, Cqe, Sqe, SqeKind};
+
+/// How the executor behaves.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Behaviour {
+    /// Take this many pieces, complete all but the last, then close the device with the
+    /// last one in hand (a daemon killed mid-piece).
+    pub die_after: Option<u64>,
+    /// Complete every piece as REFUSED.
+    pub refuse: bool,
+    /// Before each real completion, publish completions the kernel must drop (unknown
+    /// sequence numbers, a status out of range).
+    pub garbage: bool,
+}
+
+/// What the executor did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    /// Pieces completed.
+    pub pieces: u64,
+    /// RETIRE entries seen.
+    pub retires: u64,
+    /// Pieces it could not run (apply_piece refused them) and completed as REFUSED.
+    pub refused: u64,
+}
+
+/// A running reference executor; stops (and closes the device) when dropped.
+pub struct RefExecutor {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<io::Result<Stats>>>,
+}
+
+/// The device node of parent `vgpu_shim<i>`.
+pub fn device_path(parent: u32) -> PathBuf {
+    PathBuf::from(format!("/dev/vgpu-exec/vgpu_shim{parent}"))
+}
+
+struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: a Mapping is an owned mmap of a device file; any thread may use and unmap it.
+unsafe impl Send for Mapping {}
+// SAFETY: shared only to hand out its address; the bytes are raced only as the device's
+// VRAM is (see Shared::run).
+unsafe impl Sync for Mapping {}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len are a mapping this struct made and nothing else refers to.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// mmap `len` bytes of `fd` at `off`, shared, read-write.
+pub fn map(fd: i32, off: u64, len: usize) -> io::Result<*mut u8> {
+    let off = libc::off_t::try_from(off).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: a fresh shared mapping of a device file; no existing memory is affected.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            off,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(p.cast())
+}
+
+/// The queue of one open of the device.
+pub struct Queue {
+    file: File,
+    q: Mapping,
+}
+
+impl Queue {
+    /// Open the device and map its queue.
+    pub fn open(parent: u32) -> io::Result<Queue> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(device_path(parent))?;
+        let ptr = map(file.as_raw_fd(), 0, exec::QUEUE_BYTES)?;
+        let q = Mapping {
+            ptr,
+            len: exec::QUEUE_BYTES,
+        };
+        Ok(Queue { file, q })
+    }
+
+    /// The device fd.
+    pub fn fd(&self) -> i32 {
+        self.file.as_raw_fd()
+    }
+
+    fn word(&self, off: usize) -> &AtomicU32 {
+        // SAFETY: off is a 4-aligned header offset inside the mapping, which lives as
+        // long as self; the kernel and this process access it as u32s.
+        unsafe { &*(self.q.ptr.add(off) as *const AtomicU32) }
+    }
+
+    /// A header word.
+    pub fn hdr(&self, off: usize) -> u32 {
+        u32::from_le(self.word(off).load(Ordering::Acquire))
+    }
+
+    /// Set a header word (release: entries before the index).
+    pub fn set_hdr(&self, off: usize, v: u32) {
+        self.word(off).store(v.to_le(), Ordering::Release);
+    }
+
+    /// Submission entry at index `i`.
+    pub fn sqe(&self, i: u32) -> Sqe {
+        let off = exec::SQ_OFF + (i % exec::SQ_ENTRIES) as usize * exec::SQE_SIZE;
+        let mut b = [0u8; exec::SQE_SIZE];
+        // SAFETY: the entry lies inside the queue mapping.
+        unsafe { std::ptr::copy_nonoverlapping(self.q.ptr.add(off), b.as_mut_ptr(), b.len()) };
+        Sqe::decode(&b)
+    }
+
+    /// Write a completion at index `i` (not published until cq_tail moves).
+    pub fn put_cqe(&self, i: u32, c: &Cqe) {
+        let off = exec::CQ_OFF + (i % exec::CQ_ENTRIES) as usize * exec::CQE_SIZE;
+        let b = c.encode();
+        // SAFETY: the entry lies inside the queue mapping.
+        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), self.q.ptr.add(off), b.len()) };
+    }
+
+    /// Publish completions up to `tail` and kick the kernel; returns what the ioctl says.
+    pub fn kick(&self, tail: u32) -> io::Result<i32> {
+        self.set_hdr(exec::hdr::CQ_TAIL, tail);
+        // SAFETY: an ioctl without argument on our own fd.
+        let r = unsafe { libc::ioctl(self.fd(), exec::IOC_KICK as _) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(r)
+    }
+
+    /// Wait up to `ms` for submissions.
+    pub fn poll(&self, ms: i32) -> io::Result<bool> {
+        let mut p = libc::pollfd {
+            fd: self.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            };
+        }
+        Ok(r > 0 && p.revents & libc::POLLIN != 0)
+    }
+}
+
+impl RefExecutor {
+    /// Connect to parent `vgpu_shim<parent>`'s device (errors such as EBUSY come back
+    /// here) and serve it in a thread.
+    pub fn start(parent: u32, how: Behaviour) -> io::Result<RefExecutor> {
+        let q = Queue::open(parent)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("execref{parent}"))
+            .spawn(move || serve(q, how, &s2))?;
+        Ok(RefExecutor {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Whether the thread has ended (died as asked, or failed).
+    pub fn finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Stop, close the device, and say what it did.
+    pub fn stop(mut self) -> io::Result<Stats> {
+        self.join()
+    }
+
+    fn join(&mut self) -> io::Result<Stats> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("executor thread panicked"))),
+            None => Ok(Stats::default()),
+        }
+    }
+}
+
+impl Drop for RefExecutor {
+    fn drop(&mut self) {
+        let _ = self.join();
+    }
+}
+
+/// Pieces run on this many threads at once: a parent's engines hand pieces
+/// concurrently, and one slow piece must not hold up the others' (a GPU runs queues
+/// concurrently too).
+const THREADS: usize = 4;
+
+struct Shared {
+    q: Queue,
+    vram: Mutex<HashMap<u32, Arc<Mapping>>>,
+    /// The completion ring's tail, and the stats (under one lock: completions are
+    /// written one at a time).
+    cq: Mutex<(u32, Stats)>,
+    how: Behaviour,
+    junk: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    fn complete(&self, seq: u64, status: u32, value: u64) -> io::Result<()> {
+        let mut cq = lock(&self.cq);
+        if self.how.garbage {
+            // an unknown sequence number, then an absurd tail and back: the kernel
+            // drops what it cannot trust
+            let junk = self.junk.fetch_add(1, Ordering::Relaxed);
+            let bad = Cqe {
+                seq: junk,
+                status: 0,
+                value: 0,
+            };
+            self.q.put_cqe(cq.0, &bad);
+            cq.0 = cq.0.wrapping_add(1);
+            self.q.kick(cq.0)?;
+            self.q.set_hdr(exec::hdr::CQ_TAIL, cq.0.wrapping_add(1000));
+            // SAFETY: an ioctl without argument on our own fd.
+            unsafe { libc::ioctl(self.q.fd(), exec::IOC_KICK as _) };
+            cq.0 = self.q.hdr(exec::hdr::CQ_HEAD);
+        }
+        self.q.put_cqe(cq.0, &Cqe { seq, status, value });
+        cq.0 = cq.0.wrapping_add(1);
+        self.q.kick(cq.0)?;
+        if status == exec::STATUS_OK {
+            cq.1.pieces += 1;
+        }
+        Ok(())
+    }
+
+    fn mapping(&self, e: &Sqe) -> io::Result<Arc<Mapping>> {
+        let mut vram = lock(&self.vram);
+        if let Some(m) = vram.get(&e.id) {
+            return Ok(m.clone());
+        }
+        let len =
+            usize::try_from(e.vram_size).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let ptr = map(self.q.fd(), exec::vram_offset(e.id), len)?;
+        let m = Arc::new(Mapping { ptr, len });
+        vram.insert(e.id, m.clone());
+        Ok(m)
+    }
+
+    /// Run one piece and complete it.
+    fn run(&self, e: &Sqe) -> io::Result<()> {
+        if self.how.refuse {
+            return self.complete(e.seq, exec::STATUS_REFUSED, 0);
+        }
+        let m = self.mapping(e)?;
+        // SAFETY: the mapping is len bytes and alive while `m` is; the guest does not
+        // touch the bytes of a command in flight, and pieces in flight at once belong
+        // to different engines' commands.
+        let mem = unsafe { std::slice::from_raw_parts_mut(m.ptr, m.len) };
+        match exec::apply_piece(mem, e) {
+            Some(v) => self.complete(e.seq, exec::STATUS_OK, v),
+            None => {
+                lock(&self.cq).1.refused += 1;
+                self.complete(e.seq, exec::STATUS_REFUSED, 0)
+            }
+        }
+    }
+}
+
+fn serve(q: Queue, how: Behaviour, stop: &AtomicBool) -> io::Result<Stats> {
+    let cq_tail = q.hdr(exec::hdr::CQ_TAIL);
+    let sh = Arc::new(Shared {
+        q,
+        vram: Mutex::new(HashMap::new()),
+        cq: Mutex::new((cq_tail, Stats::default())),
+        how,
+        junk: AtomicU64::new(1 << 62),
+    });
+    let (tx, rx) = mpsc::channel::<Sqe>();
+    let rx = Arc::new(Mutex::new(rx));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (sh, rx) = (sh.clone(), rx.clone());
+            std::thread::spawn(move || -> io::Result<()> {
+                loop {
+                    let next = lock(&rx).recv();
+                    match next {
+                        Ok(e) => sh.run(&e)?,
+                        Err(_) => return Ok(()),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut taken = 0u64;
+    let mut retires = 0u64;
+    let mut result = Ok(());
+    'outer: while !stop.load(Ordering::Relaxed) {
+        match sh.q.poll(20) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+        let mut head = sh.q.hdr(exec::hdr::SQ_HEAD);
+        let tail = sh.q.hdr(exec::hdr::SQ_TAIL);
+        while head != tail {
+            let e = sh.q.sqe(head);
+            head = head.wrapping_add(1);
+            sh.q.set_hdr(exec::hdr::SQ_HEAD, head);
+            match e.kind {
+                Some(SqeKind::Retire) => {
+                    retires += 1;
+                    lock(&sh.vram).remove(&e.id);
+                }
+                Some(SqeKind::Piece) => {
+                    taken += 1;
+                    if how.die_after == Some(taken) {
+                        // closed with this piece in hand: the kernel must hand it again
+                        break 'outer;
+                    }
+                    if tx.send(e).is_err() {
+                        break 'outer;
+                    }
+                }
+                None => {
+                    if let Err(err) = sh.complete(e.seq, exec::STATUS_REFUSED, 0) {
+                        result = Err(err);
+                        break 'outer;
+                    }
+                }
+            }
+        }
+    }
+    drop(tx);
+    for w in workers {
+        let r = w
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("executor worker panicked")));
+        if result.is_ok() {
+            result = r;
+        }
+    }
+    result?;
+    let mut st = lock(&sh.cq).1;
+    st.retires = retires;
+    Ok(st)
+}
+
+/// `vgpu-rig-tests exec-serve <parent>`: a reference executor as a process of its own,
+/// serving `vgpu_shim<parent>` until killed (the rig's tests kill -9 it).
+pub fn serve_main(args: &[String]) -> crate::tools::ToolResult {
+    use crate::tools::ToolError;
+    let parent: u32 = match args {
+        [p] => p
+            .parse()
+            .map_err(|_| ToolError::Usage(format!("bad parent {p:?}")))?,
+        _ => return Err(ToolError::Usage("exec-serve <parent index>".into())),
+    };
+    let x = RefExecutor::start(parent, Behaviour::default())
+        .map_err(|e| ToolError::Failed(format!("{}: {e}", device_path(parent).display())))?;
+    println!("exec-serve: serving {}", device_path(parent).display());
+    while !x.finished() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    x.stop()
+        .map(|_| ())
+        .map_err(|e| ToolError::Failed(format!("executor: {e}")))
+}

@@ -1,0 +1,264 @@
+//! Suite `external`: the kernel's side of the external executor (docs/executor.md),
+//! driven by the reference executor (`execref`: every piece computed by
+//! `vgpu_engine_abi::exec::apply_piece`): the device and its queue, results identical to
+//! the CPU executor's, a daemon that dies holding a piece, no daemon at all, refusals,
+//! garbage completions, the VRAM mapping revoked at close, the knob switched live.
+
+mod faults;
+mod program;
+
+use std::time::Duration;
+
+use vgpu_engine_abi::exec;
+use vgpu_sysfs::handle::{Instance, Parent};
+use vgpu_vfio::Cmd;
+
+use crate::execref::{self, Behaviour, Queue, RefExecutor};
+use crate::harness::{Context, Ctx, Fail, Suite, Test, TestResult};
+use crate::util::wait_for;
+use crate::workload::{Gpu, FENCE_TIMEOUT, MIB};
+use crate::{ensure, ensure_eq};
+
+use program::big_gemm;
+
+pub fn suite() -> Suite {
+    let t = |name, params, run| Test { name, params, run };
+    Suite {
+        name: "external",
+        about: "external executor mode: handoff queue, re-queue, faults (reference executor)",
+        tests: vec![
+            t("device_and_queue", Some("parents=1"), device_and_queue),
+            t("matches_cpu", Some("parents=2"), program::matches_cpu),
+            t(
+                "daemon_dies_requeued",
+                Some("parents=1"),
+                faults::daemon_dies_requeued,
+            ),
+            t(
+                "daemon_killed_several",
+                Some("parents=1 engines=2"),
+                faults::daemon_killed_several,
+            ),
+            t(
+                "no_daemon_watchdog",
+                Some("parents=1"),
+                faults::no_daemon_watchdog,
+            ),
+            t(
+                "no_daemon_reset_in_time",
+                Some("parents=1"),
+                faults::no_daemon_reset_in_time,
+            ),
+            t(
+                "refused_is_error",
+                Some("parents=1"),
+                faults::refused_is_error,
+            ),
+            t(
+                "garbage_completions",
+                Some("parents=1"),
+                faults::garbage_completions,
+            ),
+            t(
+                "close_revokes_mapping",
+                Some("parents=1"),
+                close_revokes_mapping,
+            ),
+            t("switch_live", Some("parents=1"), switch_live),
+            t(
+                "hostile_daemon",
+                Some("parents=1 engines=2"),
+                faults::hostile_daemon,
+            ),
+        ],
+    }
+}
+
+const TYPE: &str = "vgpu_shim-128M";
+/// The ring, after the scanout (at 0) and before the area.
+const RING: u64 = 256 * 1024 + 64 * 1024;
+const RING_SIZE: u64 = 64 * 1024;
+/// Where the random programs work (above the ring).
+const AREA: u64 = MIB;
+const AREA_LEN: u64 = 3 * MIB;
+
+fn external(p: &Parent) -> TestResult {
+    p.set_executor("external").ctx("executor=external")?;
+    ensure_eq!(
+        p.executor().ctx("read executor")?,
+        "external".to_string(),
+        "{} executor",
+        p.name()
+    );
+    Ok(())
+}
+
+fn open(inst: &Instance) -> Result<Gpu, Fail> {
+    Gpu::open_ring(inst, RING, RING_SIZE)
+}
+
+fn device_and_queue(ctx: &mut Ctx) -> TestResult {
+    let p = ctx.parent(0)?;
+    ensure_eq!(p.executor().ctx("executor")?, "cpu".to_string(), "default");
+    ensure!(p.set_executor("gpu").is_err(), "executor=gpu accepted");
+    ensure_eq!(
+        p.executor().ctx("executor")?,
+        "cpu".to_string(),
+        "after a bad write"
+    );
+    ensure_eq!(p.executor_connected().ctx("connected")?, 0, "no daemon yet");
+
+    let q = Queue::open(0).ctx("open the executor device")?;
+    ensure_eq!(q.hdr(exec::hdr::MAGIC), exec::MAGIC, "magic");
+    ensure_eq!(q.hdr(exec::hdr::VERSION), exec::VERSION, "version");
+    ensure_eq!(q.hdr(exec::hdr::SQ_ENTRIES), exec::SQ_ENTRIES, "sq entries");
+    ensure_eq!(q.hdr(exec::hdr::CQ_OFF) as usize, exec::CQ_OFF, "cq offset");
+    ensure_eq!(
+        p.executor_connected().ctx("connected")?,
+        1,
+        "daemon connected"
+    );
+    let second = Queue::open(0);
+    ensure!(
+        matches!(&second, Err(e) if e.raw_os_error() == Some(libc::EBUSY)),
+        "a second open: {:?}, want EBUSY",
+        second.as_ref().err()
+    );
+    // a queue mapping of the wrong size, VRAM of an id never handed here
+    let bad = execref::map(q.fd(), 0, 4096);
+    ensure!(
+        matches!(&bad, Err(e) if e.raw_os_error() == Some(libc::EINVAL)),
+        "a 4 KiB queue mapping: {bad:?}"
+    );
+    let inst = ctx.create(&p, TYPE)?;
+    let _gpu = open(&inst)?;
+    let bad = execref::map(q.fd(), exec::vram_offset(1), 4096);
+    ensure!(
+        matches!(&bad, Err(e) if e.raw_os_error() == Some(libc::EACCES)),
+        "VRAM of an instance whose work was never handed: {bad:?}"
+    );
+    // SAFETY: an unknown ioctl on our own fd, no argument.
+    let r = unsafe { libc::ioctl(q.fd(), 0x1234 as _) };
+    let e = std::io::Error::last_os_error().raw_os_error();
+    ensure!(
+        r < 0 && e == Some(libc::ENOTTY),
+        "unknown ioctl: {r}, {e:?}"
+    );
+    ensure_eq!(q.kick(0).ctx("empty kick")?, 0, "kick with nothing");
+    drop(q);
+    ensure_eq!(p.executor_connected().ctx("connected")?, 0, "after close");
+    Ok(())
+}
+
+fn close_revokes_mapping(ctx: &mut Ctx) -> TestResult {
+    let p = ctx.parent(0)?;
+    external(&p)?;
+    let inst = ctx.create(&p, TYPE)?;
+    let mut g = open(&inst)?;
+    let q = Queue::open(0).ctx("open the device")?;
+    g.eng
+        .submit(&[Cmd::Fill {
+            dst: AREA,
+            len: 8,
+            value: 0x1234_5678,
+        }])
+        .ctx("submit")?;
+    ensure!(q.poll(10_000).ctx("poll")?, "no submission");
+    let e = q.sqe(q.hdr(exec::hdr::SQ_HEAD));
+    q.set_hdr(
+        exec::hdr::SQ_HEAD,
+        q.hdr(exec::hdr::SQ_HEAD).wrapping_add(1),
+    );
+    let len = e.vram_size as usize;
+    let ptr = execref::map(q.fd(), exec::vram_offset(e.id), len).ctx("map VRAM")?;
+    // SAFETY: the mapping is len bytes and lives until munmap below.
+    let mem = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+    exec::apply_piece(mem, &e).ok_or(Fail("the piece".into()))?;
+    q.put_cqe(
+        0,
+        &exec::Cqe {
+            seq: e.seq,
+            status: 0,
+            value: 0,
+        },
+    );
+    q.kick(1).ctx("kick")?;
+    ensure!(
+        wait_for(Duration::from_secs(10), || g.eng.cmds_done().ok()
+            == Some(1)),
+        "the FILL did not complete"
+    );
+    ensure_eq!(
+        g.read_words(AREA, 2)?,
+        vec![0x1234_5678; 2],
+        "FILL through the daemon"
+    );
+    drop(g); // the last close
+    let tail = q.hdr(exec::hdr::SQ_TAIL);
+    let r = q.sqe(tail.wrapping_sub(1));
+    ensure!(
+        r.kind == Some(exec::SqeKind::Retire) && r.id == e.id,
+        "last submission {r:?}, want RETIRE of id {}",
+        e.id
+    );
+    // touching the old mapping must fault (SIGBUS) in a child
+    // SAFETY: the child only reads memory and exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: reading the mapped byte (expected to raise SIGBUS), then _exit.
+        unsafe {
+            let v = std::ptr::read_volatile(ptr.add(AREA as usize));
+            libc::_exit(i32::from(v));
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let sig = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
+    // SAFETY: unmapping what map() returned.
+    unsafe { libc::munmap(ptr.cast(), len) };
+    ensure_eq!(
+        sig,
+        Some(libc::SIGBUS),
+        "the old mapping after close (status {status:#x})"
+    );
+    let again = execref::map(q.fd(), exec::vram_offset(e.id), 4096);
+    ensure!(
+        matches!(&again, Err(e) if e.raw_os_error() == Some(libc::EACCES)),
+        "mapping a closed id: {again:?}"
+    );
+    // the next open is a new id, with zeroed VRAM
+    let g2 = open(&inst)?;
+    ensure_eq!(g2.read_words(AREA, 2)?, vec![0; 2], "VRAM after reopen");
+    Ok(())
+}
+
+fn switch_live(ctx: &mut Ctx) -> TestResult {
+    let p = ctx.parent(0)?;
+    external(&p)?;
+    let xd = RefExecutor::start(0, Behaviour::default()).ctx("start")?;
+    let inst = ctx.create(&p, TYPE)?;
+    let mut g = open(&inst)?;
+    let (gm, want) = big_gemm(&g)?;
+    let mut flips = 0;
+    for round in 0..12 {
+        g.write_words(gm.c, &vec![0xffff_ffff; want.len()])?;
+        let seq = g
+            .eng
+            .submit_fenced(&[gm.cmd(), gm.cmd()], false)
+            .ctx("submit")?;
+        // flip the knob while the GEMMs run
+        let mode = if round % 2 == 0 { "cpu" } else { "external" };
+        p.set_executor(mode).ctx("flip")?;
+        flips += 1;
+        g.eng.wait_fence(seq, FENCE_TIMEOUT).ctx("fence")?;
+        ensure!(
+            g.read_words(gm.c, want.len())? == want,
+            "round {round}: C differs after switching to {mode}"
+        );
+    }
+    ensure_eq!(g.eng.error()?, 0, "ERROR");
+    xd.stop().ctx("executor")?;
+    ctx.note(format!("{flips} switches with GEMMs in flight"));
+    Ok(())
+}

@@ -89,9 +89,9 @@ pub struct Args {
 
     /// What a guest reboot does: "exit" (status 3) or "restart" the VM (same kernel,
     /// initrd and command line; the vGPU stays attached). Either way the vGPU is reset
-    /// (VFIO_DEVICE_RESET) first.
-    #[arg(long, value_name = "exit|restart", default_value = "exit", value_parser = ["exit", "restart"])]
-    pub on_reboot: String,
+    /// (VFIO_DEVICE_RESET) first. Default: the document's <on_reboot>, else exit.
+    #[arg(long, value_name = "exit|restart", value_parser = ["exit", "restart"])]
+    pub on_reboot: Option<String>,
 }
 
 /// What to boot and how: the checked form of [`Args`].
@@ -229,7 +229,10 @@ impl TryFrom<Args> for VmConfig {
             ioeventfd: !a.no_ioeventfd,
             domain,
             display_png,
-            restart_on_reboot: a.on_reboot == "restart",
+            restart_on_reboot: match a.on_reboot.as_deref() {
+                Some(v) => v == "restart",
+                None => dom.restart_on_reboot.unwrap_or(false),
+            },
         })
     }
 }
@@ -402,6 +405,20 @@ mod tests {
         )
         .expect("valid");
         assert_eq!((c.vcpus, c.memory_mib, c.cmdline.as_str()), (2, 128, "x"));
+        // <on_reboot>: the document's unless --on-reboot says otherwise.
+        let x = domain_file(&format!(
+            "<domain type='kvm'><on_reboot>restart</on_reboot><os><kernel>{}</kernel></os></domain>",
+            k.path()
+        ));
+        let on = |extra: &[&str]| {
+            let mut v = vec!["--domain-xml", x.path()];
+            v.extend_from_slice(extra);
+            VmConfig::try_from(parse(&v).expect("parse"))
+                .expect("valid")
+                .restart_on_reboot
+        };
+        assert!(on(&[]));
+        assert!(!on(&["--on-reboot", "exit"]));
     }
 
     #[test]

@@ -9,13 +9,16 @@
 #        l2mode=engine it loads the guest driver (guest-driver/vgpu_guest.ko, built
 #        for the same kernel) and runs vgpu-engine-client on its vGPU.
 # tests/rig/guest/vgpu-vmm-boot (L1) runs the boots and judges them.
-#   tests/rig/vmm.sh [6.1|6.12] [share|lifecycle] [rig options...]
+#   tests/rig/vmm.sh [6.1|6.12] [share|lifecycle|reset|qemu|bochs] [rig options...]
 # With "share", L1 runs tests/rig/guest/vgpu-vmm-share instead: three vgpu-vmm L2s at
 # once, each saturating its vGPU from inside (l2mode=saturate), shares by weight and a cap.
 # With "lifecycle", vgpu-vmm-boot runs only its vGPU lifecycle checks (kill -9 of a
-# vgpu-vmm, then `remove` of an instance in use: VFIO REQ), which the full run has too.
-# VGPU_VMM_COMPARE_QEMU=1 also boots the same vmlinux and initramfs with the host's
-# QEMU under the same nested KVM and prints both start-to-/init times (not judged).
+# vgpu-vmm, then `remove` of an instance in use: VFIO REQ), which the full run has too;
+# "reset" only the guest-reset and BAR-move VM, "qemu" only the engine guest under QEMU,
+# "bochs" only the guest where bochs-drm draws.
+# The full run also boots the same vmlinux and initramfs with the host's QEMU under the
+# same nested KVM (start to /init, and the engine guest through QEMU's vfio-pci) for
+# the BENCH line.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 . "$top/scripts/lib.sh"
@@ -23,7 +26,7 @@ flavour=${1:-6.1}
 shift || true
 scenario=boot
 case "${1:-}" in
-share | lifecycle)
+share | lifecycle | reset | qemu | bochs)
 	scenario=$1
 	shift
 	;;
@@ -54,6 +57,8 @@ mkdir -p "$l2/root"/{bin,dev,proc,sys,lib}
 cp /bin/busybox "$l2/root/bin/busybox"
 cp "$gko" "$l2/root/lib/vgpu_guest.ko"
 cp "$client" "$l2/root/bin/vgpu-engine-client"
+# bochs-drm and its DRM helpers, from the same kernel (l2mode=bochs).
+pack_modules "$RIG_DIR/kernels/$kver/lib/modules/$kver" "$l2/root/lib/mods" bochs
 ln -s busybox "$l2/root/bin/sh"
 cat >"$l2/root/init" <<'INIT'
 #!/bin/sh
@@ -69,46 +74,94 @@ for d in /sys/bus/pci/devices/*; do
 	[ -e "$d/vendor" ] && pci="$pci $(basename $d)=$(cat $d/vendor):$(cat $d/device)"
 done
 echo "L2-PCI$pci"
-r=/sys/bus/pci/devices/0000:00:01.0/resource
-if [ -e $r ]; then
+# The vGPU, wherever the VMM put it (vgpu-vmm: 00:01.0; QEMU: the next free slot).
+dev=
+for d in /sys/bus/pci/devices/*; do
+	[ "$(cat $d/vendor 2>/dev/null):$(cat $d/device 2>/dev/null)" = 0x1234:0x1111 ] && dev=$d
+done
+r=$dev/resource
+# bars: BAR0 (VRAM) and BAR2 (MMIO) start and size from sysfs, into b0 s0 b2 s2;
+# the list of all three in $sizes.
+bars() {
 	sizes=
 	i=0
 	while read -r start end flags && [ $i -lt 3 ]; do
 		[ $((end)) -eq 0 ] && sz=0 || sz=$((end - start + 1))
 		sizes="$sizes $(printf '%#x@%#x' $sz $((start)))"
+		[ $i = 0 ] && b0=$((start)) s0=$sz
+		[ $i = 2 ] && b2=$((start)) s2=$sz
 		i=$((i + 1))
 	done <$r
+}
+# cfgw OFFSET LEN BYTES: one config-space write of LEN bytes (BYTES in octal escapes)
+# at OFFSET, through sysfs (an aligned dword is one dword write).
+cfgw() {
+	printf "$3" | dd of=$dev/config bs=$2 seek=$(($1 / $2)) count=1 conv=notrunc 2>/dev/null
+}
+boot=1
+if [ -n "$dev" ]; then
+	bars
 	echo "L2-BARS$sizes"
-	# Through the BARs where vgpu-vmm put them (/dev/mem: the boot has iomem=relaxed):
+	# Through the BARs where the VMM put them (/dev/mem: the boot has iomem=relaxed):
 	# the info block's ID over the trapped MMIO BAR, and VRAM written and read back
 	# through the memory slot (an unmapped address would read all ones).
 	mount -t devtmpfs devtmpfs /dev
-	echo 1 >/sys/bus/pci/devices/0000:00:01.0/enable
-	echo "L2-VGPU-ID $(devmem 0xd0000800 32)"
+	echo 1 >$dev/enable
 	# What VRAM held before this guest wrote it (L1 checks it is zero for a VM that
-	# follows a killed one: the module scrubs on the last close).
-	echo "L2-VRAM-BEFORE $(devmem 0xc0000000 32) $(devmem 0xcffffffc 32)"
+	# follows a killed one: the module scrubs on the last close; a VM restarted by
+	# vgpu-vmm --on-reboot restart finds the previous boot's words: VRAM survives a reset).
+	vb="$(devmem $b0 32) $(devmem $((b0 + s0 - 4)) 32)"
+	echo "L2-VRAM-BEFORE $vb"
+	# (The last word: the first is where the engine client's ring goes.)
+	[ "${vb#* }" = 0x0BADCAFE ] && boot=2
+	echo "L2-BOOT $boot"
+	# DISPI's ENABLE (BAR2 0x508) as this boot found it: 0 after a device reset.
+	echo "L2-DISPI-ENABLE-BEFORE $(devmem $((b2 + 0x508)) 16)"
+	case "$boot $(cat /proc/cmdline)" in
+	1\ *barmove*)
+		# The guest moves both BARs: memory decode off (VRAM and MMIO must stop
+		# answering at the old addresses), BAR0 to 0xe0000000 and BAR2 to 0xd8000000,
+		# decode on; VRAM, the ID register and 16 doorbells at the new addresses. Then
+		# Linux re-reads and re-places them (remove + rescan: its own BAR writes), and
+		# the rest of this boot (driver, client) uses wherever it put them.
+		devmem $b0 32 0x13572468
+		cfgw 4 2 '\000\000'
+		echo "L2-DECODE-OFF $(devmem $b0 32) $(devmem $((b2 + 0x800)) 32)"
+		cfgw 16 4 '\000\000\000\340'
+		cfgw 24 4 '\000\000\000\330'
+		cfgw 4 2 '\002\000'
+		echo "L2-MOVED $(devmem 0xe0000000 32) $(devmem 0xd8000800 32) $(devmem $b0 32)"
+		for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16; do devmem 0xd8000914 32 1; done
+		echo "L2-MOVED-DOORBELLS 16"
+		echo 1 >$dev/remove
+		echo 1 >/sys/bus/pci/rescan
+		bars
+		echo "L2-RESCAN-BARS$sizes"
+		echo 1 >$dev/enable
+		;;
+	esac
+	echo "L2-VGPU-ID $(devmem $((b2 + 0x800)) 32)"
 	# 16 doorbells (DOORBELL is BAR2 + 0x914): vgpu-vmm counts those that exit to it,
 	# none with its default ioeventfd, each with --no-ioeventfd.
-	for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16; do devmem 0xd0000914 32 1; done
+	for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16; do devmem $((b2 + 0x914)) 32 1; done
 	echo "L2-DOORBELLS 16"
 	# A 16x8 XRGB8888 mode through the bochs DISPI registers (BAR2 0x500 + 2 * index:
 	# XRES 1, YRES 2, BPP 3, ENABLE 4 = ENABLED | LFB_ENABLED); pixel (0,0) is VRAM's
-	# first word written above (0x5a5aa5a5), pixel (1,0) an orange. vgpu-vmm
+	# first word written below (0x5a5aa5a5), pixel (1,0) an orange. vgpu-vmm
 	# --display-png writes the frame when the VM ends.
-	devmem 0xd0000502 16 16
-	devmem 0xd0000504 16 8
-	devmem 0xd0000506 16 32
-	devmem 0xd0000508 16 0x41
-	devmem 0xc0000004 32 0x00ff8000
+	devmem $((b2 + 0x502)) 16 16
+	devmem $((b2 + 0x504)) 16 8
+	devmem $((b2 + 0x506)) 16 32
+	devmem $((b2 + 0x508)) 16 0x41
+	devmem $((b0 + 4)) 32 0x00ff8000
 	echo "L2-DREW 16x8"
-	devmem 0xc0000000 32 0x5a5aa5a5
-	devmem 0xcffffffc 32 0x0badcafe
-	echo "L2-VRAM $(devmem 0xc0000000 32) $(devmem 0xcffffffc 32)"
+	devmem $b0 32 0x5a5aa5a5
+	devmem $((b0 + s0 - 4)) 32 0x0badcafe
+	echo "L2-VRAM $(devmem $b0 32) $(devmem $((b0 + s0 - 4)) 32)"
 fi
 case "$(cat /proc/cmdline)" in
 *l2mode=engine*)
-	# The guest driver binds the vGPU (bochs-drm is not in this initramfs) and the
+	# The guest driver binds the vGPU (bochs-drm is not loaded in this mode) and the
 	# engine client drives it: results against the reference, each FENCE by MSI.
 	insmod /lib/vgpu_guest.ko && echo "L2-GUEST-DRIVER loaded"
 	dmesg | grep 'vgpu_guest' | sed 's/^/L2-KLOG /'
@@ -117,11 +170,47 @@ case "$(cat /proc/cmdline)" in
 	# The device goes while a file is open: reads say ENODEV, the module stays
 	# pinned until the file is closed, then unloads (the kernel log is checked below).
 	exec 3</dev/vgpu0
-	echo 0000:00:01.0 >/sys/bus/pci/drivers/vgpu_guest/unbind
+	echo ${dev##*/} >/sys/bus/pci/drivers/vgpu_guest/unbind
 	echo "L2-READ-AFTER-UNBIND $(dd bs=8 count=1 <&3 2>&1 >/dev/null | head -n1)"
 	rmmod vgpu_guest 2>/dev/null && echo "L2-RMMOD-WHILE-OPEN succeeded"
 	exec 3<&-
 	rmmod vgpu_guest && echo "L2-GUEST-DRIVER unloaded"
+	;;
+*l2mode=resetboot*)
+	# vgpu-vmm --on-reboot restart: the first boot programs the engine and leaves it
+	# so (ring enabled, registers set), then reboots; the second boot (VRAM still holds
+	# the first's words) shows the registers it finds: all at their reset values if the
+	# VMM reset the device between the boots.
+	insmod /lib/vgpu_guest.ko && echo "L2-GUEST-DRIVER loaded"
+	if [ $boot = 1 ]; then
+		vgpu-engine-client --guest /dev/vgpu0 --timeout-s 20 --rounds 1 --pings 4 --leave-programmed | sed 's/^/L2-B1-/'
+		vgpu-engine-client --guest /dev/vgpu0 --regs | sed 's/^/L2-B1-/'
+		echo "L2-REBOOT"
+		reboot -f
+	fi
+	vgpu-engine-client --guest /dev/vgpu0 --regs | sed 's/^/L2-B2-/'
+	;;
+*l2mode=bochs*)
+	# Debian's bochs-drm binds the vGPU and sets its own mode (fbdev emulation: /dev/fb0);
+	# the fb console is unbound, the screen cleared through /dev/fb0, and three pixels
+	# written there (B, G, R, X bytes): vgpu-vmm --display-png shows the frame.
+	for m in $(cat /lib/mods/modules.order); do insmod /lib/mods/$m.ko || echo "L2-INSMOD-FAILED $m"; done
+	for v in /sys/class/vtconsole/vtcon*; do
+		grep -q 'frame buffer' $v/name 2>/dev/null && echo 0 >$v/bind
+	done
+	fb=/sys/class/graphics/fb0
+	sz=$(cat $fb/virtual_size) st=$(cat $fb/stride)
+	echo "L2-FB $sz $(cat $fb/bits_per_pixel) $(basename "$(readlink /sys/class/drm/card0/device/driver)")"
+	dd if=/dev/zero of=/dev/fb0 bs=$st count=${sz#*,} 2>/dev/null
+	px() { printf "$3" | dd of=/dev/fb0 bs=4 seek=$(($2 * st / 4 + $1)) count=1 conv=notrunc 2>/dev/null; }
+	px 10 10 '\000\200\377\000'
+	px 512 384 '\000\377\000\000'
+	# Not the last pixel of a line: 6.1's fbdev damage clip comes out empty for a write
+	# that ends at a line's end (x2 = 0), so it would never reach VRAM.
+	px $((${sz%,*} - 2)) $((${sz#*,} - 1)) '\377\000\000\000'
+	# fbdev emulation copies to VRAM from a worker (deferred I/O, 50 ms).
+	sleep 1
+	echo "L2-FB-DREW"
 	;;
 *l2mode=saturate*)
 	insmod /lib/vgpu_guest.ko && echo "L2-GUEST-DRIVER loaded"
@@ -151,6 +240,6 @@ if [ "$scenario" = share ]; then
 	exec "$top/tests/rig/rig.sh" --kernel "$flavour" --hostfs --kvm --smp 1 --mem 2048 --timeout 900 --no-build \
 		--name vmm-share "$@" -- vgpu-vmm-share "/host$vmlinux" "/host$l2/l2.cpio.gz"
 fi
-exec "$top/tests/rig/rig.sh" --kernel "$flavour" --hostfs --kvm --smp 1 --timeout 600 --no-build \
+exec "$top/tests/rig/rig.sh" --kernel "$flavour" --hostfs --kvm --smp 1 --timeout 900 --no-build \
 	--name vmm "$@" -- vgpu-vmm-boot "/host$vmlinux" "/host$l2/l2.cpio.gz" "/host$bzimage" \
-	$([ "$scenario" = lifecycle ] && echo lifecycle) $([ "${VGPU_VMM_COMPARE_QEMU:-0}" = 1 ] && echo qemu)
+	$([ "$scenario" != boot ] && echo "$scenario")

@@ -152,6 +152,29 @@ pub mod engine {
     /// Commands completed (wraps).
     pub const CMDS_DONE: u64 = 0x93c;
 
+    /// The engine registers a driver can read, by name. A device reset
+    /// (`VFIO_DEVICE_RESET`) and the last close put every one of them back to 0
+    /// (docs/engine-abi.md, "Resets and close"); ENGINE_RESET keeps RING_BASE, RING_SIZE,
+    /// FENCE, IRQ_MASK and CMDS_DONE.
+    pub const READABLE: [(&str, u64); 14] = [
+        ("RING_BASE_LO", RING_BASE_LO),
+        ("RING_BASE_HI", RING_BASE_HI),
+        ("RING_SIZE", RING_SIZE),
+        ("RING_HEAD", RING_HEAD),
+        ("RING_TAIL", RING_TAIL),
+        ("RING_CTL", RING_CTL),
+        ("STATUS", STATUS),
+        ("ERROR", ERROR),
+        ("ERROR_HEAD", ERROR_HEAD),
+        ("FENCE_LO", FENCE_LO),
+        ("FENCE_HI", FENCE_HI),
+        ("IRQ_STATUS", IRQ_STATUS),
+        ("IRQ_MASK", IRQ_MASK),
+        ("CMDS_DONE", CMDS_DONE),
+    ];
+    /// What each of [`READABLE`] reads after a device reset.
+    pub const DEVICE_RESET_VALUE: u32 = 0;
+
     /// RING_CTL: ENABLE.
     pub const CTL_ENABLE: u32 = 1 << 0;
     /// STATUS: ring enabled.
@@ -346,5 +369,18 @@ mod tests {
         assert_eq!(video_memory_64k(128 << 20), 2048);
         assert_eq!(video_memory_64k(4096 << 20), 0xffff);
         assert_eq!(dispi::offset(dispi::VIDEO_MEMORY_64K), 0x514);
+    }
+
+    #[test]
+    fn readable_engine_registers() {
+        use engine::*;
+        let mut offs: Vec<u64> = READABLE.iter().map(|r| r.1).collect();
+        offs.sort_unstable();
+        offs.dedup();
+        assert_eq!(offs.len(), READABLE.len());
+        assert!(offs
+            .iter()
+            .all(|&o| (BLOCK_START..BLOCK_END).contains(&o) && o % 4 == 0));
+        assert!(!offs.contains(&DOORBELL) && !offs.contains(&ENGINE_RESET));
     }
 }

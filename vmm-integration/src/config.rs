@@ -86,6 +86,12 @@ pub struct Args {
     /// is off. Needs a vGPU.
     #[arg(long, value_name = "FILE[,SECONDS]")]
     pub display_png: Option<String>,
+
+    /// What a guest reboot does: "exit" (status 3) or "restart" the VM (same kernel,
+    /// initrd and command line; the vGPU stays attached). Either way the vGPU is reset
+    /// (VFIO_DEVICE_RESET) first. Default: the document's <on_reboot>, else exit.
+    #[arg(long, value_name = "exit|restart", value_parser = ["exit", "restart"])]
+    pub on_reboot: Option<String>,
 }
 
 /// What to boot and how: the checked form of [`Args`].
@@ -115,6 +121,8 @@ pub struct VmConfig {
     pub domain: Option<(Option<String>, Option<String>)>,
     /// `--display-png`.
     pub display_png: Option<crate::display::DisplayPng>,
+    /// `--on-reboot restart`: a guest reboot restarts the VM instead of ending it.
+    pub restart_on_reboot: bool,
 }
 
 impl TryFrom<Args> for VmConfig {
@@ -221,6 +229,10 @@ impl TryFrom<Args> for VmConfig {
             ioeventfd: !a.no_ioeventfd,
             domain,
             display_png,
+            restart_on_reboot: match a.on_reboot.as_deref() {
+                Some(v) => v == "restart",
+                None => dom.restart_on_reboot.unwrap_or(false),
+            },
         })
     }
 }
@@ -288,6 +300,20 @@ mod tests {
             c.serial_file.as_deref(),
             Some(std::path::Path::new("/tmp/x.log"))
         );
+    }
+
+    #[test]
+    fn on_reboot() {
+        let k = kernel_file();
+        let c = |extra: &[&str]| {
+            let mut v = vec!["--kernel", k.path()];
+            v.extend_from_slice(extra);
+            parse(&v).map(|a| VmConfig::try_from(a).expect("valid").restart_on_reboot)
+        };
+        assert!(!c(&[]).expect("parse"));
+        assert!(!c(&["--on-reboot", "exit"]).expect("parse"));
+        assert!(c(&["--on-reboot", "restart"]).expect("parse"));
+        assert!(c(&["--on-reboot", "reset"]).is_err());
     }
 
     #[test]
@@ -379,6 +405,20 @@ mod tests {
         )
         .expect("valid");
         assert_eq!((c.vcpus, c.memory_mib, c.cmdline.as_str()), (2, 128, "x"));
+        // <on_reboot>: the document's unless --on-reboot says otherwise.
+        let x = domain_file(&format!(
+            "<domain type='kvm'><on_reboot>restart</on_reboot><os><kernel>{}</kernel></os></domain>",
+            k.path()
+        ));
+        let on = |extra: &[&str]| {
+            let mut v = vec!["--domain-xml", x.path()];
+            v.extend_from_slice(extra);
+            VmConfig::try_from(parse(&v).expect("parse"))
+                .expect("valid")
+                .restart_on_reboot
+        };
+        assert!(on(&[]));
+        assert!(!on(&["--on-reboot", "exit"]));
     }
 
     #[test]

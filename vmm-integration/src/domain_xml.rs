@@ -11,6 +11,7 @@
 //!   <memory unit='MiB'>256</memory>           <!-- unit as libvirt: default KiB -->
 //!   <currentMemory unit='MiB'>256</currentMemory>  <!-- optional, must equal memory -->
 //!   <vcpu placement='static'>2</vcpu>
+//!   <on_reboot>restart</on_reboot>          <!-- optional: restart or destroy -->
 //!   <os>
 //!     <type arch='x86_64'>hvm</type>
 //!     <kernel>/boot/vmlinux</kernel>
@@ -63,6 +64,8 @@ pub struct Domain {
     pub serial: Option<Option<PathBuf>>,
     /// The mdev's sysfs directory from `<hostdev>`.
     pub vgpu: Option<PathBuf>,
+    /// `<on_reboot>`: `Some(true)` restart, `Some(false)` destroy (end the VM).
+    pub restart_on_reboot: Option<bool>,
 }
 
 /// Where the sysfs directories of mdevs are.
@@ -417,6 +420,7 @@ pub fn parse(text: &str) -> R<Domain> {
             "memory",
             "currentMemory",
             "vcpu",
+            "on_reboot",
             "os",
             "devices",
         ],
@@ -439,6 +443,19 @@ pub fn parse(text: &str) -> R<Domain> {
                     .parse()
                     .map_err(|_| format!("{}: <vcpu> '{t}' is not a number", pos(c)))?;
                 once(&mut d.vcpus, v, c)?
+            }
+            "on_reboot" => {
+                let v = match leaf(c, &[])?.as_str() {
+                    "restart" => true,
+                    "destroy" => false,
+                    other => {
+                        return Err(format!(
+                            "{}: <on_reboot>{other}</on_reboot>: vgpu-vmm does restart or destroy",
+                            pos(c)
+                        ))
+                    }
+                };
+                once(&mut d.restart_on_reboot, v, c)?
             }
             "os" => {
                 if d.kernel.is_some() || d.initrd.is_some() || d.cmdline.is_some() {
@@ -504,6 +521,25 @@ mod tests {
         );
     }
 
+    #[test]
+    fn on_reboot() {
+        let with =
+            |v: &str| doc("").replace("<os>", &format!("<on_reboot>{v}</on_reboot>\n  <os>"));
+        assert_eq!(parse(&doc("")).expect("parse").restart_on_reboot, None);
+        assert_eq!(
+            parse(&with("restart")).expect("parse").restart_on_reboot,
+            Some(true)
+        );
+        assert_eq!(
+            parse(&with("destroy")).expect("parse").restart_on_reboot,
+            Some(false)
+        );
+        let e = parse(&with("preserve")).expect_err("preserve");
+        assert!(e.contains("<on_reboot>preserve</on_reboot>"), "{e}");
+        let twice = with("restart").replace("<os>", "<on_reboot>restart</on_reboot><os>");
+        assert!(parse(&twice).is_err());
+    }
+
     /// The element `vgpuctl xml --hostdev` prints (the library that prints it) boots as
     /// is inside a domain.
     #[test]
@@ -557,8 +593,8 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("line"), "{e}");
-        let e = err(&doc("").replace("<name>", "<on_reboot>destroy</on_reboot><name>"));
-        assert!(e.contains("<domain/on_reboot>"), "{e}");
+        let e = err(&doc("").replace("<name>", "<on_crash>destroy</on_crash><name>"));
+        assert!(e.contains("<domain/on_crash>"), "{e}");
         let e = err(&doc("").replace("<type arch='x86_64'>", "<type arch='x86_64' machine='pc'>"));
         assert!(e.contains("machine='pc'"), "{e}");
         let e = err(&doc("").replace("unit='MiB'", "unit='parsecs'"));

@@ -25,16 +25,16 @@ static DOORBELL_GPA: AtomicU64 = AtomicU64::new(0);
 /// MMIO write exits to DOORBELL seen by the vCPU threads.
 static DOORBELL_EXITS: AtomicU64 = AtomicU64::new(0);
 
-/// The pairing, kept for the VM's life. Both registrations go with the VM's and the
-/// device's fds (KVM and vgpu_shim drop them at release); this only keeps the eventfd.
-pub struct DoorbellIoeventfd {
-    _efd: EventFd,
+/// DOORBELL's eventfd: registered with the device for the VM's life, and with KVM at
+/// wherever the guest decodes BAR2 (`vgpu.rs` moves it with the BAR).
+pub struct Doorbell {
+    efd: EventFd,
 }
 
-/// Records where DOORBELL is for [`note_mmio_write`] (called whether or not the
-/// ioeventfd is used).
-pub fn set_doorbell_gpa(bar2_gpa: u64) {
-    DOORBELL_GPA.store(bar2_gpa + DOORBELL, Ordering::Relaxed);
+/// Records where DOORBELL is for [`note_mmio_write`] (`None`: BAR2 not decoded), whether
+/// or not the ioeventfd is used.
+pub fn set_doorbell_gpa(bar2_gpa: Option<u64>) {
+    DOORBELL_GPA.store(bar2_gpa.map_or(0, |a| a + DOORBELL), Ordering::Relaxed);
 }
 
 /// Called by a vCPU thread for every MMIO write exit.
@@ -50,23 +50,36 @@ pub fn doorbell_exits() -> u64 {
     DOORBELL_EXITS.load(Ordering::Relaxed)
 }
 
-/// Pairs a fresh eventfd with KVM (writes at `bar2_gpa + DOORBELL`, any length and value)
-/// and with the device (each signal = a 4-byte write of `DOORBELL_DATA` at DOORBELL).
-/// The device side first: a KVM ioeventfd nobody listens to would swallow doorbells.
-pub fn pair_doorbell(vm: &VmFd, dev: &Device, bar2_gpa: u64) -> Result<DoorbellIoeventfd, Error> {
-    let efd = EventFd::new(libc::EFD_NONBLOCK)
-        .map_err(|e| Error::Setup(format!("eventfd (doorbell): {e}")))?;
-    let gpa = bar2_gpa + DOORBELL;
-    dev.set_doorbell_ioeventfd(&efd).map_err(|e| {
-        Error::Setup(format!(
-            "{}: {e} (a vgpu_shim without VFIO_DEVICE_IOEVENTFD? --no-ioeventfd traps the doorbell)",
-            dev.name()
-        ))
-    })?;
-    if let Err(e) = vm.register_ioevent(&efd, &IoEventAddress::Mmio(gpa), NoDatamatch) {
-        let _ = dev.clear_doorbell_ioeventfd();
-        return Err(Error::Kvm("KVM_IOEVENTFD (doorbell)", e));
+impl Doorbell {
+    /// A fresh eventfd, registered with the device (each signal = a 4-byte write of
+    /// `DOORBELL_DATA` at DOORBELL). The device side first: a KVM ioeventfd nobody
+    /// listens to would swallow doorbells.
+    pub fn new(dev: &Device) -> Result<Self, Error> {
+        let efd = EventFd::new(libc::EFD_NONBLOCK)
+            .map_err(|e| Error::Setup(format!("eventfd (doorbell): {e}")))?;
+        dev.set_doorbell_ioeventfd(&efd).map_err(|e| {
+            Error::Setup(format!(
+                "{}: {e} (a vgpu_shim without VFIO_DEVICE_IOEVENTFD? --no-ioeventfd traps the doorbell)",
+                dev.name()
+            ))
+        })?;
+        Ok(Doorbell { efd })
     }
-    log::info!("doorbell at {gpa:#x}: KVM ioeventfd paired with VFIO_DEVICE_IOEVENTFD");
-    Ok(DoorbellIoeventfd { _efd: efd })
+
+    /// KVM: writes at `bar2_gpa + DOORBELL` (any length and value) signal the eventfd.
+    pub fn register(&self, vm: &VmFd, bar2_gpa: u64) -> Result<(), kvm_ioctls::Error> {
+        let gpa = bar2_gpa + DOORBELL;
+        vm.register_ioevent(&self.efd, &IoEventAddress::Mmio(gpa), NoDatamatch)?;
+        log::info!("doorbell at {gpa:#x}: KVM ioeventfd paired with VFIO_DEVICE_IOEVENTFD");
+        Ok(())
+    }
+
+    /// Undoes [`Doorbell::register`] for the same `bar2_gpa`.
+    pub fn unregister(&self, vm: &VmFd, bar2_gpa: u64) -> Result<(), kvm_ioctls::Error> {
+        vm.unregister_ioevent(
+            &self.efd,
+            &IoEventAddress::Mmio(bar2_gpa + DOORBELL),
+            NoDatamatch,
+        )
+    }
 }

@@ -43,6 +43,7 @@ pub mod config;
 pub mod cpu;
 pub mod devices;
 pub mod display;
+pub mod dma;
 pub mod domain_xml;
 pub mod ioeventfd;
 pub mod irq;

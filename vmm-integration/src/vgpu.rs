@@ -4,22 +4,26 @@
 //!
 //! Config space goes to the VFIO config region as it is: the module emulates the BARs
 //! (sizing, stored addresses), the command register and MSI. The VMM places the BARs
-//! before boot (VRAM first, aligned to its size, then the MMIO BAR) in the 32-bit hole;
-//! VRAM is mmapped from the device and registered as a KVM memory slot, so guest
-//! accesses to it never exit; the MMIO BAR traps and is forwarded as region reads and
-//! writes. A guest write to the MSI capability is passed on to the module and then
+//! before boot (VRAM first, aligned to its size, then the MMIO BAR) in the 32-bit hole
+//! and then follows what the guest makes of them ([`Vgpu::config_write`]): while memory
+//! decode is on, VRAM (mmapped from the device) is a KVM memory slot at BAR0's address,
+//! so guest accesses to it never exit, and the MMIO BAR traps at BAR2's address and is
+//! forwarded as region reads and writes, DOORBELL excepted (a KVM ioeventfd paired with
+//! the device's `VFIO_DEVICE_IOEVENTFD`, `ioeventfd.rs`); a guest that moves a BAR gets
+//! the slot, the trapped range and the ioeventfd moved, and memory decode off removes
+//! all three. A guest write to the MSI capability is passed on to the module and then
 //! followed (`irq.rs`): MSI on → a KVM GSI route with the guest's address/data and the
-//! device's VFIO MSI eventfd as its irqfd. Not yet: moving BARs (a guest that
-//! reprograms BAR0 gets a warning and keeps the old mapping), DMA mapping, reset
-//! (docs/vmm.md). The REQ interrupt is `req.rs`'s.
+//! device's VFIO MSI eventfd as its irqfd. The REQ interrupt is `req.rs`'s; reset on VM
+//! reset and the DMA mapping of guest RAM are `vm.rs`'s.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
 use vgpu_vfio::abi::MSI_CAP_OFFSET;
 use vgpu_vfio::{region, Device, MappedRegion};
 
+use crate::ioeventfd::Doorbell;
 use crate::irq::{MsiIrq, MsiMessage};
 use crate::layout::{IOAPIC_ADDR, MMIO_HOLE_START};
 use crate::Error;
@@ -31,25 +35,49 @@ const MSI_ADDR_HI: u64 = MSI_CAP_OFFSET as u64 + 8;
 const MSI_DATA: u64 = MSI_CAP_OFFSET as u64 + 12;
 /// One past the capability.
 const MSI_END: u64 = MSI_CAP_OFFSET as u64 + 14;
+/// Config space: the command register (bit 1: memory decode), BAR0 (64-bit: two
+/// dwords) and BAR2.
+const PCI_COMMAND: u64 = 0x04;
+const CMD_MEMORY: u16 = 1 << 1;
+const BAR0_LO: u64 = 0x10;
+const BAR0_HI: u64 = 0x14;
+const BAR2: u64 = 0x18;
+/// The KVM memory slot of the vGPU's VRAM (RAM uses the first ones).
+pub const VRAM_SLOT: u32 = 8;
+/// A BAR is decoded only below this guest-physical address (a guest's BAR sizing
+/// pattern left in place with decode on is not a place to map VRAM).
+const MAX_BAR_END: u64 = 1 << 40;
+
+/// Where the BARs are decoded now (`None`: not decoded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Decode {
+    /// BAR0 (VRAM): the guest address of the KVM memory slot.
+    pub vram: Option<u64>,
+    /// BAR2 (MMIO): the guest address of the trapped range and of DOORBELL's ioeventfd.
+    pub mmio: Option<u64>,
+}
 
 /// Where a guest access to a BAR lands.
 pub struct Vgpu {
-    dev: Device,
-    /// BAR0 (VRAM) guest address and size.
-    pub vram: (u64, u64),
-    /// BAR2 (MMIO) guest address and size.
-    pub mmio: (u64, u64),
+    dev: Arc<Device>,
+    vm: Arc<VmFd>,
+    vram_size: u64,
+    mmio_size: u64,
     map: MappedRegion,
     msi: MsiIrq,
+    doorbell: Option<Doorbell>,
+    /// What is decoded where; held across a config write and what follows it.
+    decode: Mutex<Decode>,
+    /// BAR moves and decode changes applied (for the log and the tests).
+    pub moves: std::sync::atomic::AtomicU64,
 }
 
 impl Vgpu {
-    /// Opens the mdev at `path`, places its BARs, and maps its VRAM; its MSI will be
-    /// routed in `vm`.
-    pub fn open(path: &Path, vm: Arc<VmFd>) -> Result<Self, Error> {
-        let err =
-            |e: &dyn std::fmt::Display| Error::Setup(format!("--vgpu {}: {e}", path.display()));
-        let dev = Device::open(path).map_err(|e| err(&e))?;
+    /// Takes the opened mdev `dev` for the VM `vm`: places its BARs (not decoded until
+    /// the guest turns memory decode on), maps its VRAM and, with `ioeventfd`, registers
+    /// DOORBELL's ioeventfd with the device (the KVM side follows BAR2).
+    pub fn new(dev: Arc<Device>, vm: Arc<VmFd>, ioeventfd: bool) -> Result<Self, Error> {
+        let err = |e: &dyn std::fmt::Display| Error::Setup(format!("--vgpu {}: {e}", dev.name()));
         let vram_size = dev.region_size(region::BAR0).map_err(|e| err(&e))?;
         let mmio_size = dev.region_size(region::BAR2).map_err(|e| err(&e))?;
         let (vram, mmio) = place_bars(vram_size, mmio_size).ok_or_else(|| {
@@ -58,23 +86,37 @@ impl Vgpu {
             ))
         })?;
         let w = |off: u64, v: u32| dev.config_write_u32(off, v).map_err(|e| err(&e));
-        w(0x10, vram as u32)?;
-        w(0x14, (vram >> 32) as u32)?;
-        w(0x18, mmio as u32)?;
+        w(BAR0_LO, vram as u32)?;
+        w(BAR0_HI, (vram >> 32) as u32)?;
+        w(BAR2, mmio as u32)?;
         let map = dev
             .mmap_region(region::BAR0, 0, vram_size)
             .map_err(|e| err(&e))?;
+        let doorbell = if ioeventfd {
+            Some(Doorbell::new(&dev)?)
+        } else {
+            None
+        };
         log::info!(
             "vGPU {}: VRAM {vram_size:#x} at {vram:#x}, MMIO {mmio_size:#x} at {mmio:#x}",
             dev.name()
         );
-        Ok(Vgpu {
+        let v = Vgpu {
+            msi: MsiIrq::new(vm.clone())?,
             dev,
-            vram: (vram, vram_size),
-            mmio: (mmio, mmio_size),
+            vm,
+            vram_size,
+            mmio_size,
             map,
-            msi: MsiIrq::new(vm)?,
-        })
+            doorbell,
+            decode: Mutex::new(Decode::default()),
+            moves: Default::default(),
+        };
+        // The device's command register decides (decode is off after creation and reset).
+        let mut d = v.decode.lock().unwrap_or_else(|p| p.into_inner());
+        v.follow_bars(&mut d);
+        drop(d);
+        Ok(v)
     }
 
     /// The VFIO device.
@@ -82,9 +124,9 @@ impl Vgpu {
         &self.dev
     }
 
-    /// The VRAM mapping's host address (for the KVM memory slot).
-    pub fn vram_host(&self) -> *mut u8 {
-        self.map.as_ptr()
+    /// Where the BARs are decoded now.
+    pub fn decode(&self) -> Decode {
+        *self.decode.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A guest config read of `data.len()` bytes at `off`.
@@ -96,6 +138,7 @@ impl Vgpu {
 
     /// A guest config write.
     pub fn config_write(&self, off: u64, data: &[u8]) {
+        let mut d = self.decode.lock().unwrap_or_else(|p| p.into_inner());
         if self.dev.pwrite(region::CONFIG, off, data).ok() != Some(data.len()) {
             log::warn!("vGPU config write at {off:#x} failed");
             return;
@@ -103,25 +146,95 @@ impl Vgpu {
         if off < MSI_END && off + data.len() as u64 > u64::from(MSI_CAP_OFFSET) {
             self.follow_msi();
         }
-        // Sizing writes all-ones with memory decode off (Linux does): judge the BAR only
-        // when a write leaves decode on.
-        if (0x04..0x18).contains(&off) {
-            let mut cmd = [0u8; 2];
-            let mut lo = [0u8; 4];
-            let mut hi = [0u8; 4];
-            self.config_read(0x04, &mut cmd);
-            self.config_read(0x10, &mut lo);
-            self.config_read(0x14, &mut hi);
-            let bar0 = (u64::from(u32::from_le_bytes(hi)) << 32
-                | u64::from(u32::from_le_bytes(lo)))
-                & !0xf;
-            if u16::from_le_bytes(cmd) & 0x2 != 0 && bar0 != self.vram.0 {
-                log::warn!(
-                    "the guest moved the VRAM BAR to {bar0:#x}: not supported yet, VRAM stays at {:#x}",
-                    self.vram.0
-                );
-            }
+        if off < BAR2 + 4 && off + data.len() as u64 > PCI_COMMAND {
+            self.follow_bars(&mut d);
         }
+    }
+
+    /// After a write to the command register or a BAR: read back what the module made
+    /// of them and move (or remove, or add) the VRAM slot and the MMIO range.
+    fn follow_bars(&self, cur: &mut Decode) {
+        let want = match self.wanted_decode() {
+            Ok(w) => w,
+            Err(e) => {
+                log::warn!("vGPU BARs: reading config space: {e}");
+                return;
+            }
+        };
+        if want.vram != cur.vram {
+            if let Some(old) = cur.vram.take() {
+                match self.set_vram_slot(old, 0) {
+                    Ok(()) => log::info!("vGPU VRAM BAR: unmapped from {old:#x}"),
+                    Err(e) => log::warn!("vGPU VRAM BAR: removing the slot at {old:#x}: {e}"),
+                }
+            }
+            if let Some(new) = want.vram {
+                match self.set_vram_slot(new, self.vram_size) {
+                    Ok(()) => {
+                        cur.vram = Some(new);
+                        log::info!("vGPU VRAM BAR: mapped at {new:#x}");
+                    }
+                    Err(e) => log::warn!("vGPU VRAM BAR at {new:#x}: not mapped: {e}"),
+                }
+            }
+            self.moves
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if want.mmio != cur.mmio {
+            if let (Some(db), Some(old)) = (&self.doorbell, cur.mmio) {
+                if let Err(e) = db.unregister(&self.vm, old) {
+                    log::warn!("vGPU doorbell ioeventfd at BAR2 {old:#x}: {e}");
+                }
+            }
+            cur.mmio = None;
+            crate::ioeventfd::set_doorbell_gpa(None);
+            if let Some(new) = want.mmio {
+                if let Some(db) = &self.doorbell {
+                    if let Err(e) = db.register(&self.vm, new) {
+                        log::warn!("vGPU doorbell ioeventfd at BAR2 {new:#x}: {e}");
+                    }
+                }
+                crate::ioeventfd::set_doorbell_gpa(Some(new));
+                cur.mmio = Some(new);
+                log::info!("vGPU MMIO BAR: decoded at {new:#x}");
+            } else {
+                log::info!("vGPU MMIO BAR: not decoded");
+            }
+            self.moves
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// What the device's config space says should be decoded.
+    fn wanted_decode(&self) -> vgpu_vfio::Result<Decode> {
+        if self.dev.config_read_u16(PCI_COMMAND)? & CMD_MEMORY == 0 {
+            return Ok(Decode::default());
+        }
+        let lo = self.dev.config_read_u32(BAR0_LO)?;
+        let hi = self.dev.config_read_u32(BAR0_HI)?;
+        let bar0 = (u64::from(hi) << 32 | u64::from(lo)) & !0xf;
+        let bar2 = u64::from(self.dev.config_read_u32(BAR2)? & !0xf);
+        let ok = |a: u64, size: u64| {
+            (a != 0 && a.checked_add(size).is_some_and(|e| e <= MAX_BAR_END)).then_some(a)
+        };
+        Ok(Decode {
+            vram: ok(bar0, self.vram_size),
+            mmio: ok(bar2, self.mmio_size),
+        })
+    }
+
+    /// (Re)registers the VRAM slot at `gpa` (`size` 0 removes it).
+    fn set_vram_slot(&self, gpa: u64, size: u64) -> Result<(), kvm_ioctls::Error> {
+        let r = kvm_userspace_memory_region {
+            slot: VRAM_SLOT,
+            flags: 0,
+            guest_phys_addr: gpa,
+            memory_size: size,
+            userspace_addr: self.map.as_ptr() as u64,
+        };
+        // SAFETY: the mapping [map, + vram_size) is owned by `self`, and the slot is
+        // removed in `drop` before the mapping goes.
+        unsafe { self.vm.set_user_memory_region(r) }
     }
 
     /// After a guest write to the MSI capability: read back what the module made of it
@@ -153,8 +266,10 @@ impl Vgpu {
 
     /// A guest MMIO access at `addr`; `false` if it is not in the MMIO BAR.
     pub fn mmio(&self, addr: u64, read: Option<&mut [u8]>, write: Option<&[u8]>) -> bool {
-        let (base, size) = self.mmio;
-        if addr < base || addr >= base + size {
+        let Some(base) = self.decode().mmio else {
+            return false;
+        };
+        if addr < base || addr >= base + self.mmio_size {
             return false;
         }
         let off = addr - base;
@@ -169,6 +284,32 @@ impl Vgpu {
             }
         }
         true
+    }
+}
+
+impl Drop for Vgpu {
+    /// Undoes what this VM set up on the device, which outlives it across a guest
+    /// reboot (`vm.rs`): the VRAM slot (before the mapping goes), DOORBELL's ioeventfd
+    /// (KVM's, then the device's), MSI.
+    fn drop(&mut self) {
+        let d = *self.decode.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = d.vram {
+            if let Err(e) = self.set_vram_slot(a, 0) {
+                log::warn!("vGPU VRAM BAR: removing the slot: {e}");
+            }
+        }
+        if let Some(db) = &self.doorbell {
+            if let Some(a) = d.mmio {
+                let _ = db.unregister(&self.vm, a);
+            }
+            if let Err(e) = self.dev.clear_doorbell_ioeventfd() {
+                log::warn!("vGPU doorbell: VFIO_DEVICE_IOEVENTFD removal: {e}");
+            }
+        }
+        crate::ioeventfd::set_doorbell_gpa(None);
+        if let Err(e) = self.msi.update(&self.dev, None) {
+            log::warn!("vGPU MSI off: {e}");
+        }
     }
 }
 

@@ -23,9 +23,6 @@ use crate::layout::{MemoryLayout, KVM_TSS_ADDR, MIB};
 use crate::vcpu::{self, VmEnd, VmState};
 use crate::{boot, cpu, Error};
 
-/// The KVM memory slot of the vGPU's VRAM (RAM uses the first ones).
-const VGPU_VRAM_SLOT: u32 = 8;
-
 /// How a VM run went.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -67,7 +64,59 @@ pub fn stop_signalfd() -> Result<OwnedFd, Error> {
 
 /// Boots the VM described by `cfg` and runs it to its end. `signals` comes from
 /// [`stop_signalfd`]; `started` is when the process started (for the setup time).
+///
+/// The vGPU is opened once and stays open for the process's life: a guest reboot
+/// resets it (`VFIO_DEVICE_RESET`: engine stopped, registers, command register and MSI
+/// back to their reset values; VRAM kept, as on a real GPU) before the VM exits or,
+/// with `--on-reboot restart`, before the same kernel boots again on a fresh KVM VM.
+/// Without that reset a restarted guest would find the previous boot's ring enabled
+/// and its registers programmed, and the last close (which resets too) never comes.
 pub fn run(cfg: &VmConfig, signals: OwnedFd, started: Instant) -> Result<Outcome, Error> {
+    let dev = match &cfg.vgpu {
+        Some(p) => {
+            Some(Arc::new(vgpu_vfio::Device::open(p).map_err(|e| {
+                Error::Setup(format!("--vgpu {}: {e}", p.display()))
+            })?))
+        }
+        None => None,
+    };
+    let req = dev
+        .as_deref()
+        .map(crate::req::ReqWatch::attach)
+        .transpose()?;
+    let mut start = started;
+    loop {
+        let o = run_once(cfg, &signals, start, dev.as_ref(), req.as_ref())?;
+        let reset = o.end == VmEnd::Guest(crate::devices::GuestEvent::Reset);
+        if let (true, Some(d)) = (reset, &dev) {
+            d.reset()
+                .map_err(|e| Error::Setup(format!("VFIO_DEVICE_RESET of {}: {e}", d.name())))?;
+            log::info!("guest reset: vGPU {} reset (VFIO_DEVICE_RESET)", d.name());
+        }
+        if !(reset && cfg.restart_on_reboot) {
+            return Ok(o);
+        }
+        eprintln!(
+            "vgpu-vmm: guest reset{}; restarting the VM",
+            if dev.is_some() {
+                ": vGPU reset (VFIO_DEVICE_RESET)"
+            } else {
+                ""
+            }
+        );
+        start = Instant::now();
+    }
+}
+
+/// One boot of the VM, from KVM_CREATE_VM to the last vCPU thread joined. `dev` (and
+/// its REQ watch) outlive it.
+fn run_once(
+    cfg: &VmConfig,
+    signals: &OwnedFd,
+    started: Instant,
+    dev: Option<&Arc<vgpu_vfio::Device>>,
+    req: Option<&crate::req::ReqWatch>,
+) -> Result<Outcome, Error> {
     let kvm_path = std::ffi::CString::new(cfg.kvm.as_os_str().as_encoded_bytes())
         .map_err(|_| Error::Config(format!("--kvm {}: NUL in path", cfg.kvm.display())))?;
     let kvm = Kvm::new_with_path(kvm_path).map_err(|e| {
@@ -127,30 +176,17 @@ pub fn run(cfg: &VmConfig, signals: OwnedFd, started: Instant) -> Result<Outcome
         EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Setup(format!("eventfd: {e}")))?;
     vm.register_irqfd(&irq, COM1_IRQ)
         .map_err(|e| Error::Kvm("KVM_IRQFD (serial)", e))?;
-    // Lives until the vCPU threads are joined (end of `run`).
-    let mut doorbell = None;
-    let mut req = None;
-    let vgpu = match &cfg.vgpu {
-        Some(p) => {
-            let v = Arc::new(crate::vgpu::Vgpu::open(p, vm.clone())?);
-            let r = kvm_userspace_memory_region {
-                slot: VGPU_VRAM_SLOT,
-                flags: 0,
-                guest_phys_addr: v.vram.0,
-                memory_size: v.vram.1,
-                userspace_addr: v.vram_host() as u64,
-            };
-            // SAFETY: the mapping [vram_host, + size) is owned by `v`, which the PIO bus
-            // keeps alive until after the vCPU threads have been joined (end of `run`).
-            unsafe { vm.set_user_memory_region(r) }
-                .map_err(|e| Error::Kvm("KVM_SET_USER_MEMORY_REGION (VRAM)", e))?;
-            req = Some(crate::req::ReqWatch::attach(v.device())?);
-            crate::ioeventfd::set_doorbell_gpa(v.mmio.0);
-            if cfg.ioeventfd {
-                doorbell = Some(crate::ioeventfd::pair_doorbell(&vm, v.device(), v.mmio.0)?);
-            }
-            Some(v)
-        }
+    // Guest RAM for the device's DMA (type1, iova = guest-physical), for this boot.
+    let _dma = match dev {
+        Some(d) => Some(crate::dma::DmaMap::map(d, &mem)?),
+        None => None,
+    };
+    let vgpu = match dev {
+        Some(d) => Some(Arc::new(crate::vgpu::Vgpu::new(
+            d.clone(),
+            vm.clone(),
+            cfg.ioeventfd,
+        )?)),
         None => None,
     };
     let display = match (&cfg.display_png, &vgpu) {
@@ -197,15 +233,13 @@ pub fn run(cfg: &VmConfig, signals: OwnedFd, started: Instant) -> Result<Outcome
         }
     }
 
-    if let Err(e) = wait_for_end(&state, &signals, req.as_ref()) {
+    if let Err(e) = wait_for_end(&state, signals, req) {
         state.finish(VmEnd::Failed(e));
     }
     stop_vcpus(&state, threads);
     let end = state
         .end()
         .unwrap_or_else(|| VmEnd::Failed("the VM stopped without a reason".into()));
-    drop(doorbell);
-    drop(req);
     if let Some(d) = display {
         match d.finish() {
             Ok(true) => log::info!("--display-png: last frame written"),

@@ -7,7 +7,14 @@
 //! vgpu-engine-client --guest /dev/vgpu0 [--rounds N] [--timeout-s S]   # in a VM: guest driver
 //! vgpu-engine-client --vfio /sys/bus/mdev/devices/<uuid> [...]         # host or L1: VFIO
 //! vgpu-engine-client --guest /dev/vgpu0 --saturate SECS                 # keep the engine busy
+//! vgpu-engine-client --guest /dev/vgpu0 --regs                          # show the engine registers
 //! ```
+//!
+//! `--leave-programmed` skips the final disable: the ring stays enabled and every
+//! register as the run left it (for the rig's test that a VM reset resets the device).
+//! `--regs` only reads the engine registers ([`reg::READABLE`]) and prints each
+//! (`CLIENT-REG NAME value`), then `CLIENT-REGS at-reset yes|no` (all at
+//! [`reg::DEVICE_RESET_VALUE`] or not); it writes nothing.
 //!
 //! `--saturate` (saturate.rs) replaces the checks by a loop of GEMMs that keeps the
 //! ring full and reports the work done, for the multi-VM share test.
@@ -52,6 +59,8 @@ struct Args {
     pings: u32,
     timeout: Duration,
     saturate: Option<u64>,
+    leave_programmed: bool,
+    regs: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -62,6 +71,8 @@ fn parse() -> Result<Args, String> {
         pings: 32,
         timeout: Duration::from_secs(30),
         saturate: None,
+        leave_programmed: false,
+        regs: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(f) = it.next() {
@@ -73,6 +84,8 @@ fn parse() -> Result<Args, String> {
             "--saturate" => {
                 a.saturate = Some(val()?.parse().map_err(|e| format!("--saturate: {e}"))?)
             }
+            "--leave-programmed" => a.leave_programmed = true,
+            "--regs" => a.regs = true,
             "--pings" => a.pings = val()?.parse().map_err(|e| format!("--pings: {e}"))?,
             "--timeout-s" => {
                 a.timeout =
@@ -128,10 +141,29 @@ fn dispatch<A: DeviceAccess>(
     vram: Arc<MappedRegion>,
     args: &Args,
 ) -> Result<bool, String> {
+    if args.regs {
+        return show_regs(&*dev);
+    }
     match args.saturate {
         Some(secs) => saturate::run(dev, vram, secs, Duration::from_millis(500)).map(|_| true),
         None => run(dev, vram, args),
     }
+}
+
+/// `--regs`: every readable engine register by its ABI name, and whether all are at
+/// their device-reset value.
+fn show_regs<A: DeviceAccess>(dev: &A) -> Result<bool, String> {
+    let mut at_reset = true;
+    for (name, off) in reg::READABLE {
+        let v = dev.read_reg(off).map_err(|e| format!("{name}: {e}"))?;
+        println!("CLIENT-REG {name} {v:#x}");
+        at_reset &= v == reg::DEVICE_RESET_VALUE;
+    }
+    println!(
+        "CLIENT-REGS at-reset {}",
+        if at_reset { "yes" } else { "no" }
+    );
+    Ok(true)
 }
 
 fn open_vfio(p: &std::path::Path) -> vgpu_vfio::Result<(Arc<MsiDevice>, Arc<MappedRegion>)> {
@@ -316,6 +348,8 @@ fn run<A: DeviceAccess>(dev: Arc<A>, vram: Arc<MappedRegion>, args: &Args) -> Re
         t.irqs == t.fences,
         format!("{} interrupt(s) for {} fence(s)", t.irqs, t.fences),
     );
-    eng.disable().map_err(e)?;
+    if !args.leave_programmed {
+        eng.disable().map_err(e)?;
+    }
     Ok(t.ok)
 }

@@ -134,6 +134,10 @@ pub fn load(ko: &str, params: &str) -> TestResult {
     sys::load_module(ko, &params).ctx(format!("finit_module({ko}, {params:?})"))?;
     if vulkan {
         for p in Parent::all_vgpu().ctx("list parents")? {
+            // lavapipe on the rig's TCG vCPUs takes seconds for what the CPU executor
+            // does in milliseconds: the longest watchdog (tests that judge the
+            // watchdog set their own)
+            p.set_watchdog_ms("60000").ctx("watchdog_ms")?;
             crate::execvk::start(p.name())?;
             match VULKAN_PARENTS.lock() {
                 Ok(mut g) => g.push(p.name().to_string()),

@@ -2885,6 +2885,10 @@ fn check_hist_shape(h: &LatencyHist, max_ns: u64, what: &str) -> TestResult {
 
 fn latency_hist(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
+    // Its last part runs three GEMMs and 19 NOPs with no FENCE: not a watchdog test, so
+    // the longest watchdog (in external mode a slow executor, or a loaded host under a
+    // thread-executor, made them reach the default 2 s).
+    p.set_watchdog_ms("60000").ctx("watchdog_ms")?;
     let mut g = new_gpu(ctx, &p)?;
     let path = g.inst.vgpu_attr("latency_hist");
     let raw = std::fs::read_to_string(&path).ctx("read latency_hist")?;

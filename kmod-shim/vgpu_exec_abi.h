@@ -34,6 +34,8 @@
 #define VGPU_EXEC_QUEUE_BYTES	(VGPU_EXEC_CQ_OFF + \
 				 VGPU_EXEC_CQ_ENTRIES * VGPU_EXEC_CQE_SIZE)
 #define VGPU_EXEC_VRAM_SHIFT	32
+/* ids stay below 2^31, so an offset id << 32 fits an off_t */
+#define VGPU_EXEC_ID_MAX	0x7fffffffU
 
 /* The header page (offset 0). */
 struct vgpu_exec_header {

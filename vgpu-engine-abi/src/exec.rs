@@ -64,6 +64,11 @@ pub mod hdr {
     pub const CQ_TAIL: usize = 0x84;
 }
 
+/// The largest executor id: ids stay below 2^31, so [`vram_offset`] fits an `off_t`.
+/// A parent's instances get ids 1, 2, … at their first opens; once this one is used,
+/// first opens fail with ENOSPC until the module is reloaded (ids are never reused).
+pub const ID_MAX: u32 = 0x7fff_ffff;
+
 /// mmap offset of the VRAM of executor id `id`.
 pub fn vram_offset(id: u32) -> u64 {
     u64::from(id) << 32
@@ -347,6 +352,7 @@ mod tests {
         assert_eq!(CQ_OFF, 4096 + 64 * 256);
         assert_eq!(QUEUE_BYTES, CQ_OFF + 64 * 32);
         assert_eq!(vram_offset(5), 5 << 32);
+        assert!(i64::try_from(vram_offset(ID_MAX)).is_ok());
     }
 
     #[test]

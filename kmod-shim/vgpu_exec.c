@@ -30,12 +30,14 @@
  */
 #include <linux/fs.h>
 #include <linux/kthread.h>
+#include <linux/log2.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/moduleparam.h>
 #include <linux/poll.h>
 #include <linux/slab.h>
 #include <linux/sysfs.h>
+#include <linux/uaccess.h>
 #include <linux/vmalloc.h>
 
 #include "vgpu.h"
@@ -425,11 +427,31 @@ static long exec_kick(struct vgpu_exec_conn *c)
 	return n;
 }
 
+static long exec_set_window(struct vgpu_exec_conn *c, u64 __user *arg)
+{
+	u64 w;
+
+	if (get_user(w, arg))
+		return -EFAULT;
+	if (w && (!is_power_of_2(w) || w < VGPU_EXEC_WINDOW_MIN ||
+		  w > VGPU_EXEC_WINDOW_MAX))
+		return -EINVAL;
+	/* commands fetched from now on are cut to fit it */
+	WRITE_ONCE(c->x->window, w);
+	return 0;
+}
+
 static long exec_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 {
-	if (cmd != VGPU_EXEC_IOC_KICK)
+	switch (cmd) {
+	case VGPU_EXEC_IOC_KICK:
+		return exec_kick(file->private_data);
+	case VGPU_EXEC_IOC_SET_WINDOW:
+		return exec_set_window(file->private_data,
+				       (u64 __user *)arg);
+	default:
 		return -ENOTTY;
-	return exec_kick(file->private_data);
+	}
 }
 
 static __poll_t exec_poll(struct file *file, poll_table *wait)

@@ -27,6 +27,9 @@ pub struct Behaviour {
     /// Before each real completion, publish completions the kernel must drop (unknown
     /// sequence numbers, a status out of range).
     pub garbage: bool,
+    /// Declare this window (`exec::IOC_SET_WINDOW`) at start, and refuse a piece of a
+    /// larger VRAM that touches more than half of it (as the Vulkan daemon would).
+    pub window: Option<u64>,
 }
 
 /// What the executor did.
@@ -40,6 +43,8 @@ pub struct Stats {
     pub refused: u64,
     /// Pieces whose instance's VRAM could not be mapped (closed since): FAILED.
     pub unmapped: u64,
+    /// Of `refused`: pieces wider than half the declared window.
+    pub too_wide: u64,
 }
 
 /// A running reference executor; stops (and closes the device) when dropped.
@@ -110,6 +115,22 @@ impl Queue {
             len: exec::QUEUE_BYTES,
         };
         Ok(Queue { file, q })
+    }
+
+    /// `ioctl(IOC_SET_WINDOW, &window)`.
+    pub fn set_window(&self, window: u64) -> io::Result<()> {
+        // SAFETY: the ioctl reads one u64 from a pointer valid for the call.
+        let r = unsafe {
+            libc::ioctl(
+                self.fd(),
+                exec::IOC_SET_WINDOW as _,
+                &window as *const u64,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// The device fd.
@@ -187,6 +208,9 @@ impl RefExecutor {
     /// here) and serve it in a thread.
     pub fn start(parent: u32, how: Behaviour) -> io::Result<RefExecutor> {
         let q = Queue::open(parent)?;
+        if let Some(w) = how.window {
+            q.set_window(w)?;
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
         let thread = std::thread::Builder::new()
@@ -290,6 +314,17 @@ impl Shared {
     fn run(&self, e: &Sqe) -> io::Result<()> {
         if self.how.refuse {
             return self.complete(e.seq, exec::STATUS_REFUSED, 0);
+        }
+        if let Some(w) = self.how.window.filter(|&w| e.vram_size > w) {
+            let fits = exec::piece_bytes(e).is_some_and(|(lo, hi)| hi - lo <= w / 2);
+            if !fits {
+                eprintln!("execref: piece wider than half the window {w:#x}: {e:?}");
+                let mut cq = lock(&self.cq);
+                cq.1.refused += 1;
+                cq.1.too_wide += 1;
+                drop(cq);
+                return self.complete(e.seq, exec::STATUS_REFUSED, 0);
+            }
         }
         let m = match self.mapping(e) {
             Ok(m) => m,

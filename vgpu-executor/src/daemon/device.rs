@@ -18,9 +18,10 @@ pub struct DeviceKernel {
 }
 
 impl DeviceKernel {
-    /// Open `path` (one daemon at a time: `EBUSY` otherwise), map the queue and check
-    /// its header.
-    pub fn open(path: &str) -> Result<DeviceKernel, String> {
+    /// Open `path` (one daemon at a time: `EBUSY` otherwise), tell the kernel the
+    /// largest VRAM binding `window` (`exec::IOC_SET_WINDOW`: it then cuts pieces of
+    /// larger VRAMs to fit a window), map the queue and check its header.
+    pub fn open(path: &str, window: u64) -> Result<DeviceKernel, String> {
         let c = CString::new(path).map_err(|_| format!("{path:?}: NUL in the path"))?;
         // SAFETY: a NUL-terminated path; the returned fd is owned below.
         let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
@@ -39,6 +40,22 @@ impl DeviceKernel {
         }
         // SAFETY: `fd` is a fresh descriptor nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // First thing: the kernel hands pieces as soon as the device is open.
+        // SAFETY: IOC_SET_WINDOW reads one u64 from the pointer, valid for the call.
+        let r = unsafe {
+            libc::ioctl(
+                fd.as_raw_fd(),
+                exec::IOC_SET_WINDOW as _,
+                &window as *const u64,
+            )
+        };
+        if r < 0 {
+            return Err(format!(
+                "{path}: setting the window to {window:#x}: {} (a module without \
+                 IOC_SET_WINDOW is too old for this daemon)",
+                io::Error::last_os_error()
+            ));
+        }
         let map = Mapping::shared(fd.as_raw_fd(), exec::QUEUE_BYTES, 0)
             .map_err(|e| format!("{path}: mmap of the queue: {e}"))?;
         let queue = QueueMem::new(map).map_err(|e| format!("{path}: {e}"))?;
@@ -149,12 +166,13 @@ pub fn serve(
         "warm-up: every shader compiled and checked against the reference in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    let k = DeviceKernel::open(path)?;
+    let k = DeviceKernel::open(path, ex.window_size())?;
     log::info!(
         "serving {path} (parent {parent}) on {}, up to {batch} pieces per submission, \
-         VRAMs up to {} MiB",
+         VRAMs up to {} MiB, larger than {} MiB through windows",
         ex.info().name,
-        ex.max_vram_size() >> 20
+        ex.max_vram_size() >> 20,
+        ex.window_size() >> 20
     );
     let mut d = super::Daemon::new(&ex, k, batch);
     let r = d.run(&stop_requested, metrics_file.map(|p| (p, parent.as_str())));

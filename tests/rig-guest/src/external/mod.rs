@@ -27,6 +27,11 @@ pub fn suite() -> Suite {
             t("device_and_queue", Some("parents=1"), device_and_queue),
             t("matches_cpu", Some("parents=2"), program::matches_cpu),
             t(
+                "window_cuts_pieces",
+                Some("parents=2"),
+                program::window_cuts_pieces,
+            ),
+            t(
                 "daemon_dies_requeued",
                 Some("parents=1"),
                 faults::daemon_dies_requeued,

@@ -98,13 +98,41 @@ fn run_program(g: &mut Gpu, mode: &Mode, cmds: &[Cmd]) -> Result<Vec<u8>, Fail> 
 }
 
 pub(super) fn matches_cpu(ctx: &mut Ctx) -> TestResult {
+    same_bytes(ctx, Behaviour::default())
+}
+
+/// As `matches_cpu` with a daemon that declares a 1 MiB window (IOC_SET_WINDOW) and
+/// refuses a piece touching more than 512 KiB, as the Vulkan daemon refuses what no
+/// window of its binding holds: the kernel cuts FILL, CHECKSUM and COPY pieces to fit
+/// and keeps wider GEMMs, BLITs and far COPYs on the CPU, so the bytes stay the same.
+/// Bad windows are refused first.
+pub(super) fn window_cuts_pieces(ctx: &mut Ctx) -> TestResult {
+    let q = crate::execref::Queue::open(0).ctx("open the device")?;
+    for bad in [1u64 << 15, 3 << 16, 1 << 41, u64::MAX] {
+        let r = q.set_window(bad);
+        ensure!(
+            matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EINVAL)),
+            "window {bad:#x}: {r:?}, want EINVAL"
+        );
+    }
+    drop(q);
+    same_bytes(
+        ctx,
+        Behaviour {
+            window: Some(1 << 20),
+            ..Behaviour::default()
+        },
+    )
+}
+
+fn same_bytes(ctx: &mut Ctx, how: Behaviour) -> TestResult {
     let (pe, pc) = (ctx.parent(0)?, ctx.parent(1)?);
     external(&pe)?;
     // what is judged here is the bytes; a slow (debug) kernel must not trip the watchdog
     for p in [&pe, &pc] {
         p.set_watchdog_ms("60000").ctx("watchdog_ms")?;
     }
-    let xd = RefExecutor::start(0, Behaviour::default()).ctx("start the executor")?;
+    let xd = RefExecutor::start(0, how).ctx("start the executor")?;
     let (ie, ic) = (ctx.create(&pe, TYPE)?, ctx.create(&pc, TYPE)?);
     let (mut ge, mut gc) = (open(&ie)?, open(&ic)?);
     let mode = Mode {
@@ -137,9 +165,11 @@ pub(super) fn matches_cpu(ctx: &mut Ctx) -> TestResult {
     let st = xd.stop().ctx("executor")?;
     ensure!(
         handed > 100 && st.pieces >= handed && st.refused == 0,
-        "handoffs {handed}, executor pieces {}, refused {}",
+        "handoffs {handed}, executor pieces {}, refused {} ({} wider than half the \
+         window)",
         st.pieces,
-        st.refused
+        st.refused,
+        st.too_wide
     );
     ensure_eq!(
         pc.executor_handoffs().ctx("cpu parent")?,

@@ -120,13 +120,7 @@ impl Queue {
     /// `ioctl(IOC_SET_WINDOW, &window)`.
     pub fn set_window(&self, window: u64) -> io::Result<()> {
         // SAFETY: the ioctl reads one u64 from a pointer valid for the call.
-        let r = unsafe {
-            libc::ioctl(
-                self.fd(),
-                exec::IOC_SET_WINDOW as _,
-                &window as *const u64,
-            )
-        };
+        let r = unsafe { libc::ioctl(self.fd(), exec::IOC_SET_WINDOW as _, &window as *const u64) };
         if r < 0 {
             return Err(io::Error::last_os_error());
         }

@@ -50,11 +50,17 @@ impl DeviceKernel {
             )
         };
         if r < 0 {
-            return Err(format!(
-                "{path}: setting the window to {window:#x}: {} (a module without \
-                 IOC_SET_WINDOW is too old for this daemon)",
-                io::Error::last_os_error()
-            ));
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ENOTTY) {
+                return Err(format!("{path}: setting the window to {window:#x}: {e}"));
+            }
+            // A module from before IOC_SET_WINDOW: it does not cut pieces to fit, and a
+            // piece no window holds is refused (its ring stops with EXECUTOR).
+            log::warn!(
+                "{path}: the module does not take IOC_SET_WINDOW (too old): pieces of VRAMs \
+                 larger than {} MiB that no window holds will be refused",
+                window >> 20
+            );
         }
         let map = Mapping::shared(fd.as_raw_fd(), exec::QUEUE_BYTES, 0)
             .map_err(|e| format!("{path}: mmap of the queue: {e}"))?;

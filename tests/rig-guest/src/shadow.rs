@@ -54,24 +54,36 @@ fn store_shadow(g: &Gpu, v: u32) -> TestResult {
 pub fn tail_shadow(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
     let mut g = new_gpu(ctx, &p)?;
-    ensure_eq!(shadow_regs(&g.eng)?, [0, 0, 0], "TAIL_SHADOW_LO/HI, IRQ_EDGE at open");
+    ensure_eq!(
+        shadow_regs(&g.eng)?,
+        [0, 0, 0],
+        "TAIL_SHADOW_LO/HI, IRQ_EDGE at open"
+    );
 
     // Off: a word in VRAM and a DOORBELL change nothing (TAIL stays, nothing runs).
     let jobs0 = g.inst.jobs().ctx("jobs")?;
     g.eng.push(&Cmd::Nop).ctx("push NOP")?;
     store_shadow(&g, g.eng.sw_tail() as u32)?;
     g.eng.write_reg(reg::DOORBELL, 1).ctx("DOORBELL")?;
-    ensure_eq!(g.eng.tail_reg()?, 0, "RING_TAIL after a DOORBELL with the shadow off");
+    ensure_eq!(
+        g.eng.tail_reg()?,
+        0,
+        "RING_TAIL after a DOORBELL with the shadow off"
+    );
     std::thread::sleep(Duration::from_millis(50));
     ensure_attr(g.inst.jobs(), jobs0, "jobs with the shadow off")?;
     // The NOP goes through RING_TAIL as always.
     g.eng.kick().ctx("kick through RING_TAIL")?;
     let seq = g.eng.submit_fenced(&[], false).ctx("submit")?;
-    g.eng.wait_fence(seq, FENCE_TIMEOUT).ctx("fence, shadow off")?;
+    g.eng
+        .wait_fence(seq, FENCE_TIMEOUT)
+        .ctx("fence, shadow off")?;
 
     // On: kicks store TAIL in the word; no RING_TAIL write, and RING_TAIL follows it.
     ensure!(
-        g.eng.enable_tail_shadow(SHADOW).ctx("enable the TAIL shadow")?,
+        g.eng
+            .enable_tail_shadow(SHADOW)
+            .ctx("enable the TAIL shadow")?,
         "the device has no TAIL shadow: TAIL_SHADOW_LO reads {:#x} after writing {:#x}",
         g.eng.read_reg(reg::TAIL_SHADOW_LO)?,
         SHADOW as u32 | reg::SHADOW_ENABLE
@@ -104,13 +116,23 @@ pub fn tail_shadow(ctx: &mut Ctx) -> TestResult {
             "round {i}: RING_TAIL after the doorbell"
         );
         let w = g.read_words(DATA, 1024)?;
-        ensure!(w.iter().all(|&x| x == value), "round {i}: FILL not done: {:#x}", w[0]);
+        ensure!(
+            w.iter().all(|&x| x == value),
+            "round {i}: FILL not done: {:#x}",
+            w[0]
+        );
     }
     ensure_attr(g.inst.jobs(), jobs1 + 2 * ROUNDS, "jobs through the shadow")?;
 
     // HI is ignored while enabled.
-    g.eng.write_reg(reg::TAIL_SHADOW_HI, 1).ctx("TAIL_SHADOW_HI")?;
-    ensure_eq!(shadow_regs(&g.eng)?[1], 0, "TAIL_SHADOW_HI written while enabled");
+    g.eng
+        .write_reg(reg::TAIL_SHADOW_HI, 1)
+        .ctx("TAIL_SHADOW_HI")?;
+    ensure_eq!(
+        shadow_regs(&g.eng)?[1],
+        0,
+        "TAIL_SHADOW_HI written while enabled"
+    );
 
     // ENGINE_RESET keeps the registers (as RING_BASE); the ring comes back with them.
     g.eng.reset().ctx("ENGINE_RESET")?;
@@ -119,22 +141,36 @@ pub fn tail_shadow(ctx: &mut Ctx) -> TestResult {
         [SHADOW as u32 | reg::SHADOW_ENABLE, 0, 0],
         "registers after ENGINE_RESET"
     );
-    g.eng.setup(RING, crate::engine::RING_SIZE).ctx("re-enable")?;
+    g.eng
+        .setup(RING, crate::engine::RING_SIZE)
+        .ctx("re-enable")?;
     let seq = g.eng.submit_fenced(&[Cmd::Nop], false).ctx("submit")?;
-    g.eng.wait_fence(seq, FENCE_TIMEOUT).ctx("fence after ENGINE_RESET")?;
+    g.eng
+        .wait_fence(seq, FENCE_TIMEOUT)
+        .ctx("fence after ENGINE_RESET")?;
 
     // Off again: the word is ignored, RING_TAIL is the TAIL.
     g.eng.disable_tail_shadow().ctx("disable")?;
     store_shadow(&g, 0x40)?;
     let seq = g.eng.submit_fenced(&[Cmd::Nop], false).ctx("submit")?;
-    g.eng.wait_fence(seq, FENCE_TIMEOUT).ctx("fence with the shadow off again")?;
+    g.eng
+        .wait_fence(seq, FENCE_TIMEOUT)
+        .ctx("fence with the shadow off again")?;
     ensure_eq!(g.eng.error()?, 0, "ERROR");
 
     // A device reset clears all three.
     g.eng.enable_tail_shadow(SHADOW).ctx("enable")?;
-    ensure_eq!(g.eng.set_irq_edge(reg::IRQ_FENCE).ctx("IRQ_EDGE")?, true, "IRQ_EDGE taken");
+    ensure_eq!(
+        g.eng.set_irq_edge(reg::IRQ_FENCE).ctx("IRQ_EDGE")?,
+        true,
+        "IRQ_EDGE taken"
+    );
     g.dev().reset().ctx("VFIO_DEVICE_RESET")?;
-    ensure_eq!(shadow_regs(&g.eng)?, [0, 0, 0], "registers after VFIO_DEVICE_RESET");
+    ensure_eq!(
+        shadow_regs(&g.eng)?,
+        [0, 0, 0],
+        "registers after VFIO_DEVICE_RESET"
+    );
     Ok(())
 }
 
@@ -211,23 +247,41 @@ pub fn tail_shadow_bad(ctx: &mut Ctx) -> TestResult {
             ensure!(
                 stopped && err == bad_ring,
                 "{what} {v:#x} via {}: ERROR {err}, STATUS.ERROR {stopped}, want BAD_RING",
-                if via_shadow { "the shadow" } else { "RING_TAIL" }
+                if via_shadow {
+                    "the shadow"
+                } else {
+                    "RING_TAIL"
+                }
             );
             std::thread::sleep(Duration::from_millis(20));
-            ensure_attr(g.inst.jobs(), jobs0, &format!("{what}: jobs (nothing runs)"))?;
+            ensure_attr(
+                g.inst.jobs(),
+                jobs0,
+                &format!("{what}: jobs (nothing runs)"),
+            )?;
             got.push((err, at, head, tail));
         }
-        ensure_eq!(got[1], got[0], "{what} {v:#x}: (ERROR, ERROR_HEAD, HEAD, TAIL) shadow vs RING_TAIL");
+        ensure_eq!(
+            got[1],
+            got[0],
+            "{what} {v:#x}: (ERROR, ERROR_HEAD, HEAD, TAIL) shadow vs RING_TAIL"
+        );
         // A later good doorbell does nothing while stopped; a reset brings it back.
         store_shadow(&g, 0x40)?;
         g.eng.write_reg(reg::DOORBELL, 1).ctx("DOORBELL")?;
-        ensure_eq!(stop_state(&g.eng)?.0, bad_ring, "{what}: ERROR after a good shadow");
+        ensure_eq!(
+            stop_state(&g.eng)?.0,
+            bad_ring,
+            "{what}: ERROR after a good shadow"
+        );
     }
     g.eng.reset().ctx("ENGINE_RESET")?;
     g.eng.setup(RING, crate::engine::RING_SIZE).ctx("enable")?;
     store_shadow(&g, 0)?;
     let seq = g.eng.submit_fenced(&[Cmd::Nop], false).ctx("submit")?;
-    g.eng.wait_fence(seq, FENCE_TIMEOUT).ctx("fence after the reset")?;
+    g.eng
+        .wait_fence(seq, FENCE_TIMEOUT)
+        .ctx("fence after the reset")?;
     Ok(())
 }
 
@@ -274,7 +328,8 @@ pub fn tail_shadow_no_register_access(ctx: &mut Ctx) -> TestResult {
     eng.configure(RING, 16 * 1024).ctx("configure")?;
     eng.sync_seq().ctx("seq")?;
     ensure!(
-        eng.enable_tail_shadow(SHADOW).ctx("enable the TAIL shadow")?,
+        eng.enable_tail_shadow(SHADOW)
+            .ctx("enable the TAIL shadow")?,
         "the device has no TAIL shadow: TAIL_SHADOW_LO reads {:#x}",
         eng.read_reg(reg::TAIL_SHADOW_LO)?
     );
@@ -308,7 +363,11 @@ pub fn tail_shadow_no_register_access(ctx: &mut Ctx) -> TestResult {
         let f = g.vram().read_u64(FENCE_WORD).ctx("FENCE word")?;
         ensure_eq!(f, seq, "round {i}: FENCE word after its MSI");
         let w = g.read_words(DATA, 1024)?;
-        ensure!(w.iter().all(|&x| x == value), "round {i}: FILL not done: {:#x}", w[0]);
+        ensure!(
+            w.iter().all(|&x| x == value),
+            "round {i}: FILL not done: {:#x}",
+            w[0]
+        );
     }
     let accesses = cnt.n.load(Ordering::Relaxed) - before;
     ensure_eq!(accesses, 0, "register accesses in {ROUNDS} submissions");

@@ -122,8 +122,13 @@ enum vgpu_dispi_index {
 #define VGPU_ENG_IRQ_MASK	0x934
 #define VGPU_ENG_RESET		0x938
 #define VGPU_ENG_CMDS_DONE	0x93c
+#define VGPU_ENG_TAIL_SHADOW_LO	0x940
+#define VGPU_ENG_TAIL_SHADOW_HI	0x944
+#define VGPU_ENG_IRQ_EDGE	0x948
 
 #define VGPU_CTL_ENABLE		BIT(0)
+#define VGPU_SHADOW_ENABLE	BIT(0)
+#define VGPU_SHADOW_ALIGN	4
 #define VGPU_STATUS_ENABLED	BIT(0)
 #define VGPU_STATUS_BUSY	BIT(1)
 #define VGPU_STATUS_ERROR	BIT(2)
@@ -357,6 +362,8 @@ struct vgpu_engine {
 	u64 fence;
 	u32 irq_status, irq_mask;
 	u32 cmds_done;
+	u32 shadow_lo, shadow_hi;	/* TAIL_SHADOW (bit 0: ENABLE) */
+	u32 irq_edge;			/* IRQ_EDGE: sources not latched */
 	bool inflight;
 	struct vgpu_eng_op op;
 	u64 wd_ns;			/* engine time since the last FENCE */
@@ -554,6 +561,7 @@ int vgpu_mmap(struct vfio_device *vdev, struct vm_area_struct *vma);
 
 struct page *vgpu_page_get_unlocked(struct vgpu_device *vg,
 				    struct vgpu_pages *set, unsigned long idx);
+u32 vgpu_vram_peek32(struct vgpu_device *vg, u64 off);
 
 /* ---- vgpu_exec.c: the external executor ---- */
 extern struct device_attribute vgpu_attr_executor,

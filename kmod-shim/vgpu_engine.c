@@ -320,13 +320,23 @@ static void eng_irq_check(struct vgpu_device *vg, u32 old)
 		vgpu_irq_raise(vg, index);
 }
 
-/* Set IRQ_STATUS bits. */
+/*
+ * An event of the sources @bits: sources in IRQ_EDGE signal the interrupt
+ * at each event (if unmasked) and are not latched; the others set their
+ * IRQ_STATUS bits.
+ */
 static void eng_irq(struct vgpu_device *vg, u32 bits)
 {
 	struct vgpu_engine *e = &vg->eng;
 	u32 old = e->irq_status & e->irq_mask;
+	int index;
 
-	e->irq_status |= bits;
+	if (bits & e->irq_edge & e->irq_mask) {
+		index = vgpu_cfg_irq_index(vg);
+		if (index >= 0)
+			vgpu_irq_raise(vg, index);
+	}
+	e->irq_status |= bits & ~e->irq_edge;
 	eng_irq_check(vg, old);
 }
 
@@ -392,6 +402,9 @@ void vgpu_engine_reset(struct vgpu_device *vg, bool full)
 		e->fence = 0;
 		e->irq_mask = 0;
 		e->cmds_done = 0;
+		e->shadow_lo = 0;
+		e->shadow_hi = 0;
+		e->irq_edge = 0;
 	}
 	vgpu_sched_update(vg);
 	spin_unlock(&e->lock);
@@ -446,6 +459,33 @@ static void eng_write_tail(struct vgpu_device *vg, u32 val)
 	e->tail = val;
 }
 
+/* VRAM offset of the TAIL shadow word. */
+static u64 eng_shadow(const struct vgpu_engine *e)
+{
+	return (u64)e->shadow_hi << 32 | (e->shadow_lo & ~VGPU_SHADOW_ENABLE);
+}
+
+/*
+ * TAIL_SHADOW_LO. Setting ENABLE checks that the shadow word is 4-aligned
+ * and inside VRAM; if not, ENABLE is not stored and the ring stops with
+ * BAD_RING, as for a bad TAIL.
+ */
+static void eng_write_shadow(struct vgpu_device *vg, u32 val)
+{
+	struct vgpu_engine *e = &vg->eng;
+	u64 off = (u64)e->shadow_hi << 32 | (val & ~VGPU_SHADOW_ENABLE);
+
+	if ((val & VGPU_SHADOW_ENABLE) &&
+	    (!IS_ALIGNED(off, VGPU_SHADOW_ALIGN) ||
+	     off > vg->vram_size - sizeof(u32))) {
+		e->shadow_lo = val & ~VGPU_SHADOW_ENABLE;
+		eng_fail(vg, VGPU_ERR_BAD_RING, e->head);
+		vgpu_sched_update(vg);
+		return;
+	}
+	e->shadow_lo = val;
+}
+
 static u32 eng_read_reg(const struct vgpu_engine *e, unsigned int reg)
 {
 	u32 st;
@@ -488,6 +528,12 @@ static u32 eng_read_reg(const struct vgpu_engine *e, unsigned int reg)
 		return e->irq_mask;
 	case VGPU_ENG_CMDS_DONE:
 		return e->cmds_done;
+	case VGPU_ENG_TAIL_SHADOW_LO:
+		return e->shadow_lo;
+	case VGPU_ENG_TAIL_SHADOW_HI:
+		return e->shadow_hi;
+	case VGPU_ENG_IRQ_EDGE:
+		return e->irq_edge;
 	default:
 		return 0;	/* DOORBELL, ENGINE_RESET (write-only), holes */
 	}
@@ -546,6 +592,9 @@ void vgpu_engine_write(struct vgpu_device *vg, unsigned int off,
 	spin_lock(&e->lock);
 	switch (reg) {
 	case VGPU_ENG_DOORBELL:
+		/* the TAIL shadow in VRAM, taken as a write of RING_TAIL */
+		if (e->shadow_lo & VGPU_SHADOW_ENABLE)
+			eng_write_tail(vg, vgpu_vram_peek32(vg, eng_shadow(e)));
 		eng_lat_submit(e);
 		vgpu_sched_update(vg);
 		break;
@@ -572,6 +621,16 @@ void vgpu_engine_write(struct vgpu_device *vg, unsigned int off,
 		old = e->irq_status & e->irq_mask;
 		e->irq_mask = val & VGPU_IRQ_ALL;
 		eng_irq_check(vg, old);
+		break;
+	case VGPU_ENG_TAIL_SHADOW_LO:
+		eng_write_shadow(vg, val);
+		break;
+	case VGPU_ENG_TAIL_SHADOW_HI:
+		if (!(e->shadow_lo & VGPU_SHADOW_ENABLE))
+			e->shadow_hi = val;
+		break;
+	case VGPU_ENG_IRQ_EDGE:
+		e->irq_edge = val & VGPU_IRQ_ALL;
 		break;
 	default:
 		break;		/* read-only registers and holes */

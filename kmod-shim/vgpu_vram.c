@@ -158,6 +158,27 @@ struct page *vgpu_page_get_unlocked(struct vgpu_device *vg,
 	return page;
 }
 
+/*
+ * The little-endian u32 at VRAM @off (4-aligned, inside VRAM: checked by
+ * the caller), without vg->lock and without allocating: 0 while its page
+ * is absent. For the engine's TAIL shadow, read at a doorbell under
+ * eng.lock (vgpu_engine.c); the device is open, so its pages stay.
+ */
+u32 vgpu_vram_peek32(struct vgpu_device *vg, u64 off)
+{
+	struct page *page = vgpu_page_find(vg, &vg->vram, off >> PAGE_SHIFT,
+					   false);
+	const __le32 *p;
+	u32 v;
+
+	if (!page)
+		return 0;
+	p = kmap_local_page(page) + offset_in_page(off);
+	v = le32_to_cpu(READ_ONCE(*p));
+	kunmap_local(p);
+	return v;
+}
+
 /* The page at @idx with a reference the caller drops with put_page(). */
 static struct page *vgpu_page_get(struct vgpu_device *vg,
 				  struct vgpu_pages *set, unsigned long idx)

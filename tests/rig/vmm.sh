@@ -9,13 +9,15 @@
 #        l2mode=engine it loads the guest driver (guest-driver/vgpu_guest.ko, built
 #        for the same kernel) and runs vgpu-engine-client on its vGPU.
 # tests/rig/guest/vgpu-vmm-boot (L1) runs the boots and judges them.
-#   tests/rig/vmm.sh [6.1|6.12] [share|lifecycle|reset|qemu|bochs] [rig options...]
+#   tests/rig/vmm.sh [6.1|6.12] [share|lifecycle|reset|qemu|bochs|engine|bench] [rig options...]
 # With "share", L1 runs tests/rig/guest/vgpu-vmm-share instead: three vgpu-vmm L2s at
 # once, each saturating its vGPU from inside (l2mode=saturate), shares by weight and a cap.
 # With "lifecycle", vgpu-vmm-boot runs only its vGPU lifecycle checks (kill -9 of a
 # vgpu-vmm, then `remove` of an instance in use: VFIO REQ), which the full run has too;
 # "reset" only the guest-reset and BAR-move VM, "qemu" only the engine guest under QEMU,
-# "bochs" only the guest where bochs-drm draws.
+# "bochs" only the guest where bochs-drm draws, "engine" only the engine guests (L1
+# client, vgpu-vmm with ioeventfd and trapped, QEMU) and their BENCH line, "bench" only the round-trip benchmark
+# with L1's KVM exits counted per round trip (l2mode=bench, docs/benchmarks.md).
 # The full run also boots the same vmlinux and initramfs with the host's QEMU under the
 # same nested KVM (start to /init, and the engine guest through QEMU's vfio-pci) for
 # the BENCH line.
@@ -26,7 +28,7 @@ flavour=${1:-6.1}
 shift || true
 scenario=boot
 case "${1:-}" in
-share | lifecycle | reset | qemu | bochs)
+share | lifecycle | reset | qemu | bochs | bench | engine)
 	scenario=$1
 	shift
 	;;
@@ -167,6 +169,15 @@ case "$(cat /proc/cmdline)" in
 	dmesg | grep 'vgpu_guest' | sed 's/^/L2-KLOG /'
 	vgpu-engine-client --guest /dev/vgpu0 --timeout-s 20 | sed 's/^/L2-/'
 	echo "L2-MSI-PROC $(awk '/vgpu_guest/ { s = 0; for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) s += $i; print s }' /proc/interrupts)"
+	# 100 more bare IRQ fences between two L2-MARK lines, their output to a file (console
+	# lines are exits too): L1 counts the MMIO exits to the VMM in between (the sleeps
+	# let it take its snapshot before the window starts).
+	echo "L2-MARK w.0"
+	sleep 2
+	vgpu-engine-client --guest /dev/vgpu0 --rounds 0 --pings 100 >/w.log 2>&1
+	echo "L2-MARK w.1"
+	sleep 1
+	echo "L2-W $(grep -E 'SUBMIT|RTT|RESULT' /w.log | tr '\n' ' ')"
 	# The device goes while a file is open: reads say ENODEV, the module stays
 	# pinned until the file is closed, then unloads (the kernel log is checked below).
 	exec 3</dev/vgpu0
@@ -175,6 +186,30 @@ case "$(cat /proc/cmdline)" in
 	rmmod vgpu_guest 2>/dev/null && echo "L2-RMMOD-WHILE-OPEN succeeded"
 	exec 3<&-
 	rmmod vgpu_guest && echo "L2-GUEST-DRIVER unloaded"
+	;;
+*l2mode=bench*)
+	# The round trip and where it goes (vgpu-vmm-boot bench): exit costs and the
+	# client's figures, then two windows of 20 and 220 bare IRQ fences (their
+	# difference is 200 round trips, the client's start-up cancels out) and an idle
+	# one, each between L2-MARK lines at which L1 snapshots its KVM exit counts (the
+	# sleeps let L1 take them before the window starts). The windows' own output goes
+	# to a file: console lines are exits too.
+	insmod /lib/vgpu_guest.ko && echo "L2-GUEST-DRIVER loaded"
+	x=
+	case "$(cat /proc/cmdline)" in *noshadow*) x=--no-shadow ;; esac
+	vgpu-engine-client --guest /dev/vgpu0 --rounds 1 --pings 32 --exit-cost 1000 $x | sed 's/^/L2-/'
+	for w in 20 220; do
+		echo "L2-MARK p$w.0"
+		sleep 1
+		vgpu-engine-client --guest /dev/vgpu0 --rounds 0 --pings $w $x >/p$w.log 2>&1
+		echo "L2-MARK p$w.1"
+		sleep 1
+	done
+	echo "L2-MARK idle.0"
+	sleep 3
+	echo "L2-MARK idle.1"
+	sleep 1
+	echo "L2-P220 $(grep -E 'RTT|RESULT' /p220.log | tr '\n' ' ')"
 	;;
 *l2mode=resetboot*)
 	# vgpu-vmm --on-reboot restart: the first boot programs the engine and leaves it
@@ -186,6 +221,9 @@ case "$(cat /proc/cmdline)" in
 		vgpu-engine-client --guest /dev/vgpu0 --timeout-s 20 --rounds 1 --pings 4 --leave-programmed | sed 's/^/L2-B1-/'
 		vgpu-engine-client --guest /dev/vgpu0 --regs | sed 's/^/L2-B1-/'
 		echo "L2-REBOOT"
+		# reboot -f does not wait for the console: what is still in the tty buffer is
+		# lost (seen: the client's last 25 lines, once its output grew).
+		sleep 2
 		reboot -f
 	fi
 	vgpu-engine-client --guest /dev/vgpu0 --regs | sed 's/^/L2-B2-/'

@@ -140,6 +140,13 @@ pub struct Engine<A: DeviceAccess = Device> {
     tail: u64,
     head: u64,
     next_seq: u64,
+    /// VRAM offset of the TAIL shadow word while it is enabled ([`Engine::enable_tail_shadow`]).
+    tail_shadow: Option<u64>,
+    /// VRAM offset where fenced submissions' FENCEs write their seqno
+    /// ([`Engine::set_fence_write`]).
+    fence_write: Option<u64>,
+    /// IRQ_EDGE as last written.
+    irq_edge: u32,
 }
 
 impl<A: DeviceAccess> Engine<A> {
@@ -159,6 +166,9 @@ impl<A: DeviceAccess> Engine<A> {
             tail: 0,
             head: 0,
             next_seq: 1,
+            tail_shadow: None,
+            fence_write: None,
+            irq_edge: 0,
         })
     }
 
@@ -458,13 +468,96 @@ impl<A: DeviceAccess> Engine<A> {
         Ok(at)
     }
 
-    /// Publish the software TAIL: write RING_TAIL, then DOORBELL.
+    /// Publish the software TAIL, then ring DOORBELL: through RING_TAIL, or, with the
+    /// TAIL shadow enabled, by storing it in the shadow word in VRAM (no register
+    /// write: in a VM no exit for it).
     pub fn kick(&self) -> Result<()> {
+        self.publish_tail()?;
+        self.write_reg(reg::DOORBELL, 1)
+    }
+
+    /// Publish the software TAIL without ringing the doorbell: write RING_TAIL, or with
+    /// the TAIL shadow enabled store it in the shadow word (the next DOORBELL reads it).
+    pub fn publish_tail(&self) -> Result<()> {
         // The commands went through a shared mapping; make them visible before the
         // device learns about them.
         fence(Ordering::SeqCst);
-        self.write_reg(reg::RING_TAIL, self.tail as u32)?;
-        self.write_reg(reg::DOORBELL, 1)
+        match self.tail_shadow {
+            Some(off) => {
+                let at = self.map_off(off)?;
+                self.vram.write_u32(at, self.tail as u32)?;
+                fence(Ordering::SeqCst);
+                Ok(())
+            }
+            None => self.write_reg(reg::RING_TAIL, self.tail as u32),
+        }
+    }
+
+    /// Turn the TAIL shadow on with its word at VRAM offset `off` (4-aligned, inside
+    /// VRAM and the mapping): [`Engine::kick`] then stores TAIL there and rings
+    /// DOORBELL, which reads it (docs/engine-abi.md, "TAIL shadow"). The word is set
+    /// to the software TAIL first. Returns false, and changes nothing, on a device
+    /// without the shadow (the register reads back without ENABLE); an error if the
+    /// device refused the offset (the ring is then stopped with BAD_RING).
+    pub fn enable_tail_shadow(&mut self, off: u64) -> Result<bool> {
+        let at = self.map_off(off)?;
+        self.vram.write_u32(at, self.tail as u32)?;
+        fence(Ordering::SeqCst);
+        self.write_reg(reg::TAIL_SHADOW_HI, (off >> 32) as u32)?;
+        self.write_reg(reg::TAIL_SHADOW_LO, off as u32 | reg::SHADOW_ENABLE)?;
+        if self.read_reg(reg::TAIL_SHADOW_LO)? & reg::SHADOW_ENABLE == 0 {
+            let st = self.status()?;
+            if st & reg::STATUS_ERROR != 0 {
+                return Err(self.stopped_error(st));
+            }
+            return Ok(false);
+        }
+        self.tail_shadow = Some(off);
+        Ok(true)
+    }
+
+    /// Turn the TAIL shadow off (TAIL_SHADOW_LO = 0): kicks write RING_TAIL again.
+    pub fn disable_tail_shadow(&mut self) -> Result<()> {
+        self.write_reg(reg::TAIL_SHADOW_LO, 0)?;
+        self.tail_shadow = None;
+        Ok(())
+    }
+
+    /// The TAIL shadow's VRAM offset while [`Engine::kick`] uses it.
+    pub fn tail_shadow(&self) -> Option<u64> {
+        self.tail_shadow
+    }
+
+    /// Make [`Engine::submit_fenced`]'s FENCEs also write their seqno at VRAM offset
+    /// `off` (8-aligned, inside the mapping), and [`Engine::wait_fence_msi`] read it
+    /// there instead of FENCE_LO/HI (no register read). `None`: back to the register.
+    pub fn set_fence_write(&mut self, off: Option<u64>) -> Result<()> {
+        if let Some(o) = off {
+            let at = self.map_off(o)?;
+            // The FENCE register survives ENGINE_RESET; the word starts where it is.
+            let f = self.fence_value()?;
+            self.vram.write_u64(at, f)?;
+        }
+        self.fence_write = off;
+        Ok(())
+    }
+
+    /// Write IRQ_EDGE (sources signalled at each event, not latched) and read it back;
+    /// returns whether the device took it (false on a device without IRQ_EDGE).
+    pub fn set_irq_edge(&mut self, bits: u32) -> Result<bool> {
+        self.write_reg(reg::IRQ_EDGE, bits)?;
+        let got = self.read_reg(reg::IRQ_EDGE)?;
+        self.irq_edge = got;
+        Ok(got == bits)
+    }
+
+    /// The last completed fence as [`Engine::wait_fence_msi`] sees it: the VRAM word of
+    /// [`Engine::set_fence_write`] if set, else the FENCE register.
+    fn fence_seen(&self) -> Result<u64> {
+        match self.fence_write {
+            Some(o) => self.vram.read_u64(self.map_off(o)?),
+            None => self.fence_value(),
+        }
     }
 
     /// Push every command (kicking and waiting for space when the ring is full) and
@@ -511,9 +604,10 @@ impl<A: DeviceAccess> Engine<A> {
         )
     }
 
-    /// Submit `cmds` followed by a FENCE; returns the fence's seqno.
+    /// Submit `cmds` followed by a FENCE (writing its seqno to VRAM too after
+    /// [`Engine::set_fence_write`]); returns the fence's seqno.
     pub fn submit_fenced(&mut self, cmds: &[Cmd], irq: bool) -> Result<u64> {
-        let (f, seq) = self.next_fence(irq, None);
+        let (f, seq) = self.next_fence(irq, self.fence_write);
         let mut v = Vec::with_capacity(cmds.len() + 1);
         v.extend_from_slice(cmds);
         v.push(f);
@@ -605,11 +699,13 @@ impl<A: DeviceAccess> Engine<A> {
     }
 
     /// Wait for FENCE ≥ `seq` by interrupt alone: sleep in [`DeviceAccess::wait_irq`]
-    /// and read FENCE only when an interrupt came; once it is reached, acknowledge
-    /// IRQ_STATUS.FENCE. With one IRQ fence outstanding at a time (IRQ_FENCE the only
-    /// bit unmasked, IRQ_STATUS clear before it), every such fence raises exactly one
-    /// interrupt: this returns (time waited, interrupts consumed), and a device whose
-    /// interrupts never arrive gives [`Error::Timeout`] even though the fence passed.
+    /// and read FENCE (or its VRAM word, [`Engine::set_fence_write`]) only when an
+    /// interrupt came; once it is reached, acknowledge IRQ_STATUS.FENCE (unless FENCE
+    /// is in IRQ_EDGE: nothing latched). With one IRQ fence outstanding at a time
+    /// (IRQ_FENCE the only bit unmasked, IRQ_STATUS clear before it), every such fence
+    /// raises exactly one interrupt: this returns (time waited, interrupts consumed),
+    /// and a device whose interrupts never arrive gives [`Error::Timeout`] even though
+    /// the fence passed.
     pub fn wait_fence_msi(&self, seq: u64, timeout: Duration) -> Result<(Duration, u64)> {
         let start = Instant::now();
         let mut irqs = 0;
@@ -630,8 +726,10 @@ impl<A: DeviceAccess> Engine<A> {
                 continue;
             }
             irqs += n;
-            if self.fence_value()? >= seq {
-                self.ack_irq(reg::IRQ_FENCE)?;
+            if self.fence_seen()? >= seq {
+                if self.irq_edge & reg::IRQ_FENCE == 0 {
+                    self.ack_irq(reg::IRQ_FENCE)?;
+                }
                 return Ok((start.elapsed(), irqs));
             }
             self.check()?;

@@ -11,7 +11,6 @@
 //! [`Engine::publish_tail`] + [`Engine::kick_eventfd`] submit through it.
 
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{fence, Ordering};
 
 use vfio_bindings::bindings::vfio::{
     vfio_device_ioeventfd, VFIO_DEVICE_IOEVENTFD_16, VFIO_DEVICE_IOEVENTFD_32,
@@ -121,13 +120,6 @@ impl Engine {
     /// Remove the doorbell ioeventfd registered by [`Engine::doorbell_ioeventfd`].
     pub fn clear_doorbell_ioeventfd(&self) -> Result<()> {
         self.device().clear_doorbell_ioeventfd()
-    }
-
-    /// Write RING_TAIL from the software TAIL, without ringing the doorbell.
-    pub fn publish_tail(&self) -> Result<()> {
-        // The commands went through a shared mapping; make them visible first.
-        fence(Ordering::SeqCst);
-        self.write_reg(reg::RING_TAIL, self.sw_tail() as u32)
     }
 
     /// Publish TAIL, then ring the doorbell by signalling `efd` (registered with

@@ -151,12 +151,21 @@ pub mod engine {
     pub const ENGINE_RESET: u64 = 0x938;
     /// Commands completed (wraps).
     pub const CMDS_DONE: u64 = 0x93c;
+    /// TAIL shadow, low 32 bits: bit 0 [`SHADOW_ENABLE`], bits 2–31 the low bits of
+    /// the VRAM offset of the shadow TAIL word (4-aligned). While enabled, each
+    /// DOORBELL first reads the u32 there and takes it as a RING_TAIL write.
+    pub const TAIL_SHADOW_LO: u64 = 0x940;
+    /// TAIL shadow, high 32 bits of the offset (ignored while the shadow is enabled).
+    pub const TAIL_SHADOW_HI: u64 = 0x944;
+    /// Interrupt sources that are edge-style: each event signals the interrupt (if
+    /// unmasked in IRQ_MASK) and is not latched in IRQ_STATUS (nothing to acknowledge).
+    pub const IRQ_EDGE: u64 = 0x948;
 
     /// The engine registers a driver can read, by name. A device reset
     /// (`VFIO_DEVICE_RESET`) and the last close put every one of them back to 0
     /// (docs/engine-abi.md, "Resets and close"); ENGINE_RESET keeps RING_BASE, RING_SIZE,
     /// FENCE, IRQ_MASK and CMDS_DONE.
-    pub const READABLE: [(&str, u64); 14] = [
+    pub const READABLE: [(&str, u64); 17] = [
         ("RING_BASE_LO", RING_BASE_LO),
         ("RING_BASE_HI", RING_BASE_HI),
         ("RING_SIZE", RING_SIZE),
@@ -171,12 +180,19 @@ pub mod engine {
         ("IRQ_STATUS", IRQ_STATUS),
         ("IRQ_MASK", IRQ_MASK),
         ("CMDS_DONE", CMDS_DONE),
+        ("TAIL_SHADOW_LO", TAIL_SHADOW_LO),
+        ("TAIL_SHADOW_HI", TAIL_SHADOW_HI),
+        ("IRQ_EDGE", IRQ_EDGE),
     ];
     /// What each of [`READABLE`] reads after a device reset.
     pub const DEVICE_RESET_VALUE: u32 = 0;
 
     /// RING_CTL: ENABLE.
     pub const CTL_ENABLE: u32 = 1 << 0;
+    /// TAIL_SHADOW_LO: ENABLE.
+    pub const SHADOW_ENABLE: u32 = 1 << 0;
+    /// Alignment of the shadow TAIL word in VRAM.
+    pub const SHADOW_ALIGN: u64 = 4;
     /// STATUS: ring enabled.
     pub const STATUS_ENABLED: u32 = 1 << 0;
     /// STATUS: commands pending or in flight.

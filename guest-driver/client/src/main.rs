@@ -16,6 +16,15 @@
 //! (`CLIENT-REG NAME value`), then `CLIENT-REGS at-reset yes|no` (all at
 //! [`reg::DEVICE_RESET_VALUE`] or not); it writes nothing.
 //!
+//! By default the run submits the fast way when the device offers it
+//! (docs/engine-abi.md, "TAIL shadow" and IRQ_EDGE): TAIL stored in a shadow word in
+//! VRAM, then DOORBELL; each FENCE also writes its seqno to VRAM, where the wait reads
+//! it; FENCE interrupts edge-style, nothing to acknowledge. In a VM that leaves
+//! DOORBELL as the one register access per submission (an ioeventfd under vgpu-vmm:
+//! no exit to the VMM). `--no-shadow` uses the registers (RING_TAIL, FENCE_LO/HI,
+//! IRQ_STATUS) as before; `CLIENT-SUBMIT` says which. `--exit-cost N` (exitcost.rs)
+//! first times N exits of each kind.
+//!
 //! `--saturate` (saturate.rs) replaces the checks by a loop of GEMMs that keeps the
 //! ring full and reports the work done, for the multi-VM share test.
 //!
@@ -25,6 +34,7 @@
 //! its MSI seen), and exits 0 only if every check passed (1: a check failed or the
 //! engine or an interrupt did not come in time; 2: bad arguments).
 
+mod exitcost;
 mod guest;
 mod saturate;
 
@@ -44,13 +54,15 @@ const C_OFF: u64 = 0x12_0000;
 const FILL_OFF: u64 = 0x13_0000;
 const COPY_OFF: u64 = 0x14_0000;
 const SUM_OFF: u64 = 0x15_0000;
+/// The TAIL shadow word, and 8 bytes on the word FENCEs write their seqno to.
+const SHADOW_OFF: u64 = 0x16_0000;
 const FILL_LEN: u64 = 64 << 10;
 /// GEMM shape (not square, so a transposed operand shows).
 const M: usize = 24;
 const N: usize = 20;
 const K: usize = 28;
 /// Bytes of VRAM the client uses.
-const USED: u64 = SUM_OFF + 4096;
+const USED: u64 = SHADOW_OFF + 4096;
 
 struct Args {
     guest: Option<PathBuf>,
@@ -61,6 +73,8 @@ struct Args {
     saturate: Option<u64>,
     leave_programmed: bool,
     regs: bool,
+    no_shadow: bool,
+    exit_cost: u32,
 }
 
 fn parse() -> Result<Args, String> {
@@ -73,6 +87,8 @@ fn parse() -> Result<Args, String> {
         saturate: None,
         leave_programmed: false,
         regs: false,
+        no_shadow: false,
+        exit_cost: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(f) = it.next() {
@@ -86,6 +102,10 @@ fn parse() -> Result<Args, String> {
             }
             "--leave-programmed" => a.leave_programmed = true,
             "--regs" => a.regs = true,
+            "--no-shadow" => a.no_shadow = true,
+            "--exit-cost" => {
+                a.exit_cost = val()?.parse().map_err(|e| format!("--exit-cost: {e}"))?
+            }
             "--pings" => a.pings = val()?.parse().map_err(|e| format!("--pings: {e}"))?,
             "--timeout-s" => {
                 a.timeout =
@@ -143,6 +163,9 @@ fn dispatch<A: DeviceAccess>(
 ) -> Result<bool, String> {
     if args.regs {
         return show_regs(&*dev);
+    }
+    if args.exit_cost > 0 {
+        exitcost::run(&*dev, &vram, args.exit_cost)?;
     }
     match args.saturate {
         Some(secs) => saturate::run(dev, vram, secs, Duration::from_millis(500)).map(|_| true),
@@ -234,6 +257,20 @@ fn run<A: DeviceAccess>(dev: Arc<A>, vram: Arc<MappedRegion>, args: &Args) -> Re
     // One interrupt per IRQ FENCE: IRQ_STATUS clear, only FENCE unmasked.
     eng.set_irq_mask(reg::IRQ_FENCE).map_err(e)?;
     eng.ack_irq(reg::IRQ_ALL).map_err(e)?;
+    if !args.no_shadow {
+        let shadow = eng.enable_tail_shadow(SHADOW_OFF).map_err(e)?;
+        if shadow {
+            eng.set_fence_write(Some(SHADOW_OFF + 8)).map_err(e)?;
+        }
+        let edge = eng.set_irq_edge(reg::IRQ_FENCE).map_err(e)?;
+        println!(
+            "CLIENT-SUBMIT tail-shadow {} irq-edge {}",
+            if shadow { "yes" } else { "no" },
+            if edge { "yes" } else { "no" }
+        );
+    } else {
+        println!("CLIENT-SUBMIT registers");
+    }
     let done0 = eng.cmds_done().map_err(e)?;
     let mut t = Tally {
         ok: true,

@@ -85,6 +85,13 @@ pub fn suite() -> Suite {
                 Some(""),
                 crate::ioeventfd::close_releases,
             ),
+            t("tail_shadow", Some(""), crate::shadow::tail_shadow),
+            t("tail_shadow_bad", Some(""), crate::shadow::tail_shadow_bad),
+            t(
+                "tail_shadow_no_register_access",
+                Some(""),
+                crate::shadow::tail_shadow_no_register_access,
+            ),
             t("multi_parent", Some("parents=2"), multi_parent),
             t("remove_busy", Some(""), remove_busy),
         ],

@@ -30,6 +30,7 @@ mod listing;
 mod pngtool;
 mod preempt;
 mod rng;
+mod shadow;
 mod sys;
 mod sysfuzz;
 mod tools;

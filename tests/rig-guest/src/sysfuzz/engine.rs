@@ -23,13 +23,24 @@ fn engine_value(rng: &mut Rng, reg: u64, vram: u64) -> u32 {
         e::RING_CTL => *rng.pick(&[0u32, 1, 1, r]),
         e::IRQ_STATUS | e::IRQ_MASK => *rng.pick(&[0u32, 1, 2, 4, 7, r]),
         e::ENGINE_RESET => *rng.pick(&[1u32, 0, r]),
+        e::TAIL_SHADOW_LO => *rng.pick(&[
+            0u32,
+            1,
+            0x10_0001,
+            (vram - 4) as u32 | 1,
+            vram as u32 | 1,
+            3,
+            r,
+        ]),
+        e::TAIL_SHADOW_HI => *rng.pick(&[0u32, 0, 1, r]),
+        e::IRQ_EDGE => *rng.pick(&[0u32, 1, 7, r]),
         _ => r,
     }
 }
 
 pub fn engine_reg(th: &mut Th) -> i32 {
     let Some(t) = th.target() else { return SKIP };
-    let reg = 0x900 + 4 * th.rng.below(17);
+    let reg = 0x900 + 4 * th.rng.below(19);
     if th.rng.chance(1, 4) {
         // Read and check the ranges the engine ABI promises.
         return match pread_reg(th, &t, 2, reg & !3, 4) {

@@ -346,7 +346,9 @@ pub fn mmio_check(reg: u64, v: u32, vram: u64, parent: u32) -> Result<(), String
         e::RING_CTL => within(1),
         e::RING_HEAD | e::RING_TAIL | e::ERROR_HEAD => within((1 << 20) - 64),
         e::DOORBELL | e::ENGINE_RESET => want(0),
-        0x900..=0x93c => Ok(()),
+        e::IRQ_EDGE => within(7),
+        // TAIL_SHADOW_LO/HI: any offset (a bad one is refused ENABLE, not stored)
+        0x900..=0x944 => Ok(()),
         _ => want(0),
     }
 }
@@ -530,6 +532,9 @@ mod tests {
         assert!(mmio_check(0x514, 2048, V, 0).is_ok());
         assert!(mmio_check(0x91c, 0x10, V, 0).is_err());
         assert!(mmio_check(0xa00, 0, V, 0).is_ok());
+        assert!(mmio_check(0x940, 0x20_0001, V, 0).is_ok());
+        assert!(mmio_check(0x948, 8, V, 0).is_err());
+        assert!(mmio_check(0x94c, 1, V, 0).is_err());
         assert!(mmio_check(0x000, 1, V, 0).is_err());
     }
 }

@@ -4,6 +4,7 @@
 //! the CPU executor's, a daemon that dies holding a piece, no daemon at all, refusals,
 //! garbage completions, the VRAM mapping revoked at close, the knob switched live.
 
+mod daemon;
 mod faults;
 mod program;
 
@@ -13,7 +14,7 @@ use vgpu_engine_abi::exec;
 use vgpu_sysfs::handle::{Instance, Parent};
 use vgpu_vfio::Cmd;
 
-use crate::execref::{self, Behaviour, Queue, RefExecutor};
+use crate::execref::{self, Queue};
 use crate::harness::{Context, Ctx, Fail, Suite, Test, TestResult};
 use crate::util::wait_for;
 use crate::workload::{Gpu, FENCE_TIMEOUT, MIB};
@@ -236,7 +237,7 @@ fn close_revokes_mapping(ctx: &mut Ctx) -> TestResult {
 fn switch_live(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
     external(&p)?;
-    let xd = RefExecutor::start(0, Behaviour::default()).ctx("start")?;
+    let xd = daemon::Daemon::start(0)?;
     let inst = ctx.create(&p, TYPE)?;
     let mut g = open(&inst)?;
     let (gm, want) = big_gemm(&g)?;
@@ -258,7 +259,10 @@ fn switch_live(ctx: &mut Ctx) -> TestResult {
         );
     }
     ensure_eq!(g.eng.error()?, 0, "ERROR");
-    xd.stop().ctx("executor")?;
-    ctx.note(format!("{flips} switches with GEMMs in flight"));
+    let pieces = xd.stop()?;
+    ensure!(pieces > 0, "no piece ran on the daemon");
+    ctx.note(format!(
+        "{flips} switches with GEMMs in flight, {pieces} pieces on the daemon"
+    ));
     Ok(())
 }

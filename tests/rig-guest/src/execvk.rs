@@ -2,7 +2,9 @@
 //! served by the host's `vgpu-executor --serve` on lavapipe, run in the guest by
 //! `vgpu-executor-chroot` (tests/rig/guest/; the rig needs `--hostfs` and a host build of
 //! vgpu-executor). Each daemon is stopped (SIGTERM, exit status 0) before any unload; its
-//! counters must show no refused and no failed piece.
+//! counters must show no refused and no failed piece. On a host with vgpu_shim loaded
+//! (a real GPU; `scripts/bench --executor external --on-host`), the environment's
+//! `VGPU_EXECUTOR_HOST=1` makes the script run the tree's daemon directly.
 
 use std::process::Command;
 
@@ -100,8 +102,7 @@ impl Drop for Daemon {
 /// pieces it completed.
 pub fn stop(parent: &str) -> Result<u64, Fail> {
     let log = run(&["stop", parent])?;
-    let m = std::fs::read_to_string(format!("/host/run/vgpu-executor-{parent}.prom"))
-        .map_err(|e| Fail(format!("metrics of {parent}: {e}")))?;
+    let m = run(&["metrics", parent]).map_err(|e| Fail(format!("metrics of {parent}: {}", e.0)))?;
     let count = |name: &str| {
         m.lines()
             .find(|l| l.starts_with(&format!("vgpu_executor_{name}{{")))

@@ -403,6 +403,7 @@ struct vgpu_exec {
 	wait_queue_head_t poll_wq;	/* the daemon waits for submissions */
 	wait_queue_head_t done_wq;	/* engines wait for completions */
 	u64 handoffs, requeues, errors;
+	u64 window;			/* IOC_SET_WINDOW (READ_ONCE), 0: none */
 };
 
 /* One parent ("engine"): an mdev parent device with its own VRAM pool. */
@@ -570,7 +571,8 @@ int vgpu_exec_run(struct vgpu_worker *w, struct vgpu_device *vg,
 /* ---- vgpu_exec_piece.c: what goes to the executor, in which pieces ---- */
 enum { VGPU_XSTEP_DONE, VGPU_XSTEP_MORE, VGPU_XSTEP_FAILED };
 void vgpu_exec_budget_init(struct vgpu_worker *w);
-bool vgpu_exec_eligible(const struct vgpu_eng_op *op);
+bool vgpu_exec_eligible(const struct vgpu_device *vg,
+			const struct vgpu_eng_op *op);
 int vgpu_exec_step(struct vgpu_device *vg, struct vgpu_worker *w,
 		   struct vgpu_eng_op *op, u64 wait_ns);
 

@@ -761,7 +761,7 @@ static bool eng_fetch(struct vgpu_device *vg)
 	e->op.at = e->head;
 	/* the whole command runs in the mode it was fetched in */
 	e->op.external = READ_ONCE(vg->parent->exec.external) &&
-			 vgpu_exec_eligible(&e->op);
+			 vgpu_exec_eligible(vg, &e->op);
 	e->head = (e->head + VGPU_CMD_SIZE) & (e->size - 1);
 	e->inflight = true;
 	return true;

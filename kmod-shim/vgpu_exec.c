@@ -30,12 +30,14 @@
  */
 #include <linux/fs.h>
 #include <linux/kthread.h>
+#include <linux/log2.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/moduleparam.h>
 #include <linux/poll.h>
 #include <linux/slab.h>
 #include <linux/sysfs.h>
+#include <linux/uaccess.h>
 #include <linux/vmalloc.h>
 
 #include "vgpu.h"
@@ -49,12 +51,22 @@ static char *vgpu_exec_param = "cpu";
 module_param_named(executor, vgpu_exec_param, charp, 0444);
 MODULE_PARM_DESC(executor,
 		 "executor of every parent at load: cpu (default) or external (docs/executor.md)");
+#ifdef VGPU_TEST_HOOKS
+/* test hook (the rig's builds): reach the last executor id */
+static unsigned int vgpu_test_exec_id_start;
+module_param_named(test_exec_id_start, vgpu_test_exec_id_start, uint, 0444);
+MODULE_PARM_DESC(test_exec_id_start,
+		 "test only: executor ids already used at load (default 0)");
+#else
+#define vgpu_test_exec_id_start	0U
+#endif
 
 /* One open of the device: the connected daemon. */
 struct vgpu_exec_conn {
 	struct vgpu_exec *x;
 	struct file *file;
 	struct vgpu_exec_header *hdr;	/* the shared queue (vmalloc_user) */
+	struct page *scratch;		/* behind mappings of closed instances */
 	u64 epoch;
 	u32 sq_tail;			/* the kernel's own copies */
 	u32 cq_head;
@@ -222,7 +234,10 @@ int vgpu_exec_run(struct vgpu_worker *w, struct vgpu_device *vg,
 
 /*
  * First open of @vg: a new executor id (never reused while the module is
- * loaded), under which the daemon maps its VRAM.
+ * loaded), under which the daemon maps its VRAM. After VGPU_EXEC_ID_MAX
+ * first opens of a parent's instances, opens fail (-ENOSPC) until the
+ * module is reloaded: an id may not come back while a daemon could still
+ * hold a mapping under it.
  */
 int vgpu_exec_open_instance(struct vgpu_device *vg)
 {
@@ -230,7 +245,7 @@ int vgpu_exec_open_instance(struct vgpu_device *vg)
 	int ret;
 
 	mutex_lock(&x->lock);
-	if (x->next_id == U32_MAX) {
+	if (x->next_id >= VGPU_EXEC_ID_MAX) {
 		ret = -ENOSPC;
 		goto out;
 	}
@@ -294,13 +309,23 @@ static vm_fault_t exec_vram_fault(struct vm_fault *vmf)
 
 	mutex_lock(&x->lock);
 	vg = xa_load(&x->ids, id);
-	if (!vg || READ_ONCE(vg->exec_epoch) != c->epoch ||
-	    idx >= vg->vram.npages)
+	if (!vg || READ_ONCE(vg->exec_epoch) != c->epoch) {
+		/*
+		 * The instance was closed after this mapping was made (an
+		 * mmap of an id needs it open): its pages are gone, and a
+		 * daemon still finishing a piece of it reads and writes its
+		 * own scratch page rather than dying of SIGBUS.
+		 */
+		page = c->scratch;
+		get_page(page);
+	} else if (idx >= vg->vram.npages) {
 		goto out;
-	page = vgpu_page_get_unlocked(vg, &vg->vram, idx);
-	if (!page) {
-		ret = VM_FAULT_OOM;
-		goto out;
+	} else {
+		page = vgpu_page_get_unlocked(vg, &vg->vram, idx);
+		if (!page) {
+			ret = VM_FAULT_OOM;
+			goto out;
+		}
 	}
 	/*
 	 * Inserted here, under exec.lock, rather than returned to the
@@ -402,11 +427,31 @@ static long exec_kick(struct vgpu_exec_conn *c)
 	return n;
 }
 
+static long exec_set_window(struct vgpu_exec_conn *c, u64 __user *arg)
+{
+	u64 w;
+
+	if (get_user(w, arg))
+		return -EFAULT;
+	if (w && (!is_power_of_2(w) || w < VGPU_EXEC_WINDOW_MIN ||
+		  w > VGPU_EXEC_WINDOW_MAX))
+		return -EINVAL;
+	/* commands fetched from now on are cut to fit it */
+	WRITE_ONCE(c->x->window, w);
+	return 0;
+}
+
 static long exec_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 {
-	if (cmd != VGPU_EXEC_IOC_KICK)
+	switch (cmd) {
+	case VGPU_EXEC_IOC_KICK:
+		return exec_kick(file->private_data);
+	case VGPU_EXEC_IOC_SET_WINDOW:
+		return exec_set_window(file->private_data,
+				       (u64 __user *)arg);
+	default:
 		return -ENOTTY;
-	return exec_kick(file->private_data);
+	}
 }
 
 static __poll_t exec_poll(struct file *file, poll_table *wait)
@@ -434,10 +479,11 @@ static int exec_open(struct inode *inode, struct file *file)
 	if (!c)
 		return -ENOMEM;
 	c->hdr = vmalloc_user(VGPU_EXEC_QUEUE_BYTES);
-	if (!c->hdr) {
-		kfree(c);
-		return -ENOMEM;
-	}
+	if (!c->hdr)
+		goto err_conn;
+	c->scratch = alloc_page(GFP_KERNEL | __GFP_ZERO | __GFP_ACCOUNT);
+	if (!c->scratch)
+		goto err_hdr;
 	c->x = x;
 	c->file = file;
 	c->hdr->magic = cpu_to_le32(VGPU_EXEC_MAGIC);
@@ -459,15 +505,20 @@ static int exec_open(struct inode *inode, struct file *file)
 	}
 	spin_unlock(&x->qlock);
 	mutex_unlock(&x->lock);
-	if (ret) {
-		vfree(c->hdr);
-		kfree(c);
-		return ret;
-	}
+	if (ret)
+		goto err_scratch;
 	file->private_data = c;
 	/* engines waiting for a daemon hand their pieces (again) */
 	wake_up_all(&x->done_wq);
 	return nonseekable_open(inode, file);
+
+err_scratch:
+	__free_page(c->scratch);
+err_hdr:
+	vfree(c->hdr);
+err_conn:
+	kfree(c);
+	return ret ?: -ENOMEM;
 }
 
 /*
@@ -484,6 +535,7 @@ static int exec_release(struct inode *inode, struct file *file)
 	x->conn = NULL;
 	spin_unlock(&x->qlock);
 	mutex_unlock(&x->lock);
+	put_page(c->scratch);
 	vfree(c->hdr);
 	kfree(c);
 	return 0;
@@ -509,6 +561,7 @@ void vgpu_exec_init(struct vgpu_parent *parent)
 	spin_lock_init(&x->qlock);
 	init_waitqueue_head(&x->poll_wq);
 	init_waitqueue_head(&x->done_wq);
+	x->next_id = min(vgpu_test_exec_id_start, VGPU_EXEC_ID_MAX);
 	exec_parse(vgpu_exec_param, &x->external);
 }
 

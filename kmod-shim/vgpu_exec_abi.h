@@ -34,6 +34,8 @@
 #define VGPU_EXEC_QUEUE_BYTES	(VGPU_EXEC_CQ_OFF + \
 				 VGPU_EXEC_CQ_ENTRIES * VGPU_EXEC_CQE_SIZE)
 #define VGPU_EXEC_VRAM_SHIFT	32
+/* ids stay below 2^31, so an offset id << 32 fits an off_t */
+#define VGPU_EXEC_ID_MAX	0x7fffffffU
 
 /* The header page (offset 0). */
 struct vgpu_exec_header {
@@ -98,5 +100,16 @@ struct vgpu_exec_cqe {
 
 /* Completions up to cq_tail are there. Returns how many were taken. */
 #define VGPU_EXEC_IOC_KICK	_IO(0xf7, 0x01)
+/*
+ * The daemon's binding limit (a __u64, before its first poll): it binds a
+ * VRAM of at most this many bytes whole, a larger one only through windows
+ * of this size at multiples of half of it, so a piece of a larger VRAM may
+ * touch at most half of it, lowest byte to highest. A power of two from
+ * 64 KiB to 2^40, or 0 (no limit, the default). It stays with the parent
+ * for the next daemon until one sets another.
+ */
+#define VGPU_EXEC_IOC_SET_WINDOW	_IOW(0xf7, 0x02, __u64)
+#define VGPU_EXEC_WINDOW_MIN	(1ULL << 16)
+#define VGPU_EXEC_WINDOW_MAX	(1ULL << 40)
 
 #endif /* VGPU_EXEC_ABI_H */

@@ -8,7 +8,11 @@
  * is idempotent, so a piece a dead daemon left half done can be handed
  * again. Commands that cannot be cut that way stay on the CPU executor:
  * GEMM with C overlapping A or B, BLIT whose source overlaps its
- * destination, COPY shifting by less than 4 KiB within itself.
+ * destination, COPY shifting by less than 4 KiB within itself. So do
+ * commands the daemon could not bind: with a window (IOC_SET_WINDOW)
+ * smaller than the instance's VRAM, a piece may touch half a window from
+ * its lowest byte to its highest; FILL, CHECKSUM and COPY pieces are cut
+ * to fit, a GEMM or BLIT fits whole or stays on the CPU.
  *
  * A piece is one chunk of engine time; its size adapts per engine and
  * class like the CPU executor's chunks, with a longer target: the work on
@@ -43,12 +47,32 @@ static bool xspan_overlap(u64 a, u64 alen, u64 b, u64 blen)
 	return a < b + blen && b < a + alen;
 }
 
+/*
+ * The most bytes, lowest to highest, one piece of @vg may touch for the
+ * daemon to bind it (half its window when the VRAM is larger than one),
+ * or 0: any.
+ */
+static u64 xspan_limit(const struct vgpu_device *vg)
+{
+	u64 w = READ_ONCE(vg->parent->exec.window);
+
+	return w && vg->vram_size > w ? w / 2 : 0;
+}
+
+/* Whether [lo, hi) of every operand fits the limit @span (0: any). */
+static bool xspan_fits(u64 span, u64 lo, u64 hi)
+{
+	return !span || hi - lo <= span;
+}
+
 /* Whether @op (validated) goes to the executor in pieces. */
-bool vgpu_exec_eligible(const struct vgpu_eng_op *op)
+bool vgpu_exec_eligible(const struct vgpu_device *vg,
+			const struct vgpu_eng_op *op)
 {
 	const u64 *a = op->arg;
 	const struct vgpu_mode *md = &op->mode;
-	u64 gap, row, src_span, dst, dst_span;
+	u64 span = xspan_limit(vg);
+	u64 gap, row, src_span, dst, dst_span, lo, hi;
 
 	switch (op->opcode) {
 	case VGPU_OP_FILL:
@@ -56,15 +80,28 @@ bool vgpu_exec_eligible(const struct vgpu_eng_op *op)
 		return true;
 	case VGPU_OP_COPY:
 		gap = a[0] > a[1] ? a[0] - a[1] : a[1] - a[0];
+		if (span && gap > span / 2)
+			return false;
 		return gap >= a[2] || gap >= VGPU_XCOPY_MIN_GAP;
 	case VGPU_OP_GEMM:
-		return !op->serial;
+		/* A, B, C of m x k, k x n, m x n words */
+		lo = min3(a[0], a[1], a[2]);
+		hi = max3(a[0] + a[3] * a[5] * 4, a[1] + a[5] * a[4] * 4,
+			  a[2] + a[3] * a[4] * 4);
+		return !op->serial && xspan_fits(span, lo, hi);
 	case VGPU_OP_BLIT:
 		row = a[2] * md->bytepp;
 		src_span = (a[3] - 1) * a[1] + row;
 		dst = md->offset + a[5] * md->stride + a[4] * md->bytepp;
 		dst_span = (a[3] - 1) * md->stride + row;
-		return !xspan_overlap(a[0], src_span, dst, dst_span);
+		if (xspan_overlap(a[0], src_span, dst, dst_span))
+			return false;
+		/* a piece's destination is whole scanout rows */
+		dst = md->offset + a[5] * md->stride;
+		dst_span = (a[3] - 1) * md->stride + md->width * md->bytepp;
+		lo = min(a[0], dst);
+		hi = max(a[0] + src_span, dst + dst_span);
+		return xspan_fits(span, lo, hi);
 	default:
 		return false;
 	}
@@ -115,6 +152,7 @@ int vgpu_exec_step(struct vgpu_device *vg, struct vgpu_worker *w,
 	struct vgpu_exec_sqe sqe = {};
 	const u64 *a = op->arg;
 	u64 total, cost = 1, align = 1, gap = 0, start, count, value, t0;
+	u64 span = xspan_limit(vg), extra = 0;
 	int cls, ret;
 
 	switch (op->opcode) {
@@ -127,11 +165,13 @@ int vgpu_exec_step(struct vgpu_device *vg, struct vgpu_worker *w,
 		total = a[2];
 		cls = VGPU_CC_COPY;
 		gap = a[0] > a[1] ? a[0] - a[1] : a[1] - a[0];
+		extra = gap;
 		break;
 	case VGPU_OP_CHECKSUM:
 		total = a[1];
 		cls = VGPU_CC_SUM;
 		align = 4;
+		extra = 8;		/* the daemon's word for the result */
 		break;
 	case VGPU_OP_GEMM:
 		total = a[3] * a[4];
@@ -154,6 +194,9 @@ int vgpu_exec_step(struct vgpu_device *vg, struct vgpu_worker *w,
 	count = min(count, total - op->done);
 	if (gap < total && gap)
 		count = min(count, gap);	/* overlapping COPY */
+	/* within the daemon's binding (GEMM and BLIT fit whole, or stay) */
+	if (span && extra < span && count > span - extra)
+		count = max_t(u64, round_down(span - extra, align), align);
 	/* memmove order: from the top when dst lies above an overlapping src */
 	start = op->backward ? total - op->done - count : op->done;
 

@@ -35,6 +35,18 @@ pub const CQ_OFF: usize = SQ_OFF + SQ_ENTRIES as usize * SQE_SIZE;
 pub const QUEUE_BYTES: usize = CQ_OFF + CQ_ENTRIES as usize * CQE_SIZE;
 /// `ioctl(fd, IOC_KICK)`: completions up to `cq_tail` are there (`_IO(0xf7, 1)`).
 pub const IOC_KICK: u64 = 0xf701;
+/// `ioctl(fd, IOC_SET_WINDOW, &w)` with a `u64` (`_IOW(0xf7, 2, __u64)`): the daemon
+/// binds a VRAM of at most `w` bytes whole and a larger one through windows of `w` at
+/// multiples of `w / 2`, so the kernel cuts pieces of a larger VRAM to touch at most
+/// `w / 2` bytes ([`piece_bytes`]), and runs on the CPU a GEMM or BLIT that does not fit
+/// whole. `w` is 0 (no limit, the default) or a power of two in
+/// [`WINDOW_MIN`]`..=`[`WINDOW_MAX`] (else EINVAL); it stays with the parent for the next
+/// daemon. Set it before the first poll: pieces cut before it are not re-cut.
+pub const IOC_SET_WINDOW: u64 = 0x4008_f702;
+/// The smallest window [`IOC_SET_WINDOW`] takes.
+pub const WINDOW_MIN: u64 = 1 << 16;
+/// The largest window [`IOC_SET_WINDOW`] takes.
+pub const WINDOW_MAX: u64 = 1 << 40;
 
 /// Header offsets (little-endian `u32`s).
 pub mod hdr {
@@ -63,6 +75,64 @@ pub mod hdr {
     /// Written by the daemon: completions produced.
     pub const CQ_TAIL: usize = 0x84;
 }
+
+/// The VRAM bytes `[lo, hi)` between the lowest and the highest byte a piece reads or
+/// writes when [`apply_piece`] runs it (BLIT: whole scanout rows, as a daemon binds
+/// them), or `None` for an entry that is no piece of a command with pieces. With a window
+/// `w` set ([`IOC_SET_WINDOW`]) and a VRAM larger than `w`, the kernel keeps `hi - lo`
+/// within `w / 2` (a CHECKSUM piece within `w / 2 - 8`, room for a daemon's result word).
+pub fn piece_bytes(sqe: &Sqe) -> Option<(u64, u64)> {
+    use crate::cmd::Cmd;
+    let (s, cnt) = (sqe.start, sqe.count);
+    let last = s.checked_add(cnt)?.checked_sub(1)?;
+    match Cmd::from_raw(sqe.cmd) {
+        Cmd::Fill { dst, .. } => Some((dst.checked_add(s)?, dst.checked_add(s + cnt)?)),
+        Cmd::Checksum { src, .. } => Some((src.checked_add(s)?, src.checked_add(s + cnt)?)),
+        Cmd::Copy { dst, src, .. } => {
+            let (lo, hi) = (dst.min(src), dst.max(src));
+            Some((lo.checked_add(s)?, hi.checked_add(s + cnt)?))
+        }
+        Cmd::Gemm { a, b, c, n, k, .. } => {
+            let (i0, i1) = (s / n.max(1), last / n.max(1));
+            let rows = i1 - i0 + 1;
+            let a0 = a.checked_add(i0.checked_mul(k)?.checked_mul(4)?)?;
+            let c0 = c.checked_add(i0.checked_mul(n)?.checked_mul(4)?)?;
+            let hi = [
+                a0.checked_add(rows.checked_mul(k)?.checked_mul(4)?)?,
+                b.checked_add(k.checked_mul(n)?.checked_mul(4)?)?,
+                c0.checked_add(rows.checked_mul(n)?.checked_mul(4)?)?,
+            ];
+            Some((a0.min(b).min(c0), hi.into_iter().max()?))
+        }
+        Cmd::Blit {
+            src,
+            src_stride,
+            width,
+            dst_y,
+            ..
+        } => {
+            let md = sqe.mode?;
+            let s0 = src.checked_add(s.checked_mul(src_stride)?)?;
+            let s1 = src
+                .checked_add(last.checked_mul(src_stride)?)?
+                .checked_add(width.checked_mul(md.bytes_pp)?)?;
+            let d0 = md
+                .start
+                .checked_add(dst_y.checked_add(s)?.checked_mul(md.stride)?)?;
+            let d1 = md
+                .start
+                .checked_add(dst_y.checked_add(last)?.checked_mul(md.stride)?)?
+                .checked_add(md.xres.checked_mul(md.bytes_pp)?)?;
+            Some((s0.min(d0), s1.max(d1)))
+        }
+        _ => None,
+    }
+}
+
+/// The largest executor id: ids stay below 2^31, so [`vram_offset`] fits an `off_t`.
+/// A parent's instances get ids 1, 2, … at their first opens; once this one is used,
+/// first opens fail with ENOSPC until the module is reloaded (ids are never reused).
+pub const ID_MAX: u32 = 0x7fff_ffff;
 
 /// mmap offset of the VRAM of executor id `id`.
 pub fn vram_offset(id: u32) -> u64 {
@@ -347,6 +417,7 @@ mod tests {
         assert_eq!(CQ_OFF, 4096 + 64 * 256);
         assert_eq!(QUEUE_BYTES, CQ_OFF + 64 * 32);
         assert_eq!(vram_offset(5), 5 << 32);
+        assert!(i64::try_from(vram_offset(ID_MAX)).is_ok());
     }
 
     #[test]

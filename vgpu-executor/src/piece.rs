@@ -422,3 +422,93 @@ impl Executor {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes the daemon binds for a piece are the ones the ABI model says the kernel
+    /// keeps within half a window (`exec::piece_bytes`), CHECKSUM's result word aside.
+    #[test]
+    fn reduce_binds_what_the_model_says() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut r = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mode = ScanoutMode {
+            xres: 640,
+            yres: 480,
+            bytes_pp: 4,
+            stride: 2560,
+            start: 1 << 20,
+        };
+        for i in 0..2000 {
+            let base = |r: &mut dyn FnMut(u64) -> u64| r(1 << 24) * 4;
+            let (cmd, units) = match i % 5 {
+                0 => {
+                    let len = (1 + r(4096)) * 4;
+                    let dst = base(&mut r);
+                    (Cmd::Fill { dst, len, value: 7 }, len / 4)
+                }
+                1 => {
+                    let len = 1 + r(1 << 16);
+                    let (dst, src) = (base(&mut r), base(&mut r));
+                    (Cmd::Copy { dst, src, len }, len)
+                }
+                2 => {
+                    let len = (1 + r(4096)) * 4;
+                    let (src, dst) = (base(&mut r), base(&mut r) & !7);
+                    (Cmd::Checksum { src, len, dst }, len / 4)
+                }
+                3 => {
+                    let (m, n, k) = (1 + r(40), 1 + r(40), 1 + r(40));
+                    let (a, b, c) = (base(&mut r), base(&mut r), base(&mut r));
+                    (Cmd::Gemm { a, b, c, m, n, k }, m * n)
+                }
+                _ => {
+                    let (w, h) = (1 + r(640), 1 + r(480));
+                    let cmd = Cmd::Blit {
+                        src: base(&mut r),
+                        src_stride: w * 4 + r(64) * 4,
+                        width: w,
+                        height: h,
+                        dst_x: r(640 - w + 1),
+                        dst_y: r(480 - h + 1),
+                    };
+                    (cmd, h)
+                }
+            };
+            let scale = if matches!(cmd, Cmd::Fill { .. } | Cmd::Checksum { .. }) {
+                4
+            } else {
+                1
+            };
+            let start = r(units);
+            let count = 1 + r(units - start);
+            let sqe = Sqe {
+                seq: 1,
+                kind: Some(SqeKind::Piece),
+                id: 1,
+                vram_size: 1 << 28,
+                start: start * scale,
+                count: count * scale,
+                state: 0,
+                mode: matches!(cmd, Cmd::Blit { .. }).then_some(mode),
+                cmd: cmd.raw(),
+            };
+            let (_, lo, hi) = reduce(&sqe).expect("a piece");
+            let (mlo, mhi) = vgpu_engine_abi::exec::piece_bytes(&sqe).expect("model");
+            if let Cmd::Checksum { .. } = cmd {
+                assert!(
+                    lo <= mlo && mlo - lo < 8 && hi >= mhi && hi - mhi <= 8,
+                    "{sqe:?}"
+                );
+            } else {
+                assert_eq!((lo, hi), (mlo, mhi), "{sqe:?}");
+            }
+        }
+    }
+}

@@ -6,15 +6,14 @@
 //! piece, refuse, answer garbage). The production daemon is `vgpu-executor --serve`.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use vgpu_engine_abi::exec::{self, Cqe, Sqe, SqeKind};
+use vgpu_exec_queue::{Device, Mapping};
 
 /// How the executor behaves.
 #[derive(Clone, Copy, Debug, Default)]
@@ -27,6 +26,9 @@ pub struct Behaviour {
     /// Before each real completion, publish completions the kernel must drop (unknown
     /// sequence numbers, a status out of range).
     pub garbage: bool,
+    /// Declare this window (`exec::IOC_SET_WINDOW`) at start, and refuse a piece of a
+    /// larger VRAM that touches more than half of it (as the Vulkan daemon would).
+    pub window: Option<u64>,
 }
 
 /// What the executor did.
@@ -40,6 +42,8 @@ pub struct Stats {
     pub refused: u64,
     /// Pieces whose instance's VRAM could not be mapped (closed since): FAILED.
     pub unmapped: u64,
+    /// Of `refused`: pieces wider than half the declared window.
+    pub too_wide: u64,
 }
 
 /// A running reference executor; stops (and closes the device) when dropped.
@@ -50,135 +54,67 @@ pub struct RefExecutor {
 
 /// The device node of parent `vgpu_shim<i>`.
 pub fn device_path(parent: u32) -> PathBuf {
-    PathBuf::from(format!("/dev/vgpu-exec/vgpu_shim{parent}"))
+    vgpu_exec_queue::device_path(&format!("vgpu_shim{parent}"))
 }
 
-struct Mapping {
-    ptr: *mut u8,
-    len: usize,
-}
-
-// SAFETY: a Mapping is an owned mmap of a device file; any thread may use and unmap it.
-unsafe impl Send for Mapping {}
-// SAFETY: shared only to hand out its address; the bytes are raced only as the device's
-// VRAM is (see Shared::run).
-unsafe impl Sync for Mapping {}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: ptr/len are a mapping this struct made and nothing else refers to.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
-
-/// mmap `len` bytes of `fd` at `off`, shared, read-write.
+/// mmap `len` bytes of `fd` at `off`, shared, read-write; the caller munmaps it.
 pub fn map(fd: i32, off: u64, len: usize) -> io::Result<*mut u8> {
-    let off = libc::off_t::try_from(off).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: a fresh shared mapping of a device file; no existing memory is affected.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
-            off,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(p.cast())
+    Mapping::shared(fd, len, off).map(Mapping::into_raw)
 }
 
-/// The queue of one open of the device.
+/// The queue of one open of the device (`vgpu_exec_queue::Device`), with the index and
+/// entry accessors the tests use.
 pub struct Queue {
-    file: File,
-    q: Mapping,
+    dev: Device,
 }
 
 impl Queue {
     /// Open the device and map its queue.
     pub fn open(parent: u32) -> io::Result<Queue> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(device_path(parent))?;
-        let ptr = map(file.as_raw_fd(), 0, exec::QUEUE_BYTES)?;
-        let q = Mapping {
-            ptr,
-            len: exec::QUEUE_BYTES,
-        };
-        Ok(Queue { file, q })
+        Ok(Queue {
+            dev: Device::open(&device_path(parent))?,
+        })
+    }
+
+    /// `ioctl(IOC_SET_WINDOW, &window)`.
+    pub fn set_window(&self, window: u64) -> io::Result<()> {
+        self.dev.set_window(window)
     }
 
     /// The device fd.
     pub fn fd(&self) -> i32 {
-        self.file.as_raw_fd()
-    }
-
-    fn word(&self, off: usize) -> &AtomicU32 {
-        // SAFETY: off is a 4-aligned header offset inside the mapping, which lives as
-        // long as self; the kernel and this process access it as u32s.
-        unsafe { &*(self.q.ptr.add(off) as *const AtomicU32) }
+        self.dev.fd()
     }
 
     /// A header word.
     pub fn hdr(&self, off: usize) -> u32 {
-        u32::from_le(self.word(off).load(Ordering::Acquire))
+        self.dev.queue().load(off)
     }
 
     /// Set a header word (release: entries before the index).
     pub fn set_hdr(&self, off: usize, v: u32) {
-        self.word(off).store(v.to_le(), Ordering::Release);
+        self.dev.queue().store(off, v)
     }
 
     /// Submission entry at index `i`.
     pub fn sqe(&self, i: u32) -> Sqe {
-        let off = exec::SQ_OFF + (i % exec::SQ_ENTRIES) as usize * exec::SQE_SIZE;
-        let mut b = [0u8; exec::SQE_SIZE];
-        // SAFETY: the entry lies inside the queue mapping.
-        unsafe { std::ptr::copy_nonoverlapping(self.q.ptr.add(off), b.as_mut_ptr(), b.len()) };
-        Sqe::decode(&b)
+        self.dev.queue().sqe(i)
     }
 
     /// Write a completion at index `i` (not published until cq_tail moves).
     pub fn put_cqe(&self, i: u32, c: &Cqe) {
-        let off = exec::CQ_OFF + (i % exec::CQ_ENTRIES) as usize * exec::CQE_SIZE;
-        let b = c.encode();
-        // SAFETY: the entry lies inside the queue mapping.
-        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), self.q.ptr.add(off), b.len()) };
+        self.dev.queue().put_cqe(i, c)
     }
 
     /// Publish completions up to `tail` and kick the kernel; returns what the ioctl says.
     pub fn kick(&self, tail: u32) -> io::Result<i32> {
         self.set_hdr(exec::hdr::CQ_TAIL, tail);
-        // SAFETY: an ioctl without argument on our own fd.
-        let r = unsafe { libc::ioctl(self.fd(), exec::IOC_KICK as _) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(r)
+        self.dev.kick()
     }
 
     /// Wait up to `ms` for submissions.
     pub fn poll(&self, ms: i32) -> io::Result<bool> {
-        let mut p = libc::pollfd {
-            fd: self.fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut p, 1, ms) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(false)
-            } else {
-                Err(e)
-            };
-        }
-        Ok(r > 0 && p.revents & libc::POLLIN != 0)
+        self.dev.poll(ms)
     }
 }
 
@@ -187,6 +123,9 @@ impl RefExecutor {
     /// here) and serve it in a thread.
     pub fn start(parent: u32, how: Behaviour) -> io::Result<RefExecutor> {
         let q = Queue::open(parent)?;
+        if let Some(w) = how.window {
+            q.set_window(w)?;
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
         let thread = std::thread::Builder::new()
@@ -280,8 +219,7 @@ impl Shared {
         }
         let len =
             usize::try_from(e.vram_size).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        let ptr = map(self.q.fd(), exec::vram_offset(e.id), len)?;
-        let m = Arc::new(Mapping { ptr, len });
+        let m = Arc::new(Mapping::shared(self.q.fd(), len, exec::vram_offset(e.id))?);
         vram.insert(e.id, m.clone());
         Ok(m)
     }
@@ -290,6 +228,17 @@ impl Shared {
     fn run(&self, e: &Sqe) -> io::Result<()> {
         if self.how.refuse {
             return self.complete(e.seq, exec::STATUS_REFUSED, 0);
+        }
+        if let Some(w) = self.how.window.filter(|&w| e.vram_size > w) {
+            let fits = exec::piece_bytes(e).is_some_and(|(lo, hi)| hi - lo <= w / 2);
+            if !fits {
+                eprintln!("execref: piece wider than half the window {w:#x}: {e:?}");
+                let mut cq = lock(&self.cq);
+                cq.1.refused += 1;
+                cq.1.too_wide += 1;
+                drop(cq);
+                return self.complete(e.seq, exec::STATUS_REFUSED, 0);
+            }
         }
         let m = match self.mapping(e) {
             Ok(m) => m,
@@ -304,7 +253,7 @@ impl Shared {
         // SAFETY: the mapping is len bytes and alive while `m` is; the guest does not
         // touch the bytes of a command in flight, and pieces in flight at once belong
         // to different engines' commands.
-        let mem = unsafe { std::slice::from_raw_parts_mut(m.ptr, m.len) };
+        let mem = unsafe { std::slice::from_raw_parts_mut(m.ptr(), m.len()) };
         match exec::apply_piece(mem, e) {
             Some(v) => self.complete(e.seq, exec::STATUS_OK, v),
             None => {

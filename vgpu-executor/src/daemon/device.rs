@@ -1,92 +1,69 @@
 //! The kernel's side for real: `/dev/vgpu-exec/<parent>` (docs/executor.md, "The
 //! handoff queue"), and the signals that stop the daemon.
 
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use vgpu_engine_abi::exec;
+use vgpu_exec_queue::Device;
 
 use super::queue::{Kernel, Mapping, QueueMem};
 
 /// The per-parent character device, opened and its queue mapped.
 pub struct DeviceKernel {
-    // Field order: the queue mapping goes before the file.
-    queue: QueueMem,
-    fd: OwnedFd,
+    dev: Device,
 }
 
 impl DeviceKernel {
-    /// Open `path` (one daemon at a time: `EBUSY` otherwise), map the queue and check
-    /// its header.
-    pub fn open(path: &str) -> Result<DeviceKernel, String> {
-        let c = CString::new(path).map_err(|_| format!("{path:?}: NUL in the path"))?;
-        // SAFETY: a NUL-terminated path; the returned fd is owned below.
-        let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-        if fd < 0 {
-            let e = io::Error::last_os_error();
-            return Err(match e.raw_os_error() {
-                Some(libc::EBUSY) => {
-                    format!("{path}: busy (EBUSY): another vgpu-executor serves this parent")
-                }
-                Some(libc::ENOENT) => format!(
-                    "{path}: no such device (is vgpu_shim loaded, and is this a parent name \
-                     as in /dev/vgpu-exec/?)"
-                ),
-                _ => format!("{path}: {e}"),
-            });
+    /// Open `path` (one daemon at a time: `EBUSY` otherwise), tell the kernel the
+    /// largest VRAM binding `window` (`exec::IOC_SET_WINDOW`: it then cuts pieces of
+    /// larger VRAMs to fit a window), and check the queue's header.
+    pub fn open(path: &str, window: u64) -> Result<DeviceKernel, String> {
+        let dev = Device::open(Path::new(path)).map_err(|e| match e.raw_os_error() {
+            Some(libc::EBUSY) => {
+                format!("{path}: busy (EBUSY): another vgpu-executor serves this parent")
+            }
+            Some(libc::ENOENT) => format!(
+                "{path}: no such device (is vgpu_shim loaded, and is this a parent name as \
+                 in /dev/vgpu-exec/?)"
+            ),
+            _ => format!("{path}: {e}"),
+        })?;
+        // Right after the open: the kernel hands pieces as soon as the device is open.
+        if let Err(e) = dev.set_window(window) {
+            if e.raw_os_error() != Some(libc::ENOTTY) {
+                return Err(format!("{path}: setting the window to {window:#x}: {e}"));
+            }
+            // A module from before IOC_SET_WINDOW: it does not cut pieces to fit, and a
+            // piece no window holds is refused (its ring stops with EXECUTOR).
+            log::warn!(
+                "{path}: the module does not take IOC_SET_WINDOW (too old): pieces of VRAMs \
+                 larger than {} MiB that no window holds will be refused",
+                window >> 20
+            );
         }
-        // SAFETY: `fd` is a fresh descriptor nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let map = Mapping::shared(fd.as_raw_fd(), exec::QUEUE_BYTES, 0)
-            .map_err(|e| format!("{path}: mmap of the queue: {e}"))?;
-        let queue = QueueMem::new(map).map_err(|e| format!("{path}: {e}"))?;
-        queue.check_header().map_err(|e| format!("{path}: {e}"))?;
-        Ok(DeviceKernel { queue, fd })
+        dev.queue()
+            .check_header()
+            .map_err(|e| format!("{path}: {e}"))?;
+        Ok(DeviceKernel { dev })
     }
 }
 
 impl Kernel for DeviceKernel {
     fn queue(&self) -> &QueueMem {
-        &self.queue
+        self.dev.queue()
     }
 
     fn wait(&mut self, timeout_ms: i32) -> io::Result<()> {
-        let mut p = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the duration of the call.
-        let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::EINTR) => Ok(()),
-                _ => Err(e),
-            };
-        }
-        if p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
-            return Err(io::Error::other(format!(
-                "the device reported poll events {:#x} (parent gone?)",
-                p.revents
-            )));
-        }
-        Ok(())
+        self.dev.poll(timeout_ms).map(|_| ())
     }
 
     fn kick(&mut self) -> io::Result<()> {
-        // SAFETY: an ioctl without argument on our descriptor.
-        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), exec::IOC_KICK as libc::c_ulong, 0) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        self.dev.kick().map(|_| ())
     }
 
     fn map_vram(&mut self, id: u32, len: usize) -> io::Result<Mapping> {
-        Mapping::shared(self.fd.as_raw_fd(), len, exec::vram_offset(id))
+        self.dev.map_vram(id, len)
     }
 }
 
@@ -149,12 +126,13 @@ pub fn serve(
         "warm-up: every shader compiled and checked against the reference in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    let k = DeviceKernel::open(path)?;
+    let k = DeviceKernel::open(path, ex.window_size())?;
     log::info!(
         "serving {path} (parent {parent}) on {}, up to {batch} pieces per submission, \
-         VRAMs up to {} MiB",
+         VRAMs up to {} MiB, larger than {} MiB through windows",
         ex.info().name,
-        ex.max_vram_size() >> 20
+        ex.max_vram_size() >> 20,
+        ex.window_size() >> 20
     );
     let mut d = super::Daemon::new(&ex, k, batch);
     let r = d.run(&stop_requested, metrics_file.map(|p| (p, parent.as_str())));

@@ -29,7 +29,13 @@ impl Daemon {
         if vulkan_daemon() {
             return Self::vulkan(i);
         }
-        let x = RefExecutor::start(i, Behaviour::default()).ctx("start the executor")?;
+        Self::reference(i, Behaviour::default())
+    }
+
+    /// The reference executor for parent `i` behaving as `how`, whatever `--daemon`
+    /// says (a test that needs a behaviour only it has).
+    pub(super) fn reference(i: u32, how: Behaviour) -> Result<Daemon, Fail> {
+        let x = RefExecutor::start(i, how).ctx("start the executor")?;
         Ok(Daemon(Some(Kind::Ref(x))))
     }
 
@@ -84,8 +90,9 @@ impl Daemon {
                 let st = x.stop().ctx("executor")?;
                 ensure!(
                     st.refused == 0,
-                    "the executor refused {} pieces",
-                    st.refused
+                    "the executor refused {} pieces ({} wider than half the window)",
+                    st.refused,
+                    st.too_wide
                 );
                 Ok(st.pieces)
             }

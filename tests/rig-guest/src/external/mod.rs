@@ -6,17 +6,14 @@
 
 mod daemon;
 mod faults;
+mod mapping;
 mod program;
-
-use std::time::Duration;
 
 use vgpu_engine_abi::exec;
 use vgpu_sysfs::handle::{Instance, Parent};
-use vgpu_vfio::Cmd;
 
 use crate::execref::{self, Queue};
 use crate::harness::{Context, Ctx, Fail, Suite, Test, TestResult};
-use crate::util::wait_for;
 use crate::workload::{Gemm, Gpu, FENCE_TIMEOUT, MIB};
 use crate::{ensure, ensure_eq};
 
@@ -30,6 +27,11 @@ pub fn suite() -> Suite {
         tests: vec![
             t("device_and_queue", Some("parents=1"), device_and_queue),
             t("matches_cpu", Some("parents=2"), program::matches_cpu),
+            t(
+                "window_cuts_pieces",
+                Some("parents=2"),
+                program::window_cuts_pieces,
+            ),
             t(
                 "daemon_dies_requeued",
                 Some("parents=1"),
@@ -63,7 +65,12 @@ pub fn suite() -> Suite {
             t(
                 "close_revokes_mapping",
                 Some("parents=1"),
-                close_revokes_mapping,
+                mapping::close_revokes_mapping,
+            ),
+            t(
+                "ids_run_out",
+                Some("parents=1 test_exec_id_start=2147483646"),
+                mapping::ids_run_out,
             ),
             t("switch_live", Some("parents=1"), switch_live),
             t(
@@ -148,89 +155,6 @@ fn device_and_queue(ctx: &mut Ctx) -> TestResult {
     ensure_eq!(q.kick(0).ctx("empty kick")?, 0, "kick with nothing");
     drop(q);
     ensure_eq!(p.executor_connected().ctx("connected")?, 0, "after close");
-    Ok(())
-}
-
-fn close_revokes_mapping(ctx: &mut Ctx) -> TestResult {
-    let p = ctx.parent(0)?;
-    external(&p)?;
-    let inst = ctx.create(&p, TYPE)?;
-    let mut g = open(&inst)?;
-    let q = Queue::open(0).ctx("open the device")?;
-    g.eng
-        .submit(&[Cmd::Fill {
-            dst: AREA,
-            len: 8,
-            value: 0x1234_5678,
-        }])
-        .ctx("submit")?;
-    ensure!(q.poll(10_000).ctx("poll")?, "no submission");
-    let e = q.sqe(q.hdr(exec::hdr::SQ_HEAD));
-    q.set_hdr(
-        exec::hdr::SQ_HEAD,
-        q.hdr(exec::hdr::SQ_HEAD).wrapping_add(1),
-    );
-    let len = e.vram_size as usize;
-    let ptr = execref::map(q.fd(), exec::vram_offset(e.id), len).ctx("map VRAM")?;
-    // SAFETY: the mapping is len bytes and lives until munmap below.
-    let mem = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
-    exec::apply_piece(mem, &e).ok_or(Fail("the piece".into()))?;
-    q.put_cqe(
-        0,
-        &exec::Cqe {
-            seq: e.seq,
-            status: 0,
-            value: 0,
-        },
-    );
-    q.kick(1).ctx("kick")?;
-    ensure!(
-        wait_for(Duration::from_secs(10), || g.eng.cmds_done().ok()
-            == Some(1)),
-        "the FILL did not complete"
-    );
-    ensure_eq!(
-        g.read_words(AREA, 2)?,
-        vec![0x1234_5678; 2],
-        "FILL through the daemon"
-    );
-    drop(g); // the last close
-    let tail = q.hdr(exec::hdr::SQ_TAIL);
-    let r = q.sqe(tail.wrapping_sub(1));
-    ensure!(
-        r.kind == Some(exec::SqeKind::Retire) && r.id == e.id,
-        "last submission {r:?}, want RETIRE of id {}",
-        e.id
-    );
-    // touching the old mapping must fault (SIGBUS) in a child
-    // SAFETY: the child only reads memory and exits.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // SAFETY: reading the mapped byte (expected to raise SIGBUS), then _exit.
-        unsafe {
-            let v = std::ptr::read_volatile(ptr.add(AREA as usize));
-            libc::_exit(i32::from(v));
-        }
-    }
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    let sig = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
-    // SAFETY: unmapping what map() returned.
-    unsafe { libc::munmap(ptr.cast(), len) };
-    ensure_eq!(
-        sig,
-        Some(libc::SIGBUS),
-        "the old mapping after close (status {status:#x})"
-    );
-    let again = execref::map(q.fd(), exec::vram_offset(e.id), 4096);
-    ensure!(
-        matches!(&again, Err(e) if e.raw_os_error() == Some(libc::EACCES)),
-        "mapping a closed id: {again:?}"
-    );
-    // the next open is a new id, with zeroed VRAM
-    let g2 = open(&inst)?;
-    ensure_eq!(g2.read_words(AREA, 2)?, vec![0; 2], "VRAM after reopen");
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 use vgpu_vfio::abi::engine as reg;
 use vgpu_vfio::Cmd;
 
+use crate::execref::Behaviour;
 use crate::harness::{Context, Ctx, Fail, TestResult};
 use crate::rng::Rng;
 use crate::util::{set_mode, Mode};
@@ -98,13 +99,45 @@ fn run_program(g: &mut Gpu, mode: &Mode, cmds: &[Cmd]) -> Result<Vec<u8>, Fail> 
 }
 
 pub(super) fn matches_cpu(ctx: &mut Ctx) -> TestResult {
+    same_bytes(ctx, None)
+}
+
+/// As `matches_cpu` with a daemon that declares a 1 MiB window (IOC_SET_WINDOW) and
+/// refuses a piece touching more than 512 KiB, as the Vulkan daemon refuses what no
+/// window of its binding holds: the kernel cuts FILL, CHECKSUM and COPY pieces to fit
+/// and keeps wider GEMMs, BLITs and far COPYs on the CPU, so the bytes stay the same.
+/// Bad windows are refused first.
+pub(super) fn window_cuts_pieces(ctx: &mut Ctx) -> TestResult {
+    let q = crate::execref::Queue::open(0).ctx("open the device")?;
+    for bad in [1u64 << 15, 3 << 16, 1 << 41, u64::MAX] {
+        let r = q.set_window(bad);
+        ensure!(
+            matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EINVAL)),
+            "window {bad:#x}: {r:?}, want EINVAL"
+        );
+    }
+    drop(q);
+    same_bytes(
+        ctx,
+        Some(Behaviour {
+            window: Some(1 << 20),
+            ..Behaviour::default()
+        }),
+    )
+}
+
+fn same_bytes(ctx: &mut Ctx, how: Option<Behaviour>) -> TestResult {
     let (pe, pc) = (ctx.parent(0)?, ctx.parent(1)?);
     external(&pe)?;
     // what is judged here is the bytes; a slow (debug) kernel must not trip the watchdog
     for p in [&pe, &pc] {
         p.set_watchdog_ms("60000").ctx("watchdog_ms")?;
     }
-    let xd = Daemon::start(0)?;
+    // a behaviour of its own needs the reference executor; else --daemon picks
+    let xd = match how {
+        Some(how) => Daemon::reference(0, how)?,
+        None => Daemon::start(0)?,
+    };
     let (ie, ic) = (ctx.create(&pe, TYPE)?, ctx.create(&pc, TYPE)?);
     let (mut ge, mut gc) = (open(&ie)?, open(&ic)?);
     let mode = Mode {

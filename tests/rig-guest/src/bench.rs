@@ -1,4 +1,6 @@
-//! `vgpu-rig-tests bench [--csv-dir DIR] [--quick] [--only SECTION]`: the scheduler benchmark.
+//! `vgpu-rig-tests bench [--csv-dir DIR] [--quick] [--only SECTION] [--executor ref|vulkan]
+//! [--device SEL]`: the scheduler benchmark (with `--executor`: in external mode, every
+//! parent served by the reference executor or by vgpu-executor on device SEL).
 //!
 //! Every figure is a ratio of the kernel's own accounting (busy_ns, idle_ns, jobs,
 //! slices, switches from sysfs) over guest wall time (CLOCK_MONOTONIC, the clock behind
@@ -584,12 +586,28 @@ pub fn main(args: &[String]) -> ToolResult {
                 );
                 i += 2;
             }
+            "--executor" => {
+                match args.get(i + 1).map(String::as_str) {
+                    Some("ref") => crate::harness::use_ref_executor(),
+                    Some("vulkan") => crate::harness::use_vulkan_executor(),
+                    _ => return Err(ToolError::Usage("--executor ref|vulkan".into())),
+                }
+                i += 2;
+            }
+            "--device" => {
+                let d = args
+                    .get(i + 1)
+                    .ok_or_else(|| ToolError::Usage("--device SEL".into()))?;
+                crate::execvk::set_args(&["--device".into(), d.clone()]);
+                i += 2;
+            }
             o => return Err(ToolError::Usage(format!("unknown argument {o:?}"))),
         }
     }
     clean_state().map_err(|e| ToolError::Failed(format!("clean state: {}", e.0)))?;
-    sys::load_module(&sys::ko_path(), "pool_mb=16384")
-        .map_err(|e| ToolError::Failed(format!("load vgpu_shim: {e}")))?;
+    // with --executor ref|vulkan: in external mode, a daemon per parent
+    crate::harness::load(&sys::ko_path(), "pool_mb=16384")
+        .map_err(|e| ToolError::Failed(format!("load vgpu_shim: {}", e.0)))?;
     let r = run(dir.as_deref(), quick, only.as_deref());
     let c = clean_state();
     r?;

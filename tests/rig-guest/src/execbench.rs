@@ -1,9 +1,10 @@
-//! `vgpu-rig-tests exec-bench [--rounds N]`: the external executor's cost next to the CPU
-//! executor's, measured in one run on two parents (parent 0 `external`, served by the
-//! reference executor; parent 1 `cpu`): per-command cost of small commands (each one
-//! piece: the handoff's cost), GEMM throughput, pieces per second. Figures, not a
-//! test: docs/benchmarks.md and docs/executor.md quote them. With a real daemon the
-//! handoff is the same; only what computes a piece differs.
+//! `vgpu-rig-tests exec-bench [--rounds N] [--executor ref|vulkan] [--device SEL]`: the
+//! external executor's cost next to the CPU executor's, measured in one run on two
+//! parents (parent 0 `external`, served by the reference executor, or with `--executor
+//! vulkan` by the host's `vgpu-executor --serve [--device SEL]` (crate::execvk); parent
+//! 1 `cpu`): per-command cost of small commands (each one piece: the handoff's cost),
+//! GEMM throughput, pieces per second. Figures, not a test: docs/benchmarks.md and
+//! docs/executor.md quote them.
 
 use std::time::Instant;
 
@@ -77,9 +78,13 @@ fn measure(p: &Parent, rounds: u64) -> Result<Figures, Fail> {
 /// The subcommand.
 pub fn main(args: &[String]) -> ToolResult {
     let mut rounds = 40u64;
+    let mut vulkan = false;
     let mut i = 0;
     while i < args.len() {
         match (args[i].as_str(), args.get(i + 1)) {
+            ("--executor", Some(v)) if v == "ref" => vulkan = false,
+            ("--executor", Some(v)) if v == "vulkan" => vulkan = true,
+            ("--device", Some(v)) => crate::execvk::set_args(&["--device".into(), v.clone()]),
             ("--rounds", Some(v)) => {
                 rounds = v
                     .parse()
@@ -98,16 +103,31 @@ pub fn main(args: &[String]) -> ToolResult {
     let r = (|| -> Result<(Figures, Figures), Fail> {
         let (pe, pc) = (Parent::vgpu(0), Parent::vgpu(1));
         pe.set_executor("external").ctx("executor")?;
-        let xd = RefExecutor::start(0, Behaviour::default()).ctx("reference executor")?;
-        let ext = measure(&pe, rounds)?;
-        xd.stop().ctx("reference executor")?;
+        let ext = if vulkan {
+            // lavapipe in a TCG guest: what is measured is time, not the watchdog
+            for p in [&pe, &pc] {
+                p.set_watchdog_ms("60000").ctx("watchdog_ms")?;
+            }
+            let xd = crate::execvk::Daemon::start(pe.name())?;
+            let ext = measure(&pe, rounds)?;
+            xd.stop()?;
+            ext
+        } else {
+            let xd = RefExecutor::start(0, Behaviour::default()).ctx("reference executor")?;
+            let ext = measure(&pe, rounds)?;
+            xd.stop().ctx("reference executor")?;
+            ext
+        };
         let cpu = measure(&pc, rounds)?;
         Ok((ext, cpu))
     })();
     let c = clean_state();
     let (ext, cpu) = r.map_err(fail)?;
     c.map_err(fail)?;
-    println!("exec-bench: {rounds} rounds of 50 64-byte FILLs + FENCE, then 128^3 GEMMs; one run, two parents");
+    println!(
+        "exec-bench: {rounds} rounds of 50 64-byte FILLs + FENCE, then 128^3 GEMMs; one run, two parents; external served by {}",
+        if vulkan { "vgpu-executor" } else { "the reference executor" }
+    );
     println!(
         "exec-bench: {:<40} {:>12} {:>12} {:>8}",
         "figure", "external", "cpu", "ratio"

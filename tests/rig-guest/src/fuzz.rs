@@ -38,6 +38,19 @@ const WORK_MAX: u64 = 256 * KIB;
 const HEAVY: u64 = 8 * MIB;
 /// watchdog_ms of the fuzzed parent.
 const WATCHDOG_MS: u64 = 500;
+/// watchdog_ms with `--executor vulkan`: lavapipe in the rig's TCG guest runs one valid
+/// command's pieces (up to WORK_MAX) for more than 500 ms of engine time at times (a
+/// run with 500 stopped 14 rings and both canaries with WATCHDOG where none was due).
+const WATCHDOG_MS_VULKAN: u64 = 5000;
+
+/// The fuzzed parent's watchdog_ms.
+fn watchdog_ms() -> u64 {
+    if crate::harness::vulkan_executor() {
+        WATCHDOG_MS_VULKAN
+    } else {
+        WATCHDOG_MS
+    }
+}
 /// How many mismatch descriptions are kept per fuzzer.
 const KEEP_MISMATCHES: usize = 20;
 /// Give up on a fuzzer after this many mismatches.
@@ -746,8 +759,8 @@ impl Fuzzer {
         let limit = match pred.outcome {
             // A loop with a FENCE runs for ever: long enough to see it is not stopped.
             Outcome::Loop { fenced: true } => Duration::from_millis(300),
-            Outcome::Loop { fenced: false } => Duration::from_millis(4 * WATCHDOG_MS),
-            Outcome::Unpredictable => Duration::from_millis(4 * WATCHDOG_MS),
+            Outcome::Loop { fenced: false } => Duration::from_millis(4 * watchdog_ms()),
+            Outcome::Unpredictable => Duration::from_millis(4 * watchdog_ms()),
             _ => Duration::from_secs(20),
         };
         let st = self.wait_batch(tail, limit)?;
@@ -1078,7 +1091,7 @@ pub fn main(args: &[String]) -> ToolResult {
 
 fn run(a: &Args) -> Result<(), ToolError> {
     let p = Parent::vgpu(0);
-    p.set_watchdog_ms(&WATCHDOG_MS.to_string())
+    p.set_watchdog_ms(&watchdog_ms().to_string())
         .map_err(|e| ToolError::Failed(format!("watchdog_ms: {e}")))?;
     let t = p.mdev_type(T128);
     let mut canaries = Vec::new();
@@ -1090,8 +1103,12 @@ fn run(a: &Args) -> Result<(), ToolError> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::new();
     println!(
-        "fuzz: seed {}, {} commands over {} fuzzed instances next to {} canaries, watchdog_ms {WATCHDOG_MS}",
-        a.seed, a.commands, a.fuzzed, a.canaries
+        "fuzz: seed {}, {} commands over {} fuzzed instances next to {} canaries, watchdog_ms {}",
+        a.seed,
+        a.commands,
+        a.fuzzed,
+        a.canaries,
+        watchdog_ms()
     );
     let start = Instant::now();
     for id in 0..a.fuzzed {

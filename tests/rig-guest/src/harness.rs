@@ -198,6 +198,25 @@ pub fn use_vulkan_executor() {
     VULKAN_EXECUTOR.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Whether `--executor vulkan` was given.
+pub fn vulkan_executor() -> bool {
+    VULKAN_EXECUTOR.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `--daemon vulkan` (suite `external`): its tests that need a well-behaved daemon run
+/// the host's `vgpu-executor` (lavapipe) instead of the reference executor.
+static VULKAN_DAEMON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Serve the `external` suite's tests with the host's `vgpu-executor`.
+pub fn use_vulkan_daemon() {
+    VULKAN_DAEMON.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether `--daemon vulkan` was given.
+pub fn vulkan_daemon() -> bool {
+    VULKAN_DAEMON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// How long a blocked `remove` may take before the harness gives up.
 pub const REMOVE_TIMEOUT: Duration = Duration::from_secs(30);
 

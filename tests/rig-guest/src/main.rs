@@ -8,8 +8,8 @@
 //! Other subcommands:
 //! * `fuzz [--commands N] [--seed S] [--executor ref]`: fuzz the engine of several instances next to
 //!   canaries;
-//! * `bench [--csv-dir DIR]`: the scheduler benchmark (a table, not a test);
-//! * `exec-bench [--rounds N]`: the external executor's handoff cost next to the CPU
+//! * `bench [--csv-dir DIR] [--executor ref|vulkan] [--device SEL]`: the scheduler benchmark (a table, not a test);
+//! * `exec-bench [--rounds N] [--executor ref|vulkan] [--device SEL]`: the external executor's handoff cost next to the CPU
 //!   executor's (figures);
 //! * `touch <uuid> <MiB>` and `load <seconds> <uuid>...`: demo helpers on instances that
 //!   already exist (the module stays loaded);
@@ -53,9 +53,14 @@ fn usage(suites: &[Suite]) -> ! {
     eprintln!(
         "usage: vgpu-rig-tests <suite> [--filter SUBSTR] [--only NAME,...] [--skip NAME,...] [--repeat N] [--list] [--executor ref|vulkan]"
     );
+    eprintln!(
+        "       vgpu-rig-tests external [...] --daemon ref|vulkan  (vulkan: matches_cpu, switch_live, daemon_killed_several on vgpu-executor)"
+    );
     eprintln!("       vgpu-rig-tests fuzz [--commands N] [--seed S] [--executor ref|vulkan]");
-    eprintln!("       vgpu-rig-tests bench [--csv-dir DIR] [--quick] [--only SECTION]");
-    eprintln!("       vgpu-rig-tests exec-bench [--rounds N]");
+    eprintln!("       vgpu-rig-tests bench [--csv-dir DIR] [--quick] [--only SECTION] [--executor ref|vulkan] [--device SEL]");
+    eprintln!(
+        "       vgpu-rig-tests exec-bench [--rounds N] [--executor ref|vulkan] [--device SEL]"
+    );
     eprintln!("       vgpu-rig-tests exec-serve <parent>");
     eprintln!("       vgpu-rig-tests touch <uuid> <MiB>");
     eprintln!("       vgpu-rig-tests load <seconds> <uuid>...");
@@ -141,6 +146,14 @@ fn main() {
                 match args.get(i + 1).map(String::as_str) {
                     Some("ref") => harness::use_ref_executor(),
                     Some("vulkan") => harness::use_vulkan_executor(),
+                    _ => usage(&suites),
+                }
+                i += 2;
+            }
+            "--daemon" => {
+                match args.get(i + 1).map(String::as_str) {
+                    Some("ref") => {}
+                    Some("vulkan") => harness::use_vulkan_daemon(),
                     _ => usage(&suites),
                 }
                 i += 2;

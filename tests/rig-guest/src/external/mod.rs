@@ -4,6 +4,7 @@
 //! the CPU executor's, a daemon that dies holding a piece, no daemon at all, refusals,
 //! garbage completions, the VRAM mapping revoked at close, the knob switched live.
 
+mod daemon;
 mod faults;
 mod mapping;
 mod program;
@@ -11,9 +12,9 @@ mod program;
 use vgpu_engine_abi::exec;
 use vgpu_sysfs::handle::{Instance, Parent};
 
-use crate::execref::{self, Behaviour, Queue, RefExecutor};
+use crate::execref::{self, Queue};
 use crate::harness::{Context, Ctx, Fail, Suite, Test, TestResult};
-use crate::workload::{Gpu, FENCE_TIMEOUT, MIB};
+use crate::workload::{Gemm, Gpu, FENCE_TIMEOUT, MIB};
 use crate::{ensure, ensure_eq};
 
 use program::big_gemm;
@@ -160,29 +161,42 @@ fn device_and_queue(ctx: &mut Ctx) -> TestResult {
 fn switch_live(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
     external(&p)?;
-    let xd = RefExecutor::start(0, Behaviour::default()).ctx("start")?;
+    let xd = daemon::Daemon::start(0)?;
     let inst = ctx.create(&p, TYPE)?;
     let mut g = open(&inst)?;
     let (gm, want) = big_gemm(&g)?;
+    // the second GEMM writes a C of its own (right after the first's), so one run on
+    // the other side cannot overwrite (and hide) the first's bytes
+    let gm2 = Gemm {
+        c: gm.c + 4 * want.len() as u64,
+        ..gm
+    };
     let mut flips = 0;
     for round in 0..12 {
-        g.write_words(gm.c, &vec![0xffff_ffff; want.len()])?;
+        for c in [gm.c, gm2.c] {
+            g.write_words(c, &vec![0xffff_ffff; want.len()])?;
+        }
         let seq = g
             .eng
-            .submit_fenced(&[gm.cmd(), gm.cmd()], false)
+            .submit_fenced(&[gm.cmd(), gm2.cmd()], false)
             .ctx("submit")?;
         // flip the knob while the GEMMs run
         let mode = if round % 2 == 0 { "cpu" } else { "external" };
         p.set_executor(mode).ctx("flip")?;
         flips += 1;
         g.eng.wait_fence(seq, FENCE_TIMEOUT).ctx("fence")?;
-        ensure!(
-            g.read_words(gm.c, want.len())? == want,
-            "round {round}: C differs after switching to {mode}"
-        );
+        for (i, c) in [gm.c, gm2.c].into_iter().enumerate() {
+            ensure!(
+                g.read_words(c, want.len())? == want,
+                "round {round}: C of GEMM {i} differs after switching to {mode}"
+            );
+        }
     }
     ensure_eq!(g.eng.error()?, 0, "ERROR");
-    xd.stop().ctx("executor")?;
-    ctx.note(format!("{flips} switches with GEMMs in flight"));
+    let pieces = xd.stop()?;
+    ensure!(pieces > 0, "no piece ran on the daemon");
+    ctx.note(format!(
+        "{flips} switches with GEMMs in flight, {pieces} pieces on the daemon"
+    ));
     Ok(())
 }

@@ -4,13 +4,14 @@
 use vgpu_vfio::abi::engine as reg;
 use vgpu_vfio::Cmd;
 
-use crate::execref::{Behaviour, RefExecutor};
+use crate::execref::Behaviour;
 use crate::harness::{Context, Ctx, Fail, TestResult};
 use crate::rng::Rng;
 use crate::util::{set_mode, Mode};
 use crate::workload::{Gemm, Gpu};
 use crate::{ensure, ensure_eq};
 
+use super::daemon::Daemon;
 use super::{external, open, AREA, AREA_LEN, TYPE};
 
 /// A random program over [AREA, AREA + AREA_LEN), every opcode, overlaps included.
@@ -98,7 +99,7 @@ fn run_program(g: &mut Gpu, mode: &Mode, cmds: &[Cmd]) -> Result<Vec<u8>, Fail> 
 }
 
 pub(super) fn matches_cpu(ctx: &mut Ctx) -> TestResult {
-    same_bytes(ctx, Behaviour::default())
+    same_bytes(ctx, None)
 }
 
 /// As `matches_cpu` with a daemon that declares a 1 MiB window (IOC_SET_WINDOW) and
@@ -118,21 +119,25 @@ pub(super) fn window_cuts_pieces(ctx: &mut Ctx) -> TestResult {
     drop(q);
     same_bytes(
         ctx,
-        Behaviour {
+        Some(Behaviour {
             window: Some(1 << 20),
             ..Behaviour::default()
-        },
+        }),
     )
 }
 
-fn same_bytes(ctx: &mut Ctx, how: Behaviour) -> TestResult {
+fn same_bytes(ctx: &mut Ctx, how: Option<Behaviour>) -> TestResult {
     let (pe, pc) = (ctx.parent(0)?, ctx.parent(1)?);
     external(&pe)?;
     // what is judged here is the bytes; a slow (debug) kernel must not trip the watchdog
     for p in [&pe, &pc] {
         p.set_watchdog_ms("60000").ctx("watchdog_ms")?;
     }
-    let xd = RefExecutor::start(0, how).ctx("start the executor")?;
+    // a behaviour of its own needs the reference executor; else --daemon picks
+    let xd = match how {
+        Some(how) => Daemon::reference(0, how)?,
+        None => Daemon::start(0)?,
+    };
     let (ie, ic) = (ctx.create(&pe, TYPE)?, ctx.create(&pc, TYPE)?);
     let (mut ge, mut gc) = (open(&ie)?, open(&ic)?);
     let mode = Mode {
@@ -162,14 +167,10 @@ fn same_bytes(ctx: &mut Ctx, how: Behaviour) -> TestResult {
         );
     }
     let handed = pe.executor_handoffs().ctx("handoffs")? - h0;
-    let st = xd.stop().ctx("executor")?;
+    let pieces = xd.stop()?;
     ensure!(
-        handed > 100 && st.pieces >= handed && st.refused == 0,
-        "handoffs {handed}, executor pieces {}, refused {} ({} wider than half the \
-         window)",
-        st.pieces,
-        st.refused,
-        st.too_wide
+        handed > 100 && pieces >= handed,
+        "handoffs {handed}, executor pieces {pieces}"
     );
     ensure_eq!(
         pc.executor_handoffs().ctx("cpu parent")?,

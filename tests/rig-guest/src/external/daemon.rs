@@ -1,0 +1,127 @@
+//! The daemon a test of the `external` suite runs against: by default the reference
+//! executor (`execref`, in this process or, to be killed with SIGKILL, as a process of
+//! its own: `vgpu-rig-tests exec-serve`); with `--daemon vulkan` the host's
+//! `vgpu-executor --serve` on lavapipe (`execvk`, a process of its own either way).
+
+use std::process::{Child, Command, Stdio};
+
+use vgpu_sysfs::handle::Parent;
+
+use crate::ensure;
+use crate::execref::{Behaviour, RefExecutor};
+use crate::execvk;
+use crate::harness::{vulkan_daemon, Context, Fail, TestResult};
+
+enum Kind {
+    Ref(RefExecutor),
+    Proc(Child),
+    Vulkan(execvk::Daemon),
+}
+
+/// A well-behaved daemon serving one parent. A process that is neither stopped nor
+/// killed is killed when dropped (a failed test), so the module can be unloaded.
+pub(super) struct Daemon(Option<Kind>);
+
+impl Daemon {
+    /// A daemon for parent `i`: the reference executor in a thread of this process, or
+    /// with `--daemon vulkan` vgpu-executor (returns once it serves).
+    pub(super) fn start(i: u32) -> Result<Daemon, Fail> {
+        if vulkan_daemon() {
+            return Self::vulkan(i);
+        }
+        Self::reference(i, Behaviour::default())
+    }
+
+    /// The reference executor for parent `i` behaving as `how`, whatever `--daemon`
+    /// says (a test that needs a behaviour only it has).
+    pub(super) fn reference(i: u32, how: Behaviour) -> Result<Daemon, Fail> {
+        let x = RefExecutor::start(i, how).ctx("start the executor")?;
+        Ok(Daemon(Some(Kind::Ref(x))))
+    }
+
+    /// A daemon for parent `i` in a process of its own (kill -9 able): `exec-serve`, or
+    /// vgpu-executor with `--daemon vulkan`.
+    pub(super) fn spawn(i: u32) -> Result<Daemon, Fail> {
+        if vulkan_daemon() {
+            return Self::vulkan(i);
+        }
+        let c = Command::new("/proc/self/exe")
+            .args(["exec-serve", &i.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .ctx("spawn exec-serve")?;
+        Ok(Daemon(Some(Kind::Proc(c))))
+    }
+
+    fn vulkan(i: u32) -> Result<Daemon, Fail> {
+        let p = Parent::vgpu(i);
+        // lavapipe in the TCG guest takes seconds where the CPU executor takes
+        // milliseconds: what these tests judge is bytes, not the watchdog
+        p.set_watchdog_ms("60000").ctx("watchdog_ms")?;
+        Ok(Daemon(Some(Kind::Vulkan(execvk::Daemon::start(p.name())?))))
+    }
+
+    /// Whether it is the host's vgpu-executor.
+    pub(super) fn is_vulkan(&self) -> bool {
+        matches!(self.0, Some(Kind::Vulkan(_)))
+    }
+
+    /// SIGKILL and wait for the exit (a process of its own only).
+    pub(super) fn kill(mut self) -> TestResult {
+        match self.0.take() {
+            Some(Kind::Proc(mut c)) => {
+                c.kill().ctx("kill -9 exec-serve")?;
+                c.wait().ctx("wait for exec-serve")?;
+                Ok(())
+            }
+            Some(Kind::Vulkan(d)) => d.kill(),
+            Some(Kind::Ref(x)) => {
+                let _ = x.stop();
+                Err(Fail("kill: the in-process reference executor".into()))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// A clean stop: the pieces it completed (none refused or failed).
+    pub(super) fn stop(mut self) -> Result<u64, Fail> {
+        match self.0.take() {
+            Some(Kind::Ref(x)) => {
+                let st = x.stop().ctx("executor")?;
+                ensure!(
+                    st.refused == 0,
+                    "the executor refused {} pieces ({} wider than half the window)",
+                    st.refused,
+                    st.too_wide
+                );
+                Ok(st.pieces)
+            }
+            Some(Kind::Proc(mut c)) => {
+                // exec-serve has no SIGTERM handler: it dies of it (its pieces are
+                // all completed once the rings are idle, which the tests wait for)
+                // SAFETY: signalling our own child, which has not been waited for.
+                unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+                c.wait().ctx("wait for exec-serve")?;
+                Ok(0)
+            }
+            Some(Kind::Vulkan(d)) => d.stop(),
+            None => Ok(0),
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        match self.0.take() {
+            Some(Kind::Proc(mut c)) => {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            Some(Kind::Ref(x)) => {
+                let _ = x.stop();
+            }
+            // execvk::Daemon kills itself when dropped
+            Some(Kind::Vulkan(_)) | None => {}
+        }
+    }
+}

@@ -70,6 +70,7 @@ read up _ </proc/uptime
 echo "L2-INIT uptime $up"
 mount -t sysfs sysfs /sys
 echo "L2-NPROC $(nproc)"
+echo "L2-CLOCKEVENT $(cat /sys/devices/system/clockevents/clockevent0/current_device 2>/dev/null)"
 echo "L2-MEMTOTAL-KB $(sed -n 's/^MemTotal: *\([0-9]*\) kB/\1/p' /proc/meminfo)"
 pci=
 for d in /sys/bus/pci/devices/*; do

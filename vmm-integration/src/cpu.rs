@@ -16,11 +16,25 @@ const APIC_LVT_LINT1: usize = 0x360;
 const APIC_MODE_NMI: u32 = 0x4;
 const APIC_MODE_EXTINT: u32 = 0x7;
 
+/// What the VMM adds to or hides from KVM_GET_SUPPORTED_CPUID.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuidOpts {
+    /// Hide XSAVE (see [`crate::config::Args::no_xsave`]): Linux then uses FXSAVE and
+    /// clears AVX and everything that depends on it by itself.
+    pub no_xsave: bool,
+    /// Announce the TSC-deadline timer (leaf 1 ECX bit 24), which KVM emulates in its
+    /// local APIC (KVM_CAP_TSC_DEADLINE_TIMER) but leaves out of the supported CPUID
+    /// for the VMM to set, as QEMU and Firecracker do. Without it Linux calibrates the
+    /// APIC timer against the PIT, which under nested virtualisation can fail
+    /// ("APIC timer disabled due to verification failure") and leave the guest on a
+    /// broadcast PIT tick.
+    pub tsc_deadline: bool,
+}
+
 /// CPUID for vCPU `id`: `base` (KVM_GET_SUPPORTED_CPUID) with the APIC ID filled in
-/// where the guest reads it, and the hypervisor bit set. With `no_xsave`, XSAVE is
-/// hidden (see [`crate::config::Args::no_xsave`]): Linux then uses FXSAVE and clears
-/// AVX and everything that depends on it by itself.
-pub fn cpuid_for(base: &CpuId, id: u8, vcpus: u8, no_xsave: bool) -> CpuId {
+/// where the guest reads it, the hypervisor bit set, and `opts` applied.
+pub fn cpuid_for(base: &CpuId, id: u8, vcpus: u8, opts: CpuidOpts) -> CpuId {
+    let no_xsave = opts.no_xsave;
     let mut c = base.clone();
     for e in c.as_mut_slice() {
         match e.function {
@@ -31,6 +45,9 @@ pub fn cpuid_for(base: &CpuId, id: u8, vcpus: u8, no_xsave: bool) -> CpuId {
                     e.edx |= 1 << 28; // HTT: the [23:16] field is valid
                 }
                 e.ecx |= 1 << 31; // running under a hypervisor
+                if opts.tsc_deadline {
+                    e.ecx |= 1 << 24;
+                }
                 if no_xsave {
                     e.ecx &= !((1 << 26) | (1 << 27)); // XSAVE, OSXSAVE
                 }
@@ -73,10 +90,10 @@ pub fn setup(
     id: u8,
     vcpus: u8,
     boot: &BootInfo,
-    no_xsave: bool,
+    opts: CpuidOpts,
 ) -> Result<(), Error> {
     let kvm = |what: &'static str| move |e: kvm_ioctls::Error| Error::Kvm(what, e);
-    vcpu.set_cpuid2(&cpuid_for(base_cpuid, id, vcpus, no_xsave))
+    vcpu.set_cpuid2(&cpuid_for(base_cpuid, id, vcpus, opts))
         .map_err(kvm("KVM_SET_CPUID2"))?;
 
     // LINT0 = ExtINT (the 8259 in virtual-wire mode), LINT1 = NMI, as a BIOS leaves them.
@@ -178,12 +195,19 @@ mod tests {
             },
         ];
         let base = CpuId::from_entries(&entries).expect("cpuid");
-        let c = cpuid_for(&base, 3, 4, false);
+        let c = cpuid_for(&base, 3, 4, CpuidOpts::default());
         let s = c.as_slice();
         assert_eq!(s[0].ebx, 0x0304_0800);
         assert_ne!(s[0].ecx & (1 << 31), 0);
         assert_ne!(s[0].edx & (1 << 28), 0);
+        assert_eq!(s[0].ecx & (1 << 24), 0, "no TSC deadline unless asked");
         assert_eq!(s[1].edx, 3);
+        let opts = CpuidOpts {
+            tsc_deadline: true,
+            ..CpuidOpts::default()
+        };
+        let c = cpuid_for(&base, 3, 4, opts);
+        assert_ne!(c.as_slice()[0].ecx & (1 << 24), 0, "TSC deadline");
     }
 
     #[test]
@@ -200,10 +224,14 @@ mod tests {
             e(0xd, 0, 0x207, 0xa88),
         ];
         let base = CpuId::from_entries(&entries).expect("cpuid");
-        let kept = cpuid_for(&base, 0, 1, false);
+        let kept = cpuid_for(&base, 0, 1, CpuidOpts::default());
         assert_ne!(kept.as_slice()[0].ecx & (1 << 26), 0);
         assert_eq!(kept.as_slice()[1].eax, 0x207);
-        let c = cpuid_for(&base, 0, 1, true);
+        let opts = CpuidOpts {
+            no_xsave: true,
+            ..CpuidOpts::default()
+        };
+        let c = cpuid_for(&base, 0, 1, opts);
         let s = c.as_slice();
         assert_eq!(s[0].ecx & (1 << 26), 0, "XSAVE hidden");
         assert_ne!(s[0].ecx & 1, 0, "the rest kept");

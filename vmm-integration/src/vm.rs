@@ -198,12 +198,16 @@ fn run_once(
     let cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(|e| Error::Kvm("KVM_GET_SUPPORTED_CPUID", e))?;
+    let opts = cpu::CpuidOpts {
+        no_xsave: cfg.no_xsave,
+        tsc_deadline: kvm.check_extension(Cap::TscDeadlineTimer),
+    };
     let mut vcpus = Vec::with_capacity(usize::from(cfg.vcpus));
     for id in 0..cfg.vcpus {
         let v = vm
             .create_vcpu(u64::from(id))
             .map_err(|e| Error::Kvm("KVM_CREATE_VCPU", e))?;
-        cpu::setup(&v, &cpuid, id, cfg.vcpus, &boot, cfg.no_xsave)?;
+        cpu::setup(&v, &cpuid, id, cfg.vcpus, &boot, opts)?;
         vcpus.push(v);
     }
 

@@ -76,6 +76,19 @@ pub mod hdr {
     pub const CQ_TAIL: usize = 0x84;
 }
 
+/// The header words the kernel writes at each open, as (name, offset, value): what a
+/// user checks the queue against, and what a fake of the kernel writes.
+pub const HEADER: [(&str, usize, u32); 8] = [
+    ("magic", hdr::MAGIC, MAGIC),
+    ("version", hdr::VERSION, VERSION),
+    ("sq_entries", hdr::SQ_ENTRIES, SQ_ENTRIES),
+    ("cq_entries", hdr::CQ_ENTRIES, CQ_ENTRIES),
+    ("sqe_size", hdr::SQE_SIZE, SQE_SIZE as u32),
+    ("cqe_size", hdr::CQE_SIZE, CQE_SIZE as u32),
+    ("sq_off", hdr::SQ_OFF, SQ_OFF as u32),
+    ("cq_off", hdr::CQ_OFF, CQ_OFF as u32),
+];
+
 /// The VRAM bytes `[lo, hi)` between the lowest and the highest byte a piece reads or
 /// writes when [`apply_piece`] runs it (BLIT: whole scanout rows, as a daemon binds
 /// them), or `None` for an entry that is no piece of a command with pieces. With a window

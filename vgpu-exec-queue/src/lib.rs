@@ -173,17 +173,7 @@ impl QueueMem {
 
     /// Check magic, version and geometry against the ABI this daemon was built with.
     pub fn check_header(&self) -> Result<(), String> {
-        let want = [
-            ("magic", hdr::MAGIC, exec::MAGIC),
-            ("version", hdr::VERSION, exec::VERSION),
-            ("sq_entries", hdr::SQ_ENTRIES, exec::SQ_ENTRIES),
-            ("cq_entries", hdr::CQ_ENTRIES, exec::CQ_ENTRIES),
-            ("sqe_size", hdr::SQE_SIZE, exec::SQE_SIZE as u32),
-            ("cqe_size", hdr::CQE_SIZE, exec::CQE_SIZE as u32),
-            ("sq_off", hdr::SQ_OFF, exec::SQ_OFF as u32),
-            ("cq_off", hdr::CQ_OFF, exec::CQ_OFF as u32),
-        ];
-        for (name, off, v) in want {
+        for (name, off, v) in exec::HEADER {
             let got = self.load(off);
             if got != v {
                 return Err(format!(
@@ -301,16 +291,7 @@ mod tests {
         let q = QueueMem::new(Mapping::shared(fd.as_raw_fd(), exec::QUEUE_BYTES, 0).expect("map"))
             .expect("queue");
         assert!(q.check_header().is_err(), "a zero header");
-        for (off, v) in [
-            (hdr::MAGIC, exec::MAGIC),
-            (hdr::VERSION, exec::VERSION),
-            (hdr::SQ_ENTRIES, exec::SQ_ENTRIES),
-            (hdr::CQ_ENTRIES, exec::CQ_ENTRIES),
-            (hdr::SQE_SIZE, exec::SQE_SIZE as u32),
-            (hdr::CQE_SIZE, exec::CQE_SIZE as u32),
-            (hdr::SQ_OFF, exec::SQ_OFF as u32),
-            (hdr::CQ_OFF, exec::CQ_OFF as u32),
-        ] {
+        for (_, off, v) in exec::HEADER {
             q.store(off, v);
         }
         q.check_header().expect("a good header");

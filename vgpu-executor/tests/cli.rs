@@ -90,16 +90,7 @@ fn serve_checks_the_header_and_stops_on_sigterm() {
     std::fs::create_dir_all(&dir).expect("mkdir");
     let queue = dir.join("vgpu_shim9");
     let mut h = vec![0u8; exec::QUEUE_BYTES];
-    for (off, v) in [
-        (hdr::MAGIC, exec::MAGIC),
-        (hdr::VERSION, exec::VERSION),
-        (hdr::SQ_ENTRIES, exec::SQ_ENTRIES),
-        (hdr::CQ_ENTRIES, exec::CQ_ENTRIES),
-        (hdr::SQE_SIZE, exec::SQE_SIZE as u32),
-        (hdr::CQE_SIZE, exec::CQE_SIZE as u32),
-        (hdr::SQ_OFF, exec::SQ_OFF as u32),
-        (hdr::CQ_OFF, exec::CQ_OFF as u32),
-    ] {
+    for (_, off, v) in exec::HEADER {
         h[off..off + 4].copy_from_slice(&v.to_le_bytes());
     }
     let q = queue.to_str().expect("utf-8 path");

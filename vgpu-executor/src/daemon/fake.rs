@@ -51,20 +51,9 @@ pub struct FakeHandle {
 pub fn fake(first: u32) -> io::Result<(FakeKernel, FakeHandle)> {
     let fd = memfd(exec::QUEUE_BYTES)?;
     let queue = QueueMem::new(Mapping::shared(fd.as_raw_fd(), exec::QUEUE_BYTES, 0)?)?;
-    for (off, v) in [
-        (hdr::MAGIC, exec::MAGIC),
-        (hdr::VERSION, exec::VERSION),
-        (hdr::SQ_ENTRIES, exec::SQ_ENTRIES),
-        (hdr::CQ_ENTRIES, exec::CQ_ENTRIES),
-        (hdr::SQE_SIZE, exec::SQE_SIZE as u32),
-        (hdr::CQE_SIZE, exec::CQE_SIZE as u32),
-        (hdr::SQ_OFF, exec::SQ_OFF as u32),
-        (hdr::CQ_OFF, exec::CQ_OFF as u32),
-        (hdr::SQ_HEAD, first),
-        (hdr::SQ_TAIL, first),
-        (hdr::CQ_HEAD, first),
-        (hdr::CQ_TAIL, first),
-    ] {
+    let header = exec::HEADER.map(|(_, off, v)| (off, v));
+    let indices = [hdr::SQ_HEAD, hdr::SQ_TAIL, hdr::CQ_HEAD, hdr::CQ_TAIL].map(|off| (off, first));
+    for (off, v) in header.into_iter().chain(indices) {
         queue.store(off, v);
     }
     let s = Rc::new(Shared {

@@ -71,12 +71,15 @@ kver=$RK_KVER
 [ -f "$RK_IMAGE" ] || die "no rig kernel for $kver ($RK_IMAGE): run scripts/setup"
 musl=$top/target/x86_64-unknown-linux-musl/release
 modbuild=$RIG_DIR/build/$RK_TAG
-kappend="console=ttyS0 panic=-1 quiet loglevel=4 init_on_alloc=0"
+# unknown_nmi_panic + panic_print=0xd: the boot watchdog's NMI (see boot_once) makes a
+# hung guest panic and print every task's stack, its timers and (debug) the locks held.
+nmi_dump="unknown_nmi_panic panic_print=0xd"
+kappend="console=ttyS0 panic=-1 quiet loglevel=4 init_on_alloc=0 $nmi_dump"
 if [ "$flavour" = debug ]; then
 	# TCG + KASAN + lockdep is ~3x slower and KASAN's shadow takes 1/8 of RAM.
 	: "${mem:=2048}" "${boot_s:=300}"
 	# No "quiet": the boot watchdog needs a console that shows progress.
-	kappend="console=ttyS0 panic=-1 loglevel=5 init_on_alloc=0"
+	kappend="console=ttyS0 panic=-1 loglevel=5 init_on_alloc=0 $nmi_dump"
 fi
 : "${mem:=1024}" "${boot_s:=120}"
 boots=2
@@ -169,7 +172,7 @@ INIT
 chmod +x "$stage/init"
 (cd "$stage" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1) >"$stage.cpio.gz"
 qpid=
-trap 'rm -rf "$stage" "$stage.cpio.gz"; [ -z "$qpid" ] || kill "$qpid" 2>/dev/null' EXIT
+trap 'rm -rf "$stage" "$stage.cpio.gz" "$stage.mon".*; [ -z "$qpid" ] || kill "$qpid" 2>/dev/null' EXIT
 trap 'exit 130' INT TERM
 
 # ---- boot ----------------------------------------------------------------
@@ -185,13 +188,20 @@ logf=$RIG_DIR/logs/$name-$kver.log
 # debug boot on a loaded host once in a while hangs early, right after the
 # lockdep banner; a normal one prints a line every few seconds at loglevel=5).
 boot_once() {
-	local lf=$1 t0 now size last_size=-1 last_change rc
+	local lf=$1 t0 now size last_size=-1 last_change rc monpid
+	# The QEMU monitor on a pair of FIFOs (commands in .in, replies drained to
+	# $stage.mon.log): the watchdog sends "nmi" through it before it kills a hung boot.
+	rm -f "$stage.mon.in" "$stage.mon.out"
+	mkfifo "$stage.mon.in" "$stage.mon.out"
 	timeout -k 5 "$timeout_s" qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp "$smp" \
 		-nographic -no-reboot -nodefaults -serial stdio -net none \
+		-chardev pipe,id=mon,path="$stage.mon" -mon chardev=mon,mode=readline \
 		-kernel "$RK_IMAGE" -initrd "$stage.cpio.gz" "${qemu_extra[@]}" \
 		-append "$kappend $append" \
 		</dev/null >"$lf" 2>&1 &
 	qpid=$!
+	cat "$stage.mon.out" >"$stage.mon.log" 2>/dev/null &
+	monpid=$!
 	t0=$(date +%s)
 	last_change=$t0
 	while kill -0 "$qpid" 2>/dev/null; do
@@ -209,16 +219,33 @@ boot_once() {
 		fi
 		if [ -n "$wd_why" ]; then
 			wd_why="$wd_why; last console line: $(tr -d '\r' <"$lf" | grep -av '^$' | tail -n1 | cut -c1-120)"
+			nmi_dump_wait "$lf"
 			kill "$qpid" 2>/dev/null
 			wait "$qpid" 2>/dev/null
 			qpid=
+			kill "$monpid" 2>/dev/null
 			return 125
 		fi
 	done
 	rc=0
 	wait "$qpid" || rc=$?
 	qpid=
+	kill "$monpid" 2>/dev/null
 	return $rc
+}
+
+# nmi_dump_wait LOG: before a hung boot is killed, send it an NMI: the guest panics
+# (unknown_nmi_panic) and prints every task's stack, the timers and the held locks (panic_print) to
+# the console, which is kept as LOG.hung, so a hang shows what the boot waits for.
+# Waits for the end of the panic, at most 120 s.
+nmi_dump_wait() {
+	local lf=$1 i
+	echo nmi >"$stage.mon.in" || return 0
+	for i in $(seq 120); do
+		kill -0 "$qpid" 2>/dev/null || return 0
+		grep -aq 'end Kernel panic' "$lf" && return 0
+		sleep 1
+	done
 }
 
 log "booting $kver (TCG, ${mem} MiB, $smp vCPU): $*"

@@ -3,7 +3,7 @@
 //! the bytes of `vgpu_engine_abi::exec::apply_piece`, several in one submission.
 
 use ash::vk;
-use vgpu_engine_abi::exec::{Sqe, SqeKind};
+use vgpu_engine_abi::exec::{self, Sqe, SqeKind};
 use vgpu_engine_abi::reference::{Limits, ScanoutMode};
 use vgpu_engine_abi::Cmd;
 
@@ -74,48 +74,55 @@ pub(crate) fn check_piece(sqe: &Sqe, vram_size: u64) -> Result<(), Error> {
 
 /// A checked piece as a command of its own over just what the piece touches (units
 /// `[0, count)` of it: the same bytes `apply_piece` gives), and the span of VRAM it
-/// reads and writes. A GEMM piece becomes the GEMM of its rows of A and C (with the
-/// whole B); whether its C overlaps its A or B may differ from the whole command's,
-/// but the piece reads every element before it writes one either way (through
-/// scratch when they overlap), so the bytes are the same. A CHECKSUM's `dst` (the
-/// kernel stores the result, pieces do not) becomes an 8-aligned word next to the
-/// source so that the command stays valid within the span.
+/// reads and writes: the ABI model's `exec::piece_bytes`, which the kernel keeps within
+/// half a window, widened for CHECKSUM by the result word below. A GEMM piece becomes
+/// the GEMM of its rows of A and C (with the whole B); whether its C overlaps its A or B
+/// may differ from the whole command's, but the piece reads every element before it
+/// writes one either way (through scratch when they overlap), so the bytes are the
+/// same. A CHECKSUM's `dst` (the kernel stores the result, pieces do not) becomes the
+/// 8-aligned word at or below the source so that the command stays valid in the span.
 fn reduce(sqe: &Sqe) -> Option<(Sqe, u64, u64)> {
     let (s, cnt) = (sqe.start, sqe.count);
+    let (mut lo, mut hi) = exec::piece_bytes(sqe)?;
     let mut sub = Sqe { start: 0, ..*sqe };
-    let (cmd, mode, lo, hi) = match Cmd::from_raw(sqe.cmd) {
-        Cmd::Fill { dst, value, .. } => {
-            let dst = dst + s;
-            (
-                Cmd::Fill {
-                    dst,
-                    len: cnt,
-                    value,
-                },
-                None,
-                dst,
-                dst + cnt,
-            )
-        }
-        Cmd::Copy { dst, src, .. } => {
-            let (dst, src) = (dst + s, src + s);
-            let c = Cmd::Copy { dst, src, len: cnt };
-            (c, None, dst.min(src), dst.max(src) + cnt)
-        }
+    let (cmd, mode) = match Cmd::from_raw(sqe.cmd) {
+        Cmd::Fill { dst, value, .. } => (
+            Cmd::Fill {
+                dst: dst + s,
+                len: cnt,
+                value,
+            },
+            None,
+        ),
+        Cmd::Copy { dst, src, .. } => (
+            Cmd::Copy {
+                dst: dst + s,
+                src: src + s,
+                len: cnt,
+            },
+            None,
+        ),
         Cmd::Checksum { src, .. } => {
             let src = src + s;
             let dst = src & !7;
-            let c = Cmd::Checksum { src, len: cnt, dst };
-            (c, None, dst, (src + cnt).max(dst + 8))
+            (lo, hi) = (lo.min(dst), hi.max(dst + 8));
+            (Cmd::Checksum { src, len: cnt, dst }, None)
         }
         Cmd::Gemm { a, b, c, n, k, .. } => {
             let (i0, i1) = (s / n, (s + cnt - 1) / n);
-            let m = i1 - i0 + 1;
-            let (a, c) = (a + 4 * i0 * k, c + 4 * i0 * n);
             sub.start = s - i0 * n;
-            let lo = a.min(b).min(c);
-            let hi = (a + 4 * m * k).max(b + 4 * k * n).max(c + 4 * m * n);
-            (Cmd::Gemm { a, b, c, m, n, k }, None, lo, hi)
+            let (a, c) = (a + 4 * i0 * k, c + 4 * i0 * n);
+            (
+                Cmd::Gemm {
+                    a,
+                    b,
+                    c,
+                    m: i1 - i0 + 1,
+                    n,
+                    k,
+                },
+                None,
+            )
         }
         Cmd::Blit {
             src,
@@ -126,23 +133,20 @@ fn reduce(sqe: &Sqe) -> Option<(Sqe, u64, u64)> {
             ..
         } => {
             let md = sqe.mode?;
-            let src = src + s * src_stride;
             let mode = ScanoutMode {
                 yres: cnt,
                 start: md.pixel_offset(0, dst_y + s),
                 ..md
             };
             let c = Cmd::Blit {
-                src,
+                src: src + s * src_stride,
                 src_stride,
                 width,
                 height: cnt,
                 dst_x,
                 dst_y: 0,
             };
-            let src_end = src + (cnt - 1) * src_stride + width * md.bytes_pp;
-            let dst_end = mode.start + (cnt - 1) * md.stride + md.xres * md.bytes_pp;
-            (c, Some(mode), src.min(mode.start), src_end.max(dst_end))
+            (c, Some(mode))
         }
         _ => return None,
     };
@@ -427,8 +431,9 @@ impl Executor {
 mod tests {
     use super::*;
 
-    /// The bytes the daemon binds for a piece are the ones the ABI model says the kernel
-    /// keeps within half a window (`exec::piece_bytes`), CHECKSUM's result word aside.
+    /// The command a piece is reduced to touches exactly the bytes the ABI model says
+    /// the piece touches (`exec::piece_bytes`, which the kernel keeps within half a
+    /// window), and the span the daemon binds is those bytes, CHECKSUM's word aside.
     #[test]
     fn reduce_binds_what_the_model_says() {
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -499,13 +504,15 @@ mod tests {
                 mode: matches!(cmd, Cmd::Blit { .. }).then_some(mode),
                 cmd: cmd.raw(),
             };
-            let (_, lo, hi) = reduce(&sqe).expect("a piece");
-            let (mlo, mhi) = vgpu_engine_abi::exec::piece_bytes(&sqe).expect("model");
-            if let Cmd::Checksum { .. } = cmd {
-                assert!(
-                    lo <= mlo && mlo - lo < 8 && hi >= mhi && hi - mhi <= 8,
-                    "{sqe:?}"
-                );
+            let (sub, lo, hi) = reduce(&sqe).expect("a piece");
+            let (mlo, mhi) = exec::piece_bytes(&sqe).expect("model");
+            // The reduced command, run whole, touches exactly the piece's bytes ...
+            let (slo, shi) = exec::piece_bytes(&sub).expect("the reduced command");
+            assert_eq!((slo, shi), (mlo, mhi), "{sqe:?} -> {sub:?}");
+            if let Cmd::Checksum { dst, .. } = Cmd::from_raw(sub.cmd) {
+                // ... and a CHECKSUM's result word lies in the span, within 8 bytes.
+                assert!(dst % 8 == 0 && lo <= dst && dst + 8 <= hi, "{sub:?}");
+                assert!(mlo - lo < 8 && hi - mhi <= 8, "{sqe:?}");
             } else {
                 assert_eq!((lo, hi), (mlo, mhi), "{sqe:?}");
             }

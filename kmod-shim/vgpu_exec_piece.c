@@ -65,6 +65,12 @@ static bool xspan_fits(u64 span, u64 lo, u64 hi)
 	return !span || hi - lo <= span;
 }
 
+/* The distance between a COPY's destination and source. */
+static u64 xcopy_gap(const u64 *a)
+{
+	return a[0] > a[1] ? a[0] - a[1] : a[1] - a[0];
+}
+
 /* Whether @op (validated) goes to the executor in pieces. */
 bool vgpu_exec_eligible(const struct vgpu_device *vg,
 			const struct vgpu_eng_op *op)
@@ -79,7 +85,7 @@ bool vgpu_exec_eligible(const struct vgpu_device *vg,
 	case VGPU_OP_CHECKSUM:
 		return true;
 	case VGPU_OP_COPY:
-		gap = a[0] > a[1] ? a[0] - a[1] : a[1] - a[0];
+		gap = xcopy_gap(a);
 		if (span && gap > span / 2)
 			return false;
 		return gap >= a[2] || gap >= VGPU_XCOPY_MIN_GAP;
@@ -164,7 +170,7 @@ int vgpu_exec_step(struct vgpu_device *vg, struct vgpu_worker *w,
 	case VGPU_OP_COPY:
 		total = a[2];
 		cls = VGPU_CC_COPY;
-		gap = a[0] > a[1] ? a[0] - a[1] : a[1] - a[0];
+		gap = xcopy_gap(a);
 		extra = gap;
 		break;
 	case VGPU_OP_CHECKSUM:

@@ -7,8 +7,11 @@
 #   tests/rig/debug-kernel/build.sh --dir    print the cache dir, or fail if not built
 #   tests/rig/debug-kernel/build.sh --force  rebuild even if cached
 #
+# The patches in patches/ (fixes from upstream that Debian's 6.1 lacks and that the
+# rig needs, each saying why) are applied in name order after unpacking.
+#
 # Cache: ${VGPU_CACHE:-/var/cache/vgpu}/debug-kernel/<hash>/, where <hash> covers
-# debug.config, this script and the linux-source-6.1 package version, holding
+# debug.config, the patches, this script and the linux-source-6.1 package version, holding
 #   bzImage  System.map  config  kernelrelease  build-info  build.log
 #   build/                      headers + generated files for out-of-tree modules
 #                               (what Debian's linux-headers package holds):
@@ -36,8 +39,10 @@ tarball=/usr/src/linux-source-6.1.tar.xz
 srcver=$(dpkg-query -W -f='${Version}' linux-source-6.1 2>/dev/null) ||
 	die "linux-source-6.1 is not installed (run scripts/setup)"
 [ -f "$tarball" ] || die "$tarball missing (reinstall linux-source-6.1)"
+patches=("$here"/patches/*.patch)
+[ -e "${patches[0]}" ] || patches=()
 hash=$({
-	cat "$frag" "$here/build.sh"
+	cat "$frag" "$here/build.sh" ${patches[@]+"${patches[@]}"}
 	echo "linux-source-6.1 $srcver"
 } | sha256sum | cut -c1-16)
 cache=${VGPU_CACHE:-/var/cache/vgpu}/debug-kernel
@@ -79,6 +84,10 @@ log "debug kernel $hash: unpacking linux-source-6.1 $srcver"
 src=$tmp/src obj=$tmp/obj out=$tmp/out
 mkdir -p "$src" "$obj" "$out"
 tar -xJf "$tarball" -C "$src" --strip-components=1
+for p in ${patches[@]+"${patches[@]}"}; do
+	log "debug kernel $hash: applying ${p##*/}"
+	patch -p1 -s -d "$src" <"$p" || die "debug kernel: ${p##*/} does not apply to linux-source-6.1 $srcver"
+done
 blog=$out/build.log
 kmake() { make -C "$src" O="$obj" "$@" >>"$blog" 2>&1 || {
 	tail -n 60 "$blog" >&2

@@ -240,7 +240,9 @@ boot_once() {
 # Waits for the end of the panic, at most 120 s.
 nmi_dump_wait() {
 	local lf=$1 i
-	echo nmi >"$stage.mon.in" || return 0
+	# QEMU holds the FIFO open while it runs; if it has just died, the open would
+	# wait forever for a reader: bound it.
+	timeout 5 sh -c 'echo nmi >"$1"' sh "$stage.mon.in" || return 0
 	for i in $(seq 120); do
 		kill -0 "$qpid" 2>/dev/null || return 0
 		grep -aq 'end Kernel panic' "$lf" && return 0

@@ -189,8 +189,8 @@ logf=$RIG_DIR/logs/$name-$kver.log
 # lockdep banner; a normal one prints a line every few seconds at loglevel=5).
 boot_once() {
 	local lf=$1 t0 now size last_size=-1 last_change rc monpid
-	# The QEMU monitor on a pair of FIFOs (commands in .in, replies drained to
-	# $stage.mon.log): the watchdog sends "nmi" through it before it kills a hung boot.
+	# The QEMU monitor on a pair of FIFOs (commands in .in, replies in .out, drained):
+	# the watchdog sends "nmi" through it before it kills a hung boot.
 	rm -f "$stage.mon.in" "$stage.mon.out"
 	mkfifo "$stage.mon.in" "$stage.mon.out"
 	timeout -k 5 "$timeout_s" qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp "$smp" \
@@ -200,7 +200,7 @@ boot_once() {
 		-append "$kappend $append" \
 		</dev/null >"$lf" 2>&1 &
 	qpid=$!
-	cat "$stage.mon.out" >"$stage.mon.log" 2>/dev/null &
+	cat "$stage.mon.out" >/dev/null 2>&1 &
 	monpid=$!
 	t0=$(date +%s)
 	last_change=$t0
@@ -219,7 +219,7 @@ boot_once() {
 		fi
 		if [ -n "$wd_why" ]; then
 			wd_why="$wd_why; last console line: $(tr -d '\r' <"$lf" | grep -av '^$' | tail -n1 | cut -c1-120)"
-			nmi_dump_wait "$lf"
+			send_nmi
 			kill "$qpid" 2>/dev/null
 			wait "$qpid" 2>/dev/null
 			qpid=
@@ -234,18 +234,17 @@ boot_once() {
 	return $rc
 }
 
-# nmi_dump_wait LOG: before a hung boot is killed, send it an NMI: the guest panics
-# (unknown_nmi_panic) and prints every task's stack, the timers and the held locks (panic_print) to
-# the console, which is kept as LOG.hung, so a hang shows what the boot waits for.
-# Waits for the end of the panic, at most 120 s.
-nmi_dump_wait() {
-	local lf=$1 i
+# send_nmi: before a hung boot is killed, send it an NMI: the guest panics
+# (unknown_nmi_panic) and prints every task's stack, the timers and the held locks
+# (panic_print) to the console, which is kept as LOG.hung, so a hang shows what the
+# boot waits for. The panic ends in a reboot (panic=-1), on which QEMU exits
+# (-no-reboot): wait for that, at most 120 s.
+send_nmi() {
 	# QEMU holds the FIFO open while it runs; if it has just died, the open would
 	# wait forever for a reader: bound it.
 	timeout 5 sh -c 'echo nmi >"$1"' sh "$stage.mon.in" || return 0
-	for i in $(seq 120); do
+	for _ in $(seq 120); do
 		kill -0 "$qpid" 2>/dev/null || return 0
-		grep -aq 'end Kernel panic' "$lf" && return 0
 		sleep 1
 	done
 }

@@ -70,5 +70,5 @@ kvm) rig_accel=(--kvm --smp 1) ;; # L1 on one vCPU, as in vmm.sh (docs/reliabili
 tcg) rig_accel=() ;;
 *) die "VGPU_PT_ACCEL must be kvm or tcg, not $accel" ;;
 esac
-exec "$top/tests/rig/rig.sh" --kernel "$flavour" --hostfs --mem 3072 --timeout 900 \
+exec "$top/tests/rig/rig.sh" --kernel "$flavour" --hostfs --mem 3072 \
 	"${rig_accel[@]}" --name passthrough "$@" -- vgpu-passthrough "/host$kdir/vmlinux" "/host$l2" "$accel"

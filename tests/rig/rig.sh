@@ -11,7 +11,12 @@
 #                       by scripts/setup; see docs/reliability.md)
 #   --mem MB            guest RAM (default 1024; 2048 for debug)
 #   --smp N             guest vCPUs (default 1)
-#   --timeout S         wall-clock limit for the boot (default 900)
+#   --timeout S         wall-clock limit for the whole boot, a last resort (default
+#                       2400): a hang is caught by --stall long before it
+#   --stall S           hang watchdog: once the scenario runs (RIG-BEGIN), a console
+#                       silent for S s is a hang: the guest gets an NMI (its task
+#                       stacks end the log) and the scenario fails (default 600).
+#                       Slowness is not a hang: every suite prints a line per test.
 #   --boot-timeout S    boot watchdog: if the guest has not reached the scenario
 #                       (RIG-BEGIN) after S s, or its console was silent for 60 s
 #                       (S/2 if less) before that, kill it and boot again, up
@@ -45,7 +50,7 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 . "$top/scripts/lib.sh"
 
-flavour=6.1 mem= smp=1 timeout_s=900 boot_s= name=rig build=1 append= hostfs=0 icount= kvm=0
+flavour=6.1 mem= smp=1 timeout_s=2400 run_stall_s=600 boot_s= name=rig build=1 append= hostfs=0 icount= kvm=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--kernel) flavour=$2; shift 2 ;;
@@ -53,6 +58,7 @@ while [ $# -gt 0 ]; do
 	--smp) smp=$2; shift 2 ;;
 	--timeout) timeout_s=$2; shift 2 ;;
 	--boot-timeout) boot_s=$2; shift 2 ;;
+	--stall) run_stall_s=$2; shift 2 ;;
 	--name) name=$2; shift 2 ;;
 	--no-build) build=0; shift ;;
 	--module-only) build=module; shift ;;
@@ -63,6 +69,9 @@ while [ $# -gt 0 ]; do
 	--) shift; break ;;
 	*) die "unknown option '$1' (see the header of $0)" ;;
 	esac
+done
+for v in "$timeout_s" "$run_stall_s"; do
+	[[ $v =~ ^[1-9][0-9]*$ ]] || die "--timeout and --stall want a number of seconds, not '$v'"
 done
 [ $# -gt 0 ] || die "no guest command given (rig.sh [options] -- <command> [args...])"
 
@@ -218,13 +227,24 @@ boot_once() {
 			wd_why="console silent for $((now - last_change)) s before RIG-BEGIN"
 		fi
 		if [ -n "$wd_why" ]; then
-			wd_why="$wd_why; last console line: $(tr -d '\r' <"$lf" | grep -av '^$' | tail -n1 | cut -c1-120)"
-			send_nmi
-			kill "$qpid" 2>/dev/null
-			wait "$qpid" 2>/dev/null
-			qpid=
-			kill "$monpid" 2>/dev/null
+			wd_why="$wd_why; last console line: $(last_line "$lf")"
+			kill_hung
 			return 125
+		fi
+	done
+	# The scenario runs: a console silent for run_stall_s is a hang (126, not booted
+	# again). The wall-clock --timeout stays only as a last resort, so a slow host
+	# (a CPU hog, several rigs) makes a scenario slower but does not fail it.
+	while kill -0 "$qpid" 2>/dev/null; do
+		sleep 5
+		now=$(date +%s)
+		size=$(stat -c %s "$lf")
+		if [ "$size" != "$last_size" ]; then
+			last_size=$size last_change=$now
+		elif [ $((now - last_change)) -ge "$run_stall_s" ]; then
+			hang_why="console silent for $((now - last_change)) s after RIG-BEGIN; last console line: $(last_line "$lf")"
+			kill_hung
+			return 126
 		fi
 	done
 	rc=0
@@ -234,10 +254,25 @@ boot_once() {
 	return $rc
 }
 
-# send_nmi: before a hung boot is killed, send it an NMI: the guest panics
-# (unknown_nmi_panic) and prints every task's stack, the timers and the held locks
-# (panic_print) to the console, which is kept as LOG.hung, so a hang shows what the
-# boot waits for. The panic ends in a reboot (panic=-1), on which QEMU exits
+# last_line LOG: the console's last non-empty line, for a watchdog's message.
+last_line() {
+	tr -d '\r' <"$1" | grep -av '^$' | tail -n1 | cut -c1-120
+}
+
+# kill_hung: dump a hung guest's tasks (send_nmi), then stop QEMU and the drain of its
+# monitor (boot_once's qpid and monpid).
+kill_hung() {
+	send_nmi
+	kill "$qpid" 2>/dev/null
+	wait "$qpid" 2>/dev/null
+	qpid=
+	kill "$monpid" 2>/dev/null
+}
+
+# send_nmi: before a hung boot (or scenario) is killed, send it an NMI: the guest
+# panics (unknown_nmi_panic) and prints every task's stack, the timers and the held
+# locks (panic_print) to the console (a hung boot's is kept as LOG.hung), so a hang
+# shows what it waits for. The panic ends in a reboot (panic=-1), on which QEMU exits
 # (-no-reboot): wait for that, at most 120 s.
 send_nmi() {
 	# QEMU holds the FIFO open while it runs; if it has just died, the open would
@@ -251,7 +286,7 @@ send_nmi() {
 
 log "booting $kver (TCG, ${mem} MiB, $smp vCPU): $*"
 start=$(date +%s%N)
-retried= wd_why=
+retried= wd_why= hang_why=
 qrc=0
 boot_once "$logf" || qrc=$?
 # A hung boot is booted again, up to $boots times in all (see boot_once; the debug
@@ -280,6 +315,8 @@ exit_line=$(grep -a '^RIG-EXIT: ' "$logf" | tail -n1 || true)
 if [ -z "$exit_line" ]; then
 	if [ "$qrc" = 124 ]; then
 		fail="timed out after ${timeout_s} s without an exit status"
+	elif [ "$qrc" = 126 ]; then
+		fail="hung: $hang_why (an NMI dumped the guest's tasks at the end of the log)"
 	elif [ "$qrc" = 125 ]; then
 		fail="the guest did not boot $boots times in a row (boot watchdog, ${boot_s} s)"
 	else

@@ -276,9 +276,9 @@ rm -rf "$l2/root"
 # docs/reliability.md); L2's two vCPUs are threads of vgpu-vmm on it.
 if [ "$scenario" = share ]; then
 	# Three L2s of 128 MiB each, and the vmlinux copy in L1's tmpfs: more than 1 GiB.
-	exec "$top/tests/rig/rig.sh" --kernel "$flavour" --hostfs --kvm --smp 1 --mem 2048 --timeout 900 --no-build \
+	exec "$top/tests/rig/rig.sh" --kernel "$flavour" --hostfs --kvm --smp 1 --mem 2048 --no-build \
 		--name vmm-share "$@" -- vgpu-vmm-share "/host$vmlinux" "/host$l2/l2.cpio.gz"
 fi
-exec "$top/tests/rig/rig.sh" --kernel "$flavour" --hostfs --kvm --smp 1 --timeout 900 --no-build \
+exec "$top/tests/rig/rig.sh" --kernel "$flavour" --hostfs --kvm --smp 1 --no-build \
 	--name vmm "$@" -- vgpu-vmm-boot "/host$vmlinux" "/host$l2/l2.cpio.gz" "/host$bzimage" \
 	$([ "$scenario" != boot ] && echo "$scenario")

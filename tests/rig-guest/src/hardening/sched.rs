@@ -532,18 +532,18 @@ fn while_held<T>(
         let (r, held) = std::thread::scope(|sc| {
             let tid = &tid;
             let holder = sc.spawn(move || held_copy(dev, tid));
-            // The window opens when the holder runs (it publishes its id just before
-            // the query): on a loaded host the thread itself may start late.
-            let mut since: Option<Instant> = None;
+            // Watch until the holder is seen inside the module or its query is over,
+            // however long its way there takes: on a loaded debug kernel the 16 MiB
+            // copy before the hook's sleep took longer than half the hold, and a
+            // running task's kernel stack reads empty, so a window of HOLD / 2 from
+            // its start (the old bound) missed it ten times in a row. It is seen by
+            // the hook's sleep at the latest, which leaves `during` about HOLD.
             let mut caught = false;
-            while !holder.is_finished() && since.is_none_or(|t| t.elapsed() < HOLD / 2) {
+            while !holder.is_finished() {
                 let id = tid.load(Ordering::SeqCst);
-                if id != 0 {
-                    since.get_or_insert_with(Instant::now);
-                    if in_module(id) {
-                        caught = true;
-                        break;
-                    }
+                if id != 0 && in_module(id) {
+                    caught = true;
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }

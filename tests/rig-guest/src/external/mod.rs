@@ -161,6 +161,9 @@ fn device_and_queue(ctx: &mut Ctx) -> TestResult {
 fn switch_live(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
     external(&p)?;
+    // what is judged here is the bytes: a GEMM handed to a daemon that a loaded host
+    // stalls must not trip the watchdog (seen on the debug kernel next to a CPU hog)
+    p.set_watchdog_ms("60000").ctx("watchdog_ms")?;
     let xd = daemon::Daemon::start(0)?;
     let inst = ctx.create(&p, TYPE)?;
     let mut g = open(&inst)?;

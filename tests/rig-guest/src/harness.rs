@@ -203,12 +203,6 @@ pub fn vulkan_executor() -> bool {
     VULKAN_EXECUTOR.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Whether `--executor ref` or `--executor vulkan` was given (commands go through the
-/// handoff queue to a daemon).
-pub fn external_executor() -> bool {
-    REF_EXECUTOR.load(std::sync::atomic::Ordering::Relaxed) || vulkan_executor()
-}
-
 /// `--daemon vulkan` (suite `external`): its tests that need a well-behaved daemon run
 /// the host's `vgpu-executor` (lavapipe) instead of the reference executor.
 static VULKAN_DAEMON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

@@ -197,7 +197,7 @@ logf=$RIG_DIR/logs/$name-$kver.log
 # debug boot on a loaded host once in a while hangs early, right after the
 # lockdep banner; a normal one prints a line every few seconds at loglevel=5).
 boot_once() {
-	local lf=$1 t0 now size last_size=-1 last_change rc monpid
+	local lf=$1 t0 now size last_size=-1 last_change rc monpid begun=0
 	# The QEMU monitor on a pair of FIFOs (commands in .in, replies in .out, drained):
 	# the watchdog sends "nmi" through it before it kills a hung boot.
 	rm -f "$stage.mon.in" "$stage.mon.out"
@@ -213,15 +213,27 @@ boot_once() {
 	monpid=$!
 	t0=$(date +%s)
 	last_change=$t0
+	# One watch, once a second: before RIG-BEGIN it is the boot watchdog (125: booted
+	# again); after, the scenario runs, and a console silent for run_stall_s is a hang
+	# (126, not booted again). The wall-clock --timeout stays only as a last resort, so
+	# a slow host (a CPU hog, several rigs) makes a scenario slower but does not fail it.
 	while kill -0 "$qpid" 2>/dev/null; do
 		sleep 1
-		grep -aq 'RIG-BEGIN' "$lf" && break
 		now=$(date +%s)
 		size=$(stat -c %s "$lf")
 		if [ "$size" != "$last_size" ]; then
 			last_size=$size last_change=$now
 		fi
-		if [ $((now - t0)) -ge "$boot_s" ]; then
+		if [ "$begun" = 0 ] && grep -aq 'RIG-BEGIN' "$lf"; then
+			begun=1 last_change=$now
+		fi
+		if [ "$begun" = 1 ]; then
+			if [ $((now - last_change)) -ge "$run_stall_s" ]; then
+				hang_why="console silent for $((now - last_change)) s after RIG-BEGIN; last console line: $(last_line "$lf")"
+				kill_hung
+				return 126
+			fi
+		elif [ $((now - t0)) -ge "$boot_s" ]; then
 			wd_why="no RIG-BEGIN after $((now - t0)) s"
 		elif [ $((now - last_change)) -ge "$stall_s" ]; then
 			wd_why="console silent for $((now - last_change)) s before RIG-BEGIN"
@@ -230,21 +242,6 @@ boot_once() {
 			wd_why="$wd_why; last console line: $(last_line "$lf")"
 			kill_hung
 			return 125
-		fi
-	done
-	# The scenario runs: a console silent for run_stall_s is a hang (126, not booted
-	# again). The wall-clock --timeout stays only as a last resort, so a slow host
-	# (a CPU hog, several rigs) makes a scenario slower but does not fail it.
-	while kill -0 "$qpid" 2>/dev/null; do
-		sleep 5
-		now=$(date +%s)
-		size=$(stat -c %s "$lf")
-		if [ "$size" != "$last_size" ]; then
-			last_size=$size last_change=$now
-		elif [ $((now - last_change)) -ge "$run_stall_s" ]; then
-			hang_why="console silent for $((now - last_change)) s after RIG-BEGIN; last console line: $(last_line "$lf")"
-			kill_hung
-			return 126
 		fi
 	done
 	rc=0

@@ -1,4 +1,5 @@
-//! `vgpu-rig-tests fuzz [--commands N] [--seed S] [--fuzzed K] [--canaries C]`
+//! `vgpu-rig-tests fuzz [--commands N] [--seed S] [--fuzzed K] [--canaries C]
+//!  [--executor ref|vulkan] [--watchdog-ms MS]`
 //!
 //! K instances get random and mutated commands (valid templates with flipped bits and
 //! boundary values, random opcodes, random 64-byte blobs, random JUMPs and TAILs, random
@@ -8,6 +9,13 @@
 //! which ERROR codes, how many commands complete and the final FENCE; every batch is
 //! compared with the device. At the end the canaries are checked, every fuzzed
 //! instance is recovered by a reset and must run a known-good command list correctly.
+//!
+//! The watchdog limits engine time, and a valid batch can reach it on a slow host (most
+//! of all with an external executor, whose time is engine time): a WATCHDOG stop where
+//! none was predicted passes only if the kernel charged the instance at least
+//! watchdog_ms of engine time (`busy_ns`) since its ring was last reset or enabled, and
+//! is counted as a late WATCHDOG. `--watchdog-ms 10` makes them common (a check of that
+//! judgement).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -43,9 +51,15 @@ const WATCHDOG_MS: u64 = 500;
 /// run with 500 stopped 14 rings and both canaries with WATCHDOG where none was due).
 const WATCHDOG_MS_VULKAN: u64 = 5000;
 
+/// `--watchdog-ms`, when given (0: not given).
+static WATCHDOG_ARG: AtomicU64 = AtomicU64::new(0);
+
 /// The fuzzed parent's watchdog_ms.
 fn watchdog_ms() -> u64 {
-    if crate::harness::vulkan_executor() {
+    let arg = WATCHDOG_ARG.load(Ordering::Relaxed);
+    if arg != 0 {
+        arg
+    } else if crate::harness::vulkan_executor() {
         WATCHDOG_MS_VULKAN
     } else {
         WATCHDOG_MS
@@ -77,6 +91,13 @@ fn parse(args: &[String]) -> Result<Args, ToolError> {
             "--seed" => a.seed = num("--seed", args.get(i + 1))?,
             "--fuzzed" => a.fuzzed = num("--fuzzed", args.get(i + 1))?,
             "--canaries" => a.canaries = num("--canaries", args.get(i + 1))?,
+            "--watchdog-ms" => {
+                let ms: u64 = num("--watchdog-ms", args.get(i + 1))?;
+                if !(10..=60000).contains(&ms) {
+                    return Err(ToolError::Usage("--watchdog-ms: 10-60000".into()));
+                }
+                WATCHDOG_ARG.store(ms, Ordering::Relaxed);
+            }
             "--executor" if args.get(i + 1).map(String::as_str) == Some("ref") => {
                 crate::harness::use_ref_executor()
             }
@@ -112,6 +133,10 @@ struct Stats {
     unpredictable: u64,
     loops_watchdog: u64,
     loops_fenced: u64,
+    /// WATCHDOG stops where none was predicted, explained by the engine time the kernel
+    /// charged (see `Fuzzer::late_watchdog`), and the least such time seen (ns).
+    late_watchdogs: u64,
+    late_min_ns: u64,
     bad_ring_configs: u64,
     good_ring_configs: u64,
     bad_tails: u64,
@@ -141,6 +166,14 @@ impl Stats {
         self.unpredictable += o.unpredictable;
         self.loops_watchdog += o.loops_watchdog;
         self.loops_fenced += o.loops_fenced;
+        if o.late_watchdogs > 0 {
+            self.late_min_ns = if self.late_watchdogs > 0 {
+                self.late_min_ns.min(o.late_min_ns)
+            } else {
+                o.late_min_ns
+            };
+        }
+        self.late_watchdogs += o.late_watchdogs;
         self.bad_ring_configs += o.bad_ring_configs;
         self.good_ring_configs += o.good_ring_configs;
         self.bad_tails += o.bad_tails;
@@ -196,6 +229,10 @@ struct Fuzzer {
     /// CMDS_DONE and FENCE at the start of the next batch.
     done: u32,
     fence: u64,
+    /// The instance's busy_ns when its ring was last reset or enabled: the watchdog's
+    /// count (engine time since the last FENCE) was 0 then, so it is at most the engine
+    /// time charged since.
+    busy0: u64,
     st: Stats,
 }
 
@@ -505,6 +542,9 @@ impl Fuzzer {
         self.done = self.g.eng.cmds_done().ctx("CMDS_DONE")?;
         self.fence = self.g.eng.fence_value().ctx("FENCE")?;
         self.head = 0;
+        // After a register write that took the instance's lock: the engine's last
+        // chunk (which holds that lock until it is charged) is in busy_ns.
+        self.busy0 = self.g.inst.busy_ns().ctx("busy_ns")?;
         Ok(())
     }
 
@@ -873,6 +913,23 @@ impl Fuzzer {
                 }
             }
         };
+        // A WATCHDOG stop where none was predicted, before the predicted end or in a loop
+        // with a FENCE: the watchdog limits engine time (docs/engine-abi.md), so on a slow
+        // host valid work can reach it (the external executor's time is engine time). It
+        // is judged after the recovery below, from the kernel's own counter: right only
+        // if the instance was charged at least watchdog_ms of engine time since the
+        // watchdog's count was last 0 (a reset or ring enable).
+        let late = verdict.is_err()
+            && stopped
+            && regs.error == ErrorCode::Watchdog as u32
+            && match &pred.outcome {
+                Outcome::Idle => delta <= pred.executed,
+                Outcome::Stop(p) => delta <= p.executed,
+                // a FENCE in the cycle resets the count, but one lap can be long
+                Outcome::Loop { fenced: true } => true,
+                _ => false,
+            };
+        let mut late_msg = None;
         if let Err(m) = verdict {
             let d = format!(
                 "batch at {:#x}..{tail:#x} (ring {:#x}+{:#x}): predicted {:?} executed {} fence {:?} alts {}; device STATUS {:#x} ERROR {} ({}) ERROR_HEAD {:#x} HEAD {:#x} done +{delta} FENCE {:#x}",
@@ -886,24 +943,55 @@ impl Fuzzer {
                 .map(|a| format!("{:#x}/{}", a.head, a.executed))
                 .collect();
             let d = format!("{d}; alts at head/executed [{}]", alts.join(" "));
-            if let Outcome::Stop(p) = &pred.outcome {
+            let msg = if let Outcome::Stop(p) = &pred.outcome {
                 let r = self.shadow[(p.head / 64) as usize];
-                mism(&mut self.st, id, format!("{m}: {d}; command {r:x?}"));
+                format!("{m}: {d}; command {r:x?}")
             } else {
-                mism(&mut self.st, id, format!("{m}: {d}"));
+                format!("{m}: {d}")
+            };
+            if late {
+                late_msg = Some(msg);
+            } else {
+                mism(&mut self.st, id, msg);
             }
         }
         if matches!(pred.outcome, Outcome::Unpredictable) {
             self.resync()?;
         }
         if stopped || st.is_none() {
+            let busy0 = self.busy0;
             self.recover()?;
+            if let Some(msg) = late_msg {
+                self.late_watchdog(msg, self.busy0.saturating_sub(busy0));
+            }
         } else {
             self.head = tail;
             self.done = regs.cmds_done;
             self.fence = regs.fence;
         }
         Ok(())
+    }
+
+    /// Judge an unpredicted WATCHDOG stop (`msg` describes it) by `spent`, the engine time
+    /// the kernel charged the instance since the watchdog's count was last 0.
+    fn late_watchdog(&mut self, msg: String, spent: u64) {
+        let limit = watchdog_ms() * 1_000_000;
+        if spent < limit {
+            let why = format!(
+                "WATCHDOG after {} us of engine time since the last reset (watchdog_ms {})",
+                spent / 1000,
+                watchdog_ms()
+            );
+            mism(&mut self.st, self.id, format!("{why}: {msg}"));
+            return;
+        }
+        let st = &mut self.st;
+        st.late_min_ns = if st.late_watchdogs == 0 {
+            spent
+        } else {
+            st.late_min_ns.min(spent)
+        };
+        st.late_watchdogs += 1;
     }
 
     fn run(&mut self, budget: u64, total: &AtomicU64, stop: &AtomicBool) -> Result<(), Fail> {
@@ -1136,6 +1224,7 @@ fn run(a: &Args) -> Result<(), ToolError> {
                 head: 0,
                 done: 0,
                 fence: 0,
+                busy0: 0,
                 st: Stats::default(),
             };
             let r =
@@ -1252,6 +1341,15 @@ fn run(a: &Args) -> Result<(), ToolError> {
     println!(
         "fuzz: canaries: {} checked rounds of valid work; known-good after reset: {good}/{}",
         rounds, a.fuzzed
+    );
+    println!(
+        "fuzz: late WATCHDOGs (valid work stopped after watchdog_ms of charged engine time): {}{}",
+        sum.late_watchdogs,
+        if sum.late_watchdogs > 0 {
+            format!(", the least after {} ms", sum.late_min_ns / 1_000_000)
+        } else {
+            String::new()
+        }
     );
     println!("fuzz: mismatches {}", sum.mismatches);
     if p.executor().is_ok_and(|m| m == "external") {

@@ -78,7 +78,7 @@ pub(super) fn daemon_killed_several(ctx: &mut Ctx) -> TestResult {
     const MARK: u32 = 0xdead_beef;
     let p = ctx.parent(0)?;
     external(&p)?;
-    p.set_watchdog_ms("60000").ctx("watchdog_ms")?;
+    super::judge_bytes(&p)?;
     let first = Daemon::spawn(0)?;
     ensure!(
         wait_for(Duration::from_secs(10), || p.executor_connected().ok()
@@ -393,7 +393,7 @@ pub(super) fn hostile_daemon(ctx: &mut Ctx) -> TestResult {
     // a sane daemon: everything works again. What is judged now is the bytes: the
     // hostile phase's 200 ms watchdog tripped a GEMM of the sane daemon on the debug
     // kernel next to a CPU hog.
-    p.set_watchdog_ms("60000").ctx("watchdog_ms")?;
+    super::judge_bytes(&p)?;
     let xd = RefExecutor::start(0, Behaviour::default()).ctx("start")?;
     for g in gpus.iter_mut() {
         g.eng.recover().ctx("recover")?;

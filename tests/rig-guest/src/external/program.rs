@@ -129,9 +129,9 @@ pub(super) fn window_cuts_pieces(ctx: &mut Ctx) -> TestResult {
 fn same_bytes(ctx: &mut Ctx, how: Option<Behaviour>) -> TestResult {
     let (pe, pc) = (ctx.parent(0)?, ctx.parent(1)?);
     external(&pe)?;
-    // what is judged here is the bytes; a slow (debug) kernel must not trip the watchdog
+    // a slow (debug) kernel must not trip the watchdog
     for p in [&pe, &pc] {
-        p.set_watchdog_ms("60000").ctx("watchdog_ms")?;
+        super::judge_bytes(p)?;
     }
     // a behaviour of its own needs the reference executor; else --daemon picks
     let xd = match how {

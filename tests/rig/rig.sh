@@ -209,7 +209,7 @@ boot_once() {
 		-append "$kappend $append" \
 		</dev/null >"$lf" 2>&1 &
 	qpid=$!
-	cat "$stage.mon.out" >/dev/null 2>&1 &
+	cat "$stage.mon.out" >"$stage.mon.log" 2>&1 &
 	monpid=$!
 	t0=$(date +%s)
 	last_change=$t0
@@ -230,7 +230,7 @@ boot_once() {
 		if [ "$begun" = 1 ]; then
 			if [ $((now - last_change)) -ge "$run_stall_s" ]; then
 				hang_why="console silent for $((now - last_change)) s after RIG-BEGIN; last console line: $(last_line "$lf")"
-				kill_hung
+				kill_hung "$lf"
 				return 126
 			fi
 		elif [ $((now - t0)) -ge "$boot_s" ]; then
@@ -240,7 +240,7 @@ boot_once() {
 		fi
 		if [ -n "$wd_why" ]; then
 			wd_why="$wd_why; last console line: $(last_line "$lf")"
-			kill_hung
+			kill_hung "$lf"
 			return 125
 		fi
 	done
@@ -256,14 +256,32 @@ last_line() {
 	tr -d '\r' <"$1" | grep -av '^$' | tail -n1 | cut -c1-120
 }
 
-# kill_hung: dump a hung guest's tasks (send_nmi), then stop QEMU and the drain of its
-# monitor (boot_once's qpid and monpid).
+# kill_hung LOG: ask QEMU for every vCPU's local APIC and registers, dump the guest's
+# tasks (send_nmi), then stop QEMU and the drain of its monitor (boot_once's qpid and
+# monpid), and append QEMU's replies to LOG as "# monitor: " lines. The APIC shows what
+# the guest's own dump cannot: a timer armed and past due, or a vector stuck in IRR or
+# ISR (a 6.12 L1 running KVM once idled with every timer 560 s overdue:
+# docs/reliability.md).
 kill_hung() {
+	local i
+	for i in $(seq 0 $((smp - 1))); do
+		monitor "info lapic $i"
+	done
+	monitor "info registers -a"
+	sleep 2
 	send_nmi
 	kill "$qpid" 2>/dev/null
 	wait "$qpid" 2>/dev/null
 	qpid=
 	kill "$monpid" 2>/dev/null
+	tr -d '\r' <"$stage.mon.log" | grep -av '^(qemu)\|^QEMU .* monitor' |
+		sed 's/^/# monitor: /' >>"$1"
+}
+
+# monitor CMD: one command to the QEMU monitor (its reply goes to $stage.mon.log).
+monitor() {
+	# bounded, as in send_nmi
+	timeout 5 sh -c 'printf "%s\n" "$2" >"$1"' sh "$stage.mon.in" "$1" || true
 }
 
 # send_nmi: before a hung boot (or scenario) is killed, send it an NMI: the guest
@@ -313,7 +331,7 @@ if [ -z "$exit_line" ]; then
 	if [ "$qrc" = 124 ]; then
 		fail="timed out after ${timeout_s} s without an exit status"
 	elif [ "$qrc" = 126 ]; then
-		fail="hung: $hang_why (an NMI dumped the guest's tasks at the end of the log)"
+		fail="hung: $hang_why (in the log: QEMU's view of the APICs and registers as # monitor: lines, then the tasks an NMI dumped)"
 	elif [ "$qrc" = 125 ]; then
 		fail="the guest did not boot $boots times in a row (boot watchdog, ${boot_s} s)"
 	else

@@ -49,6 +49,7 @@
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 . "$top/scripts/lib.sh"
+. "$top/tests/rig/lost-timer.sh"
 
 flavour=6.1 mem= smp=1 timeout_s=2400 run_stall_s=600 boot_s= name=rig build=1 append= hostfs=0 icount= kvm=0
 while [ $# -gt 0 ]; do
@@ -305,14 +306,25 @@ retried= wd_why= hang_why=
 qrc=0
 boot_once "$logf" || qrc=$?
 # A hung boot is booted again, up to $boots times in all (see boot_once; the debug
-# kernel hangs more often on a loaded host, see docs/reliability.md).
-boot=1
-while [ "$qrc" = 125 ] && [ "$boot" -lt "$boots" ]; do
+# kernel hangs more often on a loaded host, see docs/reliability.md). A hung scenario is
+# run again once if the emulator lost the guest's timer interrupt (lost_timer; test hook:
+# VGPU_RIG_TEST_LOST_TIMER_LOG names a log to judge instead of the scenario's).
+boot=1 lost= lost_retried=
+while { [ "$qrc" = 125 ] && [ "$boot" -lt "$boots" ]; } ||
+	{ [ "$qrc" = 126 ] && [ -z "$lost_retried" ] &&
+		lost=$(lost_timer "${VGPU_RIG_TEST_LOST_TIMER_LOG:-$logf}"); }; do
 	tr -d '\r' <"$logf" >"$logf.hung"
-	retried="${retried:+$retried; }boot watchdog: $wd_why"
-	wd_why=
-	log "boot watchdog: ${retried##*boot watchdog: }; booting once more (console kept in $logf.hung)"
-	boot=$((boot + 1))
+	if [ "$qrc" = 126 ]; then
+		lost_retried=1
+		retried="${retried:+$retried; }lost timer interrupt: $lost"
+		log "hung: the emulator lost the guest's timer interrupt ($lost); running the scenario once more (console kept in $logf.hung)"
+		hang_why=
+	else
+		retried="${retried:+$retried; }boot watchdog: $wd_why"
+		wd_why=
+		log "boot watchdog: ${retried##*boot watchdog: }; booting once more (console kept in $logf.hung)"
+		boot=$((boot + 1))
+	fi
 	start=$(date +%s%N)
 	qrc=0
 	boot_once "$logf" || qrc=$?

@@ -264,11 +264,11 @@ last_line() {
 # ISR (a 6.12 L1 running KVM once idled with every timer 560 s overdue:
 # docs/reliability.md).
 kill_hung() {
-	local i
+	local i cmds=()
 	for i in $(seq 0 $((smp - 1))); do
-		monitor "info lapic $i"
+		cmds+=("info lapic $i")
 	done
-	monitor "info registers -a"
+	monitor "${cmds[@]}" "info registers -a" || true
 	sleep 2
 	send_nmi
 	kill "$qpid" 2>/dev/null
@@ -279,10 +279,12 @@ kill_hung() {
 		sed 's/^/# monitor: /' >>"$1"
 }
 
-# monitor CMD: one command to the QEMU monitor (its reply goes to $stage.mon.log).
+# monitor CMD...: commands to the QEMU monitor (its replies go to $stage.mon.log); fails
+# if they could not be written.
 monitor() {
-	# bounded, as in send_nmi
-	timeout 5 sh -c 'printf "%s\n" "$2" >"$1"' sh "$stage.mon.in" "$1" || true
+	# QEMU holds the FIFO open while it runs; if it has just died, the open would
+	# wait forever for a reader: bound it.
+	timeout 5 sh -c 'f=$1; shift; printf "%s\n" "$@" >"$f"' sh "$stage.mon.in" "$@"
 }
 
 # send_nmi: before a hung boot (or scenario) is killed, send it an NMI: the guest
@@ -291,9 +293,7 @@ monitor() {
 # shows what it waits for. The panic ends in a reboot (panic=-1), on which QEMU exits
 # (-no-reboot): wait for that, at most 120 s.
 send_nmi() {
-	# QEMU holds the FIFO open while it runs; if it has just died, the open would
-	# wait forever for a reader: bound it.
-	timeout 5 sh -c 'echo nmi >"$1"' sh "$stage.mon.in" || return 0
+	monitor nmi || return 0
 	for _ in $(seq 120); do
 		kill -0 "$qpid" 2>/dev/null || return 0
 		sleep 1

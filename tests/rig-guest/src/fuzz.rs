@@ -136,7 +136,7 @@ struct Stats {
     /// WATCHDOG stops where none was predicted, explained by the engine time the kernel
     /// charged (see `Fuzzer::late_watchdog`), and the least such time seen (ns).
     late_watchdogs: u64,
-    late_min_ns: u64,
+    late_min_ns: Option<u64>,
     bad_ring_configs: u64,
     good_ring_configs: u64,
     bad_tails: u64,
@@ -166,13 +166,7 @@ impl Stats {
         self.unpredictable += o.unpredictable;
         self.loops_watchdog += o.loops_watchdog;
         self.loops_fenced += o.loops_fenced;
-        if o.late_watchdogs > 0 {
-            self.late_min_ns = if self.late_watchdogs > 0 {
-                self.late_min_ns.min(o.late_min_ns)
-            } else {
-                o.late_min_ns
-            };
-        }
+        self.late_min_ns = min_of(self.late_min_ns, o.late_min_ns);
         self.late_watchdogs += o.late_watchdogs;
         self.bad_ring_configs += o.bad_ring_configs;
         self.good_ring_configs += o.good_ring_configs;
@@ -183,6 +177,14 @@ impl Stats {
         self.ring_errors += o.ring_errors;
         self.mismatches += o.mismatches;
         self.device_done += o.device_done;
+    }
+}
+
+/// The lesser of two optional values (either may be absent).
+fn min_of(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -985,13 +987,8 @@ impl Fuzzer {
             mism(&mut self.st, self.id, format!("{why}: {msg}"));
             return;
         }
-        let st = &mut self.st;
-        st.late_min_ns = if st.late_watchdogs == 0 {
-            spent
-        } else {
-            st.late_min_ns.min(spent)
-        };
-        st.late_watchdogs += 1;
+        self.st.late_min_ns = min_of(self.st.late_min_ns, Some(spent));
+        self.st.late_watchdogs += 1;
     }
 
     fn run(&mut self, budget: u64, total: &AtomicU64, stop: &AtomicBool) -> Result<(), Fail> {
@@ -1345,11 +1342,9 @@ fn run(a: &Args) -> Result<(), ToolError> {
     println!(
         "fuzz: late WATCHDOGs (valid work stopped after watchdog_ms of charged engine time): {}{}",
         sum.late_watchdogs,
-        if sum.late_watchdogs > 0 {
-            format!(", the least after {} ms", sum.late_min_ns / 1_000_000)
-        } else {
-            String::new()
-        }
+        sum.late_min_ns
+            .map(|ns| format!(", the least after {} ms", ns / 1_000_000))
+            .unwrap_or_default()
     );
     println!("fuzz: mismatches {}", sum.mismatches);
     if p.executor().is_ok_and(|m| m == "external") {

@@ -63,10 +63,15 @@ static WATCHDOG_ARG: AtomicU64 = AtomicU64::new(0);
 
 /// The fuzzed parent's watchdog_ms.
 fn watchdog_ms() -> u64 {
-    let arg = WATCHDOG_ARG.load(Ordering::Relaxed);
-    if arg != 0 {
-        arg
-    } else if crate::harness::vulkan_executor() {
+    match WATCHDOG_ARG.load(Ordering::Relaxed) {
+        0 => default_watchdog_ms(),
+        arg => arg,
+    }
+}
+
+/// watchdog_ms without `--watchdog-ms`.
+fn default_watchdog_ms() -> u64 {
+    if crate::harness::vulkan_executor() {
         WATCHDOG_MS_VULKAN
     } else {
         WATCHDOG_MS
@@ -903,7 +908,12 @@ fn run(a: &Args) -> Result<(), ToolError> {
             ));
         }
     }
-    // Recovery and known-good work.
+    // Recovery and known-good work, under the default watchdog: a smaller `--watchdog-ms`
+    // is for the fuzzed batches, and the known-good list can outlast 10 ms of engine time.
+    if watchdog_ms() < default_watchdog_ms() {
+        p.set_watchdog_ms(&default_watchdog_ms().to_string())
+            .map_err(|e| ToolError::Failed(format!("watchdog_ms: {e}")))?;
+    }
     let mut good = 0;
     for (i, f) in fuzzers.iter_mut().enumerate() {
         let r = (|| -> Result<(), Fail> {

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Self-test of tests/rig/lost-timer.sh (rig.sh's judgement that a hung guest lost its timer
-# interrupt, the one hang after RIG-BEGIN that is run again) on the NMI dump of the real
-# hang (fixtures/lost-timer-6.12.log, trimmed) and on variants of it that must not match.
+# Self-test of tests/rig/lost-timer.sh (rig.sh's judgement that the emulator lost a hung
+# guest's interrupt, the one hang after RIG-BEGIN that is run again) on the two real hangs
+# and on variants of them that must not match: the guest's NMI dump of the first
+# (fixtures/lost-timer-6.12.log, trimmed; judged by lost_timer) and QEMU's view of the
+# second, a CI run's (fixtures/lost-irq-6.12.log: the monitor's `info lapic 0` and
+# `info registers -a` at the hang; judged by lost_irq through lost_interrupt).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lost-timer.sh"
@@ -9,14 +12,14 @@ fix=$here/fixtures/lost-timer-6.12.log
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 bad=0
-# expect NAME WANT(0 match, 1 no match) FILE
+# expect NAME WANT(0 match, 1 no match) FILE [JUDGE]: JUDGE (default lost_timer) on FILE
 expect() {
-	local rc=0 out
-	out=$(lost_timer "$3") || rc=$?
+	local rc=0 out judge=${4:-lost_timer}
+	out=$($judge "$3") || rc=$?
 	if [ "$rc" = "$2" ]; then
 		echo "ok - $1${out:+: $out}"
 	else
-		echo "not ok - $1: lost_timer returned $rc, want $2${out:+ ($out)}"
+		echo "not ok - $1: $judge returned $rc, want $2${out:+ ($out)}"
 		bad=1
 	fi
 }
@@ -31,4 +34,25 @@ sed 's/\] cpu: 0$/] cpu: 1/' "$fix" >"$tmp/cpu1"
 expect "the overdue timers are another CPU's" 1 "$tmp/cpu1"
 sed '/Kernel panic - not syncing: NMI/d' "$fix" >"$tmp/nopanic"
 expect "no NMI panic in the log" 1 "$tmp/nopanic"
+
+irq=$here/fixtures/lost-irq-6.12.log
+expect "the CI hang (6.12 L1 halted 600 s, IF=1, vector 236 in IRR, PPR 0x10)" 0 "$irq" lost_interrupt
+expect "the first hang's NMI dump, through lost_interrupt" 0 "$fix" lost_interrupt
+sed 's/RFL=00000216/RFL=00000016/' "$irq" >"$tmp/if0"
+expect "interrupts off (IF=0): a CPU may halt with IRR pending" 1 "$tmp/if0" lost_interrupt
+sed 's/ II=0 / II=1 /' "$irq" >"$tmp/shadow"
+expect "in an interrupt shadow (II=1)" 1 "$tmp/shadow" lost_interrupt
+sed 's/ HLT=1$/ HLT=0/' "$irq" >"$tmp/running"
+expect "the CPU is running (HLT=0)" 1 "$tmp/running" lost_interrupt
+sed 's/^\(# monitor: IRR.\).*/\1 (none)/' "$irq" >"$tmp/noirr"
+expect "nothing in IRR" 1 "$tmp/noirr" lost_interrupt
+sed 's/ PPR 0x10$/ PPR 0xe0/' "$irq" >"$tmp/ppr"
+expect "PPR 0xe0 masks vector 236 (same priority class)" 1 "$tmp/ppr" lost_interrupt
+sed 's/ PPR 0x10$/ PPR 0xd0/' "$irq" >"$tmp/pprd"
+expect "PPR 0xd0 does not mask vector 236" 0 "$tmp/pprd" lost_interrupt
+sed 's/^# monitor: //' "$irq" >"$tmp/console"
+expect "the same lines on the guest's console, not from QEMU's monitor" 1 "$tmp/console" lost_interrupt
+sed -e 's/for CPU 0 $/for CPU 1/' -e 's/^# monitor: CPU#0$/# monitor: CPU#1/' "$irq" >"$tmp/cpu1"
+{ sed -n '/^# monitor: /p' "$irq" | sed -e 's/HLT=1$/HLT=0/' -e 's/IRR.*/IRR\t (none)/'; cat "$tmp/cpu1"; } >"$tmp/two"
+expect "two vCPUs, the second halted with vector 236 pending" 0 "$tmp/two" lost_interrupt
 exit $bad

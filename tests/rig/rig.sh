@@ -95,6 +95,8 @@ fi
 boots=2
 [ "$flavour" != debug ] || boots=3
 stall_s=$((boot_s / 2 < 60 ? boot_s / 2 : 60))
+# After RIG-BEGIN, a console silent this long starts the lost-interrupt probes (boot_once).
+probe_s=$((run_stall_s / 2 < 60 ? run_stall_s / 2 : 60))
 
 case "$build" in
 1) "$top/tests/rig/build.sh" "$flavour" ;;
@@ -198,7 +200,7 @@ logf=$RIG_DIR/logs/$name-$kver.log
 # debug boot on a loaded host once in a while hangs early, right after the
 # lockdep banner; a normal one prints a line every few seconds at loglevel=5).
 boot_once() {
-	local lf=$1 t0 now size last_size=-1 last_change rc monpid begun=0
+	local lf=$1 t0 now size last_size=-1 last_change rc monpid begun=0 hits=0 next_probe=0 seen
 	# The QEMU monitor on a pair of FIFOs (commands in .in, replies in .out, drained):
 	# the watchdog sends "nmi" through it before it kills a hung boot.
 	rm -f "$stage.mon.in" "$stage.mon.out"
@@ -223,7 +225,7 @@ boot_once() {
 		now=$(date +%s)
 		size=$(stat -c %s "$lf")
 		if [ "$size" != "$last_size" ]; then
-			last_size=$size last_change=$now
+			last_size=$size last_change=$now hits=0
 		fi
 		if [ "$begun" = 0 ] && grep -aq 'RIG-BEGIN' "$lf"; then
 			begun=1 last_change=$now
@@ -233,6 +235,24 @@ boot_once() {
 				hang_why="console silent for $((now - last_change)) s after RIG-BEGIN; last console line: $(last_line "$lf")"
 				kill_hung "$lf"
 				return 126
+			fi
+			# A console silent for probe_s: ask QEMU every 10 s whether a vCPU sits
+			# halted on an interrupt it was given (lost_irq); three times in a row is
+			# the emulator's lost interrupt, not a slow test: end it now and let the
+			# caller run it again, rather than wait out run_stall_s.
+			if [ $((now - last_change)) -ge "$probe_s" ] && [ "$now" -ge "$next_probe" ]; then
+				next_probe=$((now + 10))
+				if seen=$(probe_lost_irq); then
+					hits=$((hits + 1))
+				else
+					hits=0
+				fi
+				if [ "$hits" -ge 3 ]; then
+					lost_why="$seen in 3 probes 10 s apart, the console silent for $((now - last_change)) s"
+					hang_why="the emulator lost an interrupt: $lost_why; last console line: $(last_line "$lf")"
+					kill_hung "$lf"
+					return 126
+				fi
 			fi
 		elif [ $((now - t0)) -ge "$boot_s" ]; then
 			wd_why="no RIG-BEGIN after $((now - t0)) s"
@@ -264,10 +284,12 @@ last_line() {
 # ISR (a 6.12 L1 running KVM once idled with every timer 560 s overdue:
 # docs/reliability.md).
 kill_hung() {
-	local i cmds=()
+	local i off cmds=()
 	for i in $(seq 0 $((smp - 1))); do
 		cmds+=("info lapic $i")
 	done
+	# only these replies go to LOG, not those of earlier lost-interrupt probes
+	off=$(stat -c %s "$stage.mon.log")
 	monitor "${cmds[@]}" "info registers -a" || true
 	sleep 2
 	send_nmi
@@ -275,8 +297,26 @@ kill_hung() {
 	wait "$qpid" 2>/dev/null
 	qpid=
 	kill "$monpid" 2>/dev/null
-	tr -d '\r' <"$stage.mon.log" | grep -av '^(qemu)\|^QEMU .* monitor' |
+	tail -c +$((off + 1)) "$stage.mon.log" | tr -d '\r' | grep -av '^(qemu)\|^QEMU .* monitor' |
 		sed 's/^/# monitor: /' >>"$1"
+}
+
+# probe_lost_irq: ask QEMU for every vCPU's local APIC and registers and judge its replies
+# with lost_irq (prints what it saw; test hook: VGPU_RIG_TEST_LOST_IRQ_MON names a file
+# of replies to judge instead).
+probe_lost_irq() {
+	local i off cmds=()
+	for i in $(seq 0 $((smp - 1))); do
+		cmds+=("info lapic $i")
+	done
+	off=$(stat -c %s "$stage.mon.log")
+	monitor "${cmds[@]}" "info registers -a" || return 1
+	sleep 2
+	if [ -n "${VGPU_RIG_TEST_LOST_IRQ_MON:-}" ]; then
+		lost_irq <"$VGPU_RIG_TEST_LOST_IRQ_MON"
+	else
+		tail -c +$((off + 1)) "$stage.mon.log" | tr -d '\r' | lost_irq
+	fi
 }
 
 # monitor CMD...: commands to the QEMU monitor (its replies go to $stage.mon.log); fails
@@ -302,23 +342,24 @@ send_nmi() {
 
 log "booting $kver (TCG, ${mem} MiB, $smp vCPU): $*"
 start=$(date +%s%N)
-retried= wd_why= hang_why=
+retried= wd_why= hang_why= lost_why=
 qrc=0
 boot_once "$logf" || qrc=$?
 # A hung boot is booted again, up to $boots times in all (see boot_once; the debug
 # kernel hangs more often on a loaded host, see docs/reliability.md). A hung scenario is
-# run again once if the emulator lost the guest's timer interrupt (lost_timer; test hook:
+# run again once if the emulator lost the guest's interrupt: seen by boot_once's probes
+# (lost_why), or in the hung guest's log (lost_interrupt; test hook:
 # VGPU_RIG_TEST_LOST_TIMER_LOG names a log to judge instead of the scenario's).
 boot=1 lost= lost_retried=
 while { [ "$qrc" = 125 ] && [ "$boot" -lt "$boots" ]; } ||
 	{ [ "$qrc" = 126 ] && [ -z "$lost_retried" ] &&
-		lost=$(lost_timer "${VGPU_RIG_TEST_LOST_TIMER_LOG:-$logf}"); }; do
+		lost=${lost_why:-$(lost_interrupt "${VGPU_RIG_TEST_LOST_TIMER_LOG:-$logf}")}; }; do
 	tr -d '\r' <"$logf" >"$logf.hung"
 	if [ "$qrc" = 126 ]; then
 		lost_retried=1
-		retried="${retried:+$retried; }lost timer interrupt: $lost"
-		log "hung: the emulator lost the guest's timer interrupt ($lost); running the scenario once more (console kept in $logf.hung)"
-		hang_why=
+		retried="${retried:+$retried; }lost interrupt: $lost"
+		log "hung: the emulator lost the guest's interrupt ($lost); running the scenario once more (console kept in $logf.hung)"
+		hang_why= lost_why=
 	else
 		retried="${retried:+$retried; }boot watchdog: $wd_why"
 		wd_why=

@@ -17,6 +17,10 @@
 #                       silent for S s is a hang: the guest gets an NMI (its task
 #                       stacks end the log) and the scenario fails (default 600).
 #                       Slowness is not a hang: every suite prints a line per test.
+#                       From 60 s of silence (S/2 if less) QEMU is asked every 10 s
+#                       whether a vCPU sits halted on a pending interrupt; three
+#                       such answers in a row end the run as the emulator's lost
+#                       interrupt, which is run again once (tests/rig/lost-timer.sh).
 #   --boot-timeout S    boot watchdog: if the guest has not reached the scenario
 #                       (RIG-BEGIN) after S s, or its console was silent for 60 s
 #                       (S/2 if less) before that, kill it and boot again, up
@@ -284,13 +288,9 @@ last_line() {
 # ISR (a 6.12 L1 running KVM once idled with every timer 560 s overdue:
 # docs/reliability.md).
 kill_hung() {
-	local i off cmds=()
-	for i in $(seq 0 $((smp - 1))); do
-		cmds+=("info lapic $i")
-	done
+	local off
 	# only these replies go to LOG, not those of earlier lost-interrupt probes
-	off=$(stat -c %s "$stage.mon.log")
-	monitor "${cmds[@]}" "info registers -a" || true
+	off=$(ask_state) || off=$(stat -c %s "$stage.mon.log")
 	sleep 2
 	send_nmi
 	kill "$qpid" 2>/dev/null
@@ -305,18 +305,27 @@ kill_hung() {
 # with lost_irq (prints what it saw; test hook: VGPU_RIG_TEST_LOST_IRQ_MON names a file
 # of replies to judge instead).
 probe_lost_irq() {
-	local i off cmds=()
-	for i in $(seq 0 $((smp - 1))); do
-		cmds+=("info lapic $i")
-	done
-	off=$(stat -c %s "$stage.mon.log")
-	monitor "${cmds[@]}" "info registers -a" || return 1
+	local off
+	off=$(ask_state) || return 1
 	sleep 2
 	if [ -n "${VGPU_RIG_TEST_LOST_IRQ_MON:-}" ]; then
 		lost_irq <"$VGPU_RIG_TEST_LOST_IRQ_MON"
 	else
 		tail -c +$((off + 1)) "$stage.mon.log" | tr -d '\r' | lost_irq
 	fi
+}
+
+# ask_state: ask QEMU for every vCPU's local APIC (`info lapic N`) and registers (`info
+# registers -a`); prints where in $stage.mon.log the replies start. Fails if the
+# monitor could not be written.
+ask_state() {
+	local i off cmds=()
+	for i in $(seq 0 $((smp - 1))); do
+		cmds+=("info lapic $i")
+	done
+	off=$(stat -c %s "$stage.mon.log")
+	monitor "${cmds[@]}" "info registers -a" || return 1
+	echo "$off"
 }
 
 # monitor CMD...: commands to the QEMU monitor (its replies go to $stage.mon.log); fails

@@ -252,6 +252,14 @@ boot_once() {
 				else
 					hits=0
 				fi
+				# Before giving up on the run, poke the vCPU once per hang: a key press
+				# is an interrupt through the I/O APIC, and its delivery makes QEMU look
+				# at the vCPU's APIC again. If that wakes it, the emulator had lost only
+				# the wake-up: say so (RIG-UNSTUCK) and go on.
+				if [ "$hits" -ge 3 ] && poke_lost_irq; then
+					unstuck="${unstuck:+$unstuck; }$seen, the console silent for $((now - last_change)) s: a key press woke it"
+					hits=0
+				fi
 				if [ "$hits" -ge 3 ]; then
 					lost_why="$seen in 3 probes 10 s apart, the console silent for $((now - last_change)) s"
 					hang_why="the emulator lost an interrupt: $lost_why; last console line: $(last_line "$lf")"
@@ -329,6 +337,14 @@ ask_state() {
 	echo "$off"
 }
 
+# poke_lost_irq: press a key (the i8042's IRQ 1, through the I/O APIC) and tell whether
+# the vCPUs' state then no longer shows a lost interrupt (probe_lost_irq).
+poke_lost_irq() {
+	monitor "sendkey shift" || return 1
+	sleep 3
+	! probe_lost_irq >/dev/null
+}
+
 # monitor CMD...: commands to the QEMU monitor (its replies go to $stage.mon.log); fails
 # if they could not be written.
 monitor() {
@@ -352,7 +368,7 @@ send_nmi() {
 
 log "booting $kver (TCG, ${mem} MiB, $smp vCPU): $*"
 start=$(date +%s%N)
-retried= wd_why= hang_why= lost_why=
+retried= wd_why= hang_why= lost_why= unstuck=
 qrc=0
 boot_once "$logf" || qrc=$?
 # A hung boot is booted again, up to $boots times in all (see boot_once; the debug
@@ -384,6 +400,7 @@ done
 ms=$((($(date +%s%N) - start) / 1000000))
 {
 	[ -z "$retried" ] || echo "RIG-RETRY: $retried"
+	[ -z "$unstuck" ] || echo "RIG-UNSTUCK: $unstuck"
 	tr -d '\r' <"$logf"
 } >"$logf.tmp" && mv "$logf.tmp" "$logf"
 

@@ -55,4 +55,26 @@ expect "the same lines on the guest's console, not from QEMU's monitor" 1 "$tmp/
 sed -e 's/for CPU 0 $/for CPU 1/' -e 's/^# monitor: CPU#0$/# monitor: CPU#1/' "$irq" >"$tmp/cpu1"
 { sed -n '/^# monitor: /p' "$irq" | sed -e 's/HLT=1$/HLT=0/' -e 's/IRR.*/IRR\t (none)/'; cat "$tmp/cpu1"; } >"$tmp/two"
 expect "two vCPUs, the second halted with vector 236 pending" 0 "$tmp/two" lost_interrupt
+
+# drop_idle_lockups, on the console of a vmm 6.12 run whose lost interrupt a key press
+# ended (RIG-UNSTUCK): L1's and L2's soft-lockup reports of their idle tasks go, the rest
+# stays; a soft lockup in another task stays.
+bad_re='WARNING:|BUG:|Call Trace|soft lockup'
+lock=$here/fixtures/unstuck-lockup-6.12.log
+# expect_bad NAME WANT(number of lines the verdict's checks would still see) FILE
+expect_bad() {
+	local n
+	n=$(drop_idle_lockups <"$3" | grep -acE "$bad_re" || true)
+	if [ "$n" = "$2" ]; then
+		echo "ok - $1: $n line(s) left for the verdict"
+	else
+		echo "not ok - $1: $n line(s) left for the verdict, want $2"
+		bad=1
+	fi
+}
+expect_bad "idle soft lockups after a key press (L1's report with its stack, L2's line)" 0 "$lock"
+[ "$(drop_idle_lockups <"$lock" | grep -ac '^ok 57 \|^RIG-EXIT: 0$\|clocksource')" = 3 ] &&
+	echo "ok - the lines around the reports stay" || { echo "not ok - lines around the reports were dropped"; bad=1; }
+sed 's/\[swapper\/0:0\]/[vgpu-worker:412]/' "$lock" >"$tmp/busy-lockup"
+expect_bad "a soft lockup in another task (vgpu-worker) stays, with its stack" 3 "$tmp/busy-lockup"
 exit $bad

@@ -73,3 +73,18 @@ lost_irq() {
 lost_interrupt() {
 	tr -d '\r' <"$1" | sed -n 's/^# monitor: //p' | lost_irq || lost_timer "$1"
 }
+
+# drop_idle_lockups: the log on stdin without the soft-lockup reports of idle tasks
+# (`soft lockup - CPU#N stuck for Ns! [swapper/N:0]`, and the registers and stack the
+# kernel prints after it, up to its `</TASK>`, at most 60 lines), which is what a guest
+# prints once a lost interrupt is ended by a key press (rig.sh's RIG-UNSTUCK): its CPU was
+# idle in HLT while its timers stopped. A soft lockup in any other task stays.
+drop_idle_lockups() {
+	awk '
+		/soft lockup - CPU#[0-9]+ stuck for [0-9]+s! \[swapper\/[0-9]+:0\]/ {
+			if ($0 ~ /^\[ *[0-9.]+\] /) skip = 60
+			next
+		}
+		skip > 0 { skip--; if ($0 ~ /<\/TASK>/) skip = 0; next }
+		{ print }'
+}

@@ -440,7 +440,9 @@ fi
 # WARNING: lines, named here too); sleeping in atomic context; DEBUG_OBJECTS;
 # kmemleak (its dmesg summary, in case the report above was cut short); list
 # debugging; refcount; hangs and stalls.
-bad=$(grep -aE 'WARNING:|BUG:|Oops|general protection|Call Trace|kernel BUG|UBSAN:|KASAN:|possible (circular|recursive) locking|inconsistent lock state|suspicious RCU usage|lock held when returning|sleeping function called from invalid context|ODEBUG:|unreferenced object 0x|new suspected memory leaks|list_(add|del) corruption|refcount_t:|hung_task|soft lockup|rcu_sched self-detected|INFO: task .* blocked' "$logf" || true)
+# After a lost interrupt that a key press ended (RIG-UNSTUCK), the guests report their
+# idle CPUs' soft lockups: the lost interrupt's echo, dropped (drop_idle_lockups).
+bad=$(if [ -n "$unstuck" ]; then drop_idle_lockups <"$logf"; else cat "$logf"; fi | grep -aE 'WARNING:|BUG:|Oops|general protection|Call Trace|kernel BUG|UBSAN:|KASAN:|possible (circular|recursive) locking|inconsistent lock state|suspicious RCU usage|lock held when returning|sleeping function called from invalid context|ODEBUG:|unreferenced object 0x|new suspected memory leaks|list_(add|del) corruption|refcount_t:|hung_task|soft lockup|rcu_sched self-detected|INFO: task .* blocked' || true)
 if [ -n "$bad" ]; then
 	printf '%s\n' "$bad" | head -n 20 >&2
 	fail="${fail:+$fail; }kernel reported problems (see $logf)"

@@ -346,23 +346,179 @@ fn serve(q: Queue, how: Behaviour, stop: &AtomicBool) -> io::Result<Stats> {
     Ok(st)
 }
 
-/// `vgpu-rig-tests exec-serve <parent>`: a reference executor as a process of its own,
-/// serving `vgpu_shim<parent>` until killed (the rig's tests kill -9 it).
+/// A reference executor in a process of its own (`vgpu-rig-tests exec-serve <parent>
+/// --until-eof`), as the production daemon is: what `--executor ref` runs the suites
+/// with. Not a thread of the test program, because a daemon sharing an address space
+/// with the instances' users can stall on that address space's lock: a user thread
+/// faulting on VRAM holds `mmap_lock` (read) while it waits for the instance's lock,
+/// which the engine holds while it waits for the daemon's piece; a third thread's mmap
+/// then queues for `mmap_lock` (write), and the daemon's own mmap or page fault queues
+/// behind it until the watchdog gives up the piece (docs/executor.md, "The daemon's
+/// address space"). Stopped by closing its stdin: it then prints its counters.
+pub struct RefProcess {
+    child: std::process::Child,
+    out: io::BufReader<std::process::ChildStdout>,
+}
+
+impl RefProcess {
+    /// Start it for parent `vgpu_shim<parent>`; returns once it is connected (errors such
+    /// as EBUSY come back here, with its stderr).
+    pub fn start(parent: u32) -> io::Result<RefProcess> {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new("/proc/self/exe")
+            .args(["exec-serve", &parent.to_string(), "--until-eof"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| io::Error::other("exec-serve: no stdout"))?;
+        let mut out = io::BufReader::new(stdout);
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        if !line.starts_with("exec-serve: serving ") {
+            let st = child.wait()?;
+            return Err(io::Error::other(format!(
+                "exec-serve {parent} did not start ({st}): {:?}",
+                line.trim()
+            )));
+        }
+        Ok(RefProcess { child, out })
+    }
+
+    /// Close its stdin, wait for its exit, and say what it did.
+    pub fn stop(mut self) -> io::Result<Stats> {
+        use std::io::Read;
+        drop(self.child.stdin.take());
+        let mut rest = String::new();
+        self.out.read_to_string(&mut rest)?;
+        let st = self.child.wait()?;
+        if !st.success() {
+            return Err(io::Error::other(format!(
+                "exec-serve: {st}: {}",
+                rest.trim()
+            )));
+        }
+        rest.lines()
+            .find_map(Stats::parse)
+            .ok_or_else(|| io::Error::other(format!("exec-serve: no counters in {rest:?}")))
+    }
+}
+
+impl Drop for RefProcess {
+    fn drop(&mut self) {
+        // stop() not called (a failed test): it must not outlive the module's users
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Stats {
+    const PREFIX: &'static str = "exec-serve: done";
+
+    fn line(&self) -> String {
+        format!(
+            "{} pieces={} retires={} refused={} unmapped={} too_wide={}",
+            Self::PREFIX,
+            self.pieces,
+            self.retires,
+            self.refused,
+            self.unmapped,
+            self.too_wide
+        )
+    }
+
+    fn parse(line: &str) -> Option<Stats> {
+        let rest = line.strip_prefix(Self::PREFIX)?;
+        let mut st = Stats::default();
+        for kv in rest.split_whitespace() {
+            let (k, v) = kv.split_once('=')?;
+            let v: u64 = v.parse().ok()?;
+            match k {
+                "pieces" => st.pieces = v,
+                "retires" => st.retires = v,
+                "refused" => st.refused = v,
+                "unmapped" => st.unmapped = v,
+                "too_wide" => st.too_wide = v,
+                _ => return None,
+            }
+        }
+        Some(st)
+    }
+}
+
+/// `vgpu-rig-tests exec-serve <parent> [--until-eof]`: a reference executor as a process
+/// of its own, serving `vgpu_shim<parent>` until killed (the rig's fault tests kill -9
+/// it), or with `--until-eof` until its stdin closes, when it prints its counters
+/// ([`RefProcess`]).
 pub fn serve_main(args: &[String]) -> crate::tools::ToolResult {
     use crate::tools::ToolError;
-    let parent: u32 = match args {
-        [p] => p
-            .parse()
-            .map_err(|_| ToolError::Usage(format!("bad parent {p:?}")))?,
-        _ => return Err(ToolError::Usage("exec-serve <parent index>".into())),
+    let usage = || ToolError::Usage("exec-serve <parent index> [--until-eof]".into());
+    let (parent, until_eof) = match args {
+        [p] => (p, false),
+        [p, f] if f == "--until-eof" => (p, true),
+        _ => return Err(usage()),
     };
+    let parent: u32 = parent
+        .parse()
+        .map_err(|_| ToolError::Usage(format!("bad parent {parent:?}")))?;
     let x = RefExecutor::start(parent, Behaviour::default())
         .map_err(|e| ToolError::Failed(format!("{}: {e}", device_path(parent).display())))?;
     println!("exec-serve: serving {}", device_path(parent).display());
-    while !x.finished() {
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    let eof = Arc::new(AtomicBool::new(false));
+    if until_eof {
+        use std::io::{Read, Write};
+        let _ = io::stdout().flush();
+        let e2 = eof.clone();
+        std::thread::spawn(move || {
+            let mut sink = [0u8; 64];
+            while matches!(io::stdin().read(&mut sink), Ok(n) if n > 0) {}
+            e2.store(true, Ordering::Relaxed);
+        });
     }
-    x.stop()
-        .map(|_| ())
-        .map_err(|e| ToolError::Failed(format!("executor: {e}")))
+    while !x.finished() && !eof.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let st = x
+        .stop()
+        .map_err(|e| ToolError::Failed(format!("executor: {e}")))?;
+    println!("{}", st.line());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stats;
+
+    #[test]
+    fn counters_line_round_trips() {
+        let st = Stats {
+            pieces: 12,
+            retires: 3,
+            refused: 1,
+            unmapped: 2,
+            too_wide: 1,
+        };
+        let back = Stats::parse(&st.line()).expect("parsed");
+        assert_eq!(
+            (
+                back.pieces,
+                back.retires,
+                back.refused,
+                back.unmapped,
+                back.too_wide
+            ),
+            (12, 3, 1, 2, 1)
+        );
+    }
+
+    #[test]
+    fn other_lines_are_not_counters() {
+        assert!(Stats::parse("exec-serve: serving /dev/vgpu-exec/vgpu_shim0").is_none());
+        assert!(Stats::parse("exec-serve: done pieces=x").is_none());
+        assert!(Stats::parse("exec-serve: done colour=3").is_none());
+    }
 }

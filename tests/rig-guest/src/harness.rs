@@ -118,9 +118,9 @@ static VULKAN_EXECUTOR: std::sync::atomic::AtomicBool = std::sync::atomic::Atomi
 /// The parents served by `vgpu-executor` now (stopped before any unload).
 static VULKAN_PARENTS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
-/// The reference executors of the module loaded now (they hold it: stopped before any
-/// unload, by [`stop_executors`]).
-static EXECUTORS: std::sync::Mutex<Vec<crate::execref::RefExecutor>> =
+/// The reference executors of the module loaded now, each a process of its own (they
+/// hold it: stopped before any unload, by [`stop_executors`]).
+static EXECUTORS: std::sync::Mutex<Vec<crate::execref::RefProcess>> =
     std::sync::Mutex::new(Vec::new());
 
 /// Load vgpu_shim from `ko` with `params`; with `--executor ref`, in external mode with a
@@ -148,7 +148,7 @@ pub fn load(ko: &str, params: &str) -> TestResult {
     }
     for p in Parent::all_vgpu().ctx("list parents")? {
         let i = p.index().ok_or(Fail(format!("parent {}", p.name())))?;
-        let x = crate::execref::RefExecutor::start(i, Default::default())
+        let x = crate::execref::RefProcess::start(i)
             .ctx(format!("reference executor for {}", p.name()))?;
         match EXECUTORS.lock() {
             Ok(mut g) => g.push(x),

@@ -1,6 +1,6 @@
 //! The daemon a test of the `external` suite runs against: by default the reference
-//! executor (`execref`, in this process or, to be killed with SIGKILL, as a process of
-//! its own: `vgpu-rig-tests exec-serve`); with `--daemon vulkan` the host's
+//! executor (`execref`) as a process of its own (`vgpu-rig-tests exec-serve`; in a
+//! thread of this process only for a misbehaviour a test asks of it); with `--daemon vulkan` the host's
 //! `vgpu-executor --serve` on lavapipe (`execvk`, a process of its own either way).
 
 use std::process::{Child, Command, Stdio};
@@ -8,12 +8,13 @@ use std::process::{Child, Command, Stdio};
 use vgpu_sysfs::handle::Parent;
 
 use crate::ensure;
-use crate::execref::{Behaviour, RefExecutor};
+use crate::execref::{Behaviour, RefExecutor, RefProcess, Stats};
 use crate::execvk;
 use crate::harness::{vulkan_daemon, Context, Fail, TestResult};
 
 enum Kind {
     Ref(RefExecutor),
+    RefProc(RefProcess),
     Proc(Child),
     Vulkan(execvk::Daemon),
 }
@@ -23,13 +24,15 @@ enum Kind {
 pub(super) struct Daemon(Option<Kind>);
 
 impl Daemon {
-    /// A daemon for parent `i`: the reference executor in a thread of this process, or
-    /// with `--daemon vulkan` vgpu-executor (returns once it serves).
+    /// A daemon for parent `i`: the reference executor in a process of its own
+    /// (`RefProcess`: not in this one, whose VRAM users would share its address space),
+    /// or with `--daemon vulkan` vgpu-executor (returns once it serves).
     pub(super) fn start(i: u32) -> Result<Daemon, Fail> {
         if vulkan_daemon() {
             return Self::vulkan(i);
         }
-        Self::reference(i, Behaviour::default())
+        let x = RefProcess::start(i).ctx("start exec-serve")?;
+        Ok(Daemon(Some(Kind::RefProc(x))))
     }
 
     /// The reference executor for parent `i` behaving as `how`, whatever `--daemon`
@@ -79,6 +82,9 @@ impl Daemon {
                 let _ = x.stop();
                 Err(Fail("kill: the in-process reference executor".into()))
             }
+            Some(Kind::RefProc(_)) => Err(Fail(
+                "kill: a reference executor started by Daemon::start (use spawn)".into(),
+            )),
             None => Ok(()),
         }
     }
@@ -86,16 +92,8 @@ impl Daemon {
     /// A clean stop: the pieces it completed (none refused or failed).
     pub(super) fn stop(mut self) -> Result<u64, Fail> {
         match self.0.take() {
-            Some(Kind::Ref(x)) => {
-                let st = x.stop().ctx("executor")?;
-                ensure!(
-                    st.refused == 0,
-                    "the executor refused {} pieces ({} wider than half the window)",
-                    st.refused,
-                    st.too_wide
-                );
-                Ok(st.pieces)
-            }
+            Some(Kind::Ref(x)) => Self::judge(x.stop().ctx("executor")?),
+            Some(Kind::RefProc(x)) => Self::judge(x.stop().ctx("exec-serve")?),
             Some(Kind::Proc(mut c)) => {
                 // exec-serve has no SIGTERM handler: it dies of it (its pieces are
                 // all completed once the rings are idle, which the tests wait for)
@@ -107,6 +105,17 @@ impl Daemon {
             Some(Kind::Vulkan(d)) => d.stop(),
             None => Ok(0),
         }
+    }
+
+    /// The pieces a reference executor completed, none refused.
+    fn judge(st: Stats) -> Result<u64, Fail> {
+        ensure!(
+            st.refused == 0,
+            "the executor refused {} pieces ({} wider than half the window)",
+            st.refused,
+            st.too_wide
+        );
+        Ok(st.pieces)
     }
 }
 
@@ -120,8 +129,8 @@ impl Drop for Daemon {
             Some(Kind::Ref(x)) => {
                 let _ = x.stop();
             }
-            // execvk::Daemon kills itself when dropped
-            Some(Kind::Vulkan(_)) | None => {}
+            // RefProcess kills its process when dropped, execvk::Daemon kills itself when dropped
+            Some(Kind::RefProc(_)) | Some(Kind::Vulkan(_)) | None => {}
         }
     }
 }

@@ -257,8 +257,17 @@ case "$(cat /proc/cmdline)" in
 	vgpu-engine-client --guest /dev/vgpu0 --saturate 3600 | sed 's/^/L2-/'
 	;;
 esac
-# The guest kernel's own complaints (e.g. about the VMM's ACPI tables).
-dmesg | grep -E 'WARNING:|BUG:|Oops|Call Trace|ACPI Error|ACPI BIOS Error|FW_BUG|PCI: Fatal' | sed 's/^/L2-DMESG-BAD /'
+# The guest kernel's own complaints (e.g. about the VMM's ACPI tables). A soft lockup of
+# an idle task (the CPU halted while its clock jumped) is L2-DMESG-STALL, without its
+# registers and stack: vgpu-vmm-boot judges it against L1's own log.
+dmesg | awk '
+	/soft lockup - CPU#[0-9]+ stuck for [0-9]+s! \[swapper\/[0-9]+:0\]/ {
+		print "L2-DMESG-STALL " $0; skip = 60; next
+	}
+	skip > 0 { skip--; if ($0 ~ /<\/TASK>/) skip = 0; next }
+	/WARNING:|BUG:|Oops|Call Trace|ACPI Error|ACPI BIOS Error|FW_BUG|PCI: Fatal/ {
+		print "L2-DMESG-BAD " $0
+	}'
 case "$(cat /proc/cmdline)" in
 *l2mode=hang*) echo "L2-READY"; while :; do sleep 3600; done ;;
 *l2mode=reboot*) echo "L2-REBOOT"; reboot -f ;;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * vgpu_shim: how big an external executor's pieces are (docs/executor.md,
- * "Piece sizes"). A function of one engine worker's state only; used by
+ * "What is handed, what stays in the kernel"). A function of one engine worker's state only; used by
  * vgpu_exec_piece.c and tested by the KUnit module (vgpu_shim_kunit.c).
  *
  * A piece is one chunk of engine time: handoff -> completion, which is the

@@ -198,6 +198,11 @@ pub fn use_vulkan_executor() {
     VULKAN_EXECUTOR.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Whether `--executor ref` was given (reference executors in external mode).
+pub fn ref_executor() -> bool {
+    REF_EXECUTOR.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Whether `--executor vulkan` was given.
 pub fn vulkan_executor() -> bool {
     VULKAN_EXECUTOR.load(std::sync::atomic::Ordering::Relaxed)

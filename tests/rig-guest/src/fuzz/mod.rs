@@ -57,6 +57,11 @@ const WATCHDOG_MS: u64 = 500;
 /// command's pieces (up to WORK_MAX) for more than 500 ms of engine time at times (a
 /// run with 500 stopped 14 rings and both canaries with WATCHDOG where none was due).
 const WATCHDOG_MS_VULKAN: u64 = 5000;
+/// watchdog_ms with `--executor ref`: every piece's handoff (the reference executor, a
+/// process of the TCG guest) is engine time, and a canary's round (a 1 MiB CHECKSUM and
+/// a FILL, ~30 pieces) met 500 ms when the host was loaded even with the pieces sized
+/// right (CI-like run, 2026-12-03: one canary of two, at round 269).
+const WATCHDOG_MS_REF: u64 = 2000;
 
 /// `--watchdog-ms`, when given (0: not given).
 static WATCHDOG_ARG: AtomicU64 = AtomicU64::new(0);
@@ -73,6 +78,8 @@ fn watchdog_ms() -> u64 {
 fn default_watchdog_ms() -> u64 {
     if crate::harness::vulkan_executor() {
         WATCHDOG_MS_VULKAN
+    } else if crate::harness::ref_executor() {
+        WATCHDOG_MS_REF
     } else {
         WATCHDOG_MS
     }

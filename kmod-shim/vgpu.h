@@ -238,17 +238,9 @@ struct vgpu_worker {
 	u64 limit;			/* cur's slice limit, ns */
 	u64 preempt_after;		/* cur yields after this much of its slice; 0: no */
 	u32 budget[VGPU_NUM_CC];	/* work per chunk (worker-private) */
-	/*
-	 * external mode (vgpu_exec_policy.h): units per piece, the cost of
-	 * a unit (ns << VGPU_XSLOPE_SHIFT, 0: not measured yet), the
-	 * handoff's cost and the least probes of this window and the last,
-	 * pieces handed
-	 */
+	/* external mode: units per piece, and the handoff's fixed cost */
 	u64 xbudget[VGPU_NUM_CC];
-	u64 xunit[VGPU_NUM_CC];
 	u64 xover_ns;
-	u64 xprobe_ns[2];
-	u32 xpieces;
 	struct vgpu_exec_slot xslot;
 };
 
@@ -586,6 +578,7 @@ int vgpu_exec_run(struct vgpu_worker *w, struct vgpu_device *vg,
 
 /* ---- vgpu_exec_piece.c: what goes to the executor, in which pieces ---- */
 enum { VGPU_XSTEP_DONE, VGPU_XSTEP_MORE, VGPU_XSTEP_FAILED };
+void vgpu_exec_budget_init(struct vgpu_worker *w);
 bool vgpu_exec_eligible(const struct vgpu_device *vg,
 			const struct vgpu_eng_op *op);
 int vgpu_exec_step(struct vgpu_device *vg, struct vgpu_worker *w,

@@ -2,10 +2,9 @@
 /*
  * vgpu_shim: KUnit tests of the scheduler's policy arithmetic
  * (vgpu_sched_policy.h), above all with virtual times around the u64
- * wrap-around, and of the external executor's piece sizes
- * (vgpu_exec_policy.h). A module of its own (vgpu_shim_kunit.ko), built
- * only for kernels with CONFIG_KUNIT; loading it runs the suites
- * "vgpu_shim_sched" and "vgpu_shim_xpiece" and logs KTAP results.
+ * wrap-around. A module of its own (vgpu_shim_kunit.ko), built only for
+ * kernels with CONFIG_KUNIT; loading it runs the suite "vgpu_shim_sched"
+ * and logs KTAP results.
  */
 #include <kunit/test.h>
 #include <linux/list.h>
@@ -13,7 +12,6 @@
 #include <linux/string.h>
 
 #include "vgpu.h"
-#include "vgpu_exec_policy.h"
 #include "vgpu_sched_policy.h"
 
 #define SLICE_NS	(1000 * NSEC_PER_USEC)	/* slice_us 1000 */
@@ -568,204 +566,7 @@ static struct kunit_suite vgpu_sched_suite = {
 	.name = "vgpu_shim_sched",
 	.test_cases = vgpu_sched_cases,
 };
-
-/* ---- the external executor's piece sizes (vgpu_exec_policy.h) ---- */
-
-/*
- * A daemon that takes @over_ns per handoff, plus up to @jitter_ns (or,
- * with @stall_pct, @stall_ns for that share of pieces), plus @ps_per_unit
- * picoseconds per byte: CHECKSUM pieces, every one full.
- */
-struct xsim {
-	u64 over_ns;
-	u64 floor_ns;		/* late by at least this, but 1 in 1000 */
-	u64 jitter_ns;
-	u64 stall_ns;
-	u32 stall_pct;
-	u64 ps_per_unit;
-	u32 rng;
-};
-
-struct xsim_stats {
-	unsigned int pieces;	/* not counting probes */
-	unsigned int in_band;	/* work 50-800 us */
-	unsigned int at_min;	/* cut at VGPU_XPIECE_MIN */
-	u64 max_work_ns;
-};
-
-static u32 xsim_rand(struct xsim *m)
-{
-	m->rng ^= m->rng << 13;
-	m->rng ^= m->rng >> 17;
-	m->rng ^= m->rng << 5;
-	return m->rng;
-}
-
-/* Hand @n pieces; the last @n - @skip of them go into @st. */
-static void xsim_run(struct vgpu_worker *w, struct xsim *m, unsigned int n,
-		     unsigned int skip, struct xsim_stats *st)
-{
-	unsigned int i;
-
-	memset(st, 0, sizeof(*st));
-	for (i = 0; i < n; i++) {
-		bool probe = vgpu_xpiece_probe(w);
-		u64 units = probe ? VGPU_XPIECE_MIN : w->xbudget[VGPU_CC_SUM];
-		u64 work = div_u64(units * m->ps_per_unit, 1000);
-		u32 r = xsim_rand(m);
-		u64 jit;
-
-		if (m->stall_pct)
-			jit = r % 100 < m->stall_pct ? m->stall_ns : r % 100000;
-		else
-			jit = m->jitter_ns ? r % m->jitter_ns : 0;
-		if (m->floor_ns && r % 1000)
-			jit += m->floor_ns;
-		vgpu_xpiece_adapt(w, VGPU_CC_SUM, units, m->over_ns + jit + work,
-				  probe, true);
-		if (i < skip || probe)
-			continue;
-		st->pieces++;
-		st->in_band += work >= 50 * NSEC_PER_USEC &&
-			       work <= 800 * NSEC_PER_USEC;
-		st->at_min += units == VGPU_XPIECE_MIN;
-		st->max_work_ns = max(st->max_work_ns, work);
-	}
-}
-
-static void xsim_init(struct vgpu_worker *w, struct xsim *m)
-{
-	memset(w, 0, sizeof(*w));
-	vgpu_xpiece_init(w);
-	m->over_ns = 150 * NSEC_PER_USEC;
-	m->ps_per_unit = 5000;		/* 5 ns a byte: 1 MiB in 5 ms */
-	m->rng = 0x12345678;
-}
-
-/* Steady handoffs: pieces of ~200 us of work (before: ~10x that). */
-static void xpiece_steady(struct kunit *test)
-{
-	struct vgpu_worker *w = kunit_kzalloc(test, sizeof(*w), GFP_KERNEL);
-	struct xsim m = {};
-	struct xsim_stats st;
-
-	KUNIT_ASSERT_NOT_NULL(test, w);
-	xsim_init(w, &m);
-	xsim_run(w, &m, 2000, 1000, &st);
-	KUNIT_EXPECT_GE(test, st.in_band * 100, st.pieces * 95);
-}
-
-/*
- * Handoffs 0-600 us late (a daemon the host schedules late): the pieces
- * keep their size (before: half of them at the minimum, 17% in the band).
- */
-static void xpiece_jitter(struct kunit *test)
-{
-	struct vgpu_worker *w = kunit_kzalloc(test, sizeof(*w), GFP_KERNEL);
-	struct xsim m = { };
-	struct xsim_stats st;
-
-	KUNIT_ASSERT_NOT_NULL(test, w);
-	xsim_init(w, &m);
-	m.jitter_ns = 600 * NSEC_PER_USEC;
-	xsim_run(w, &m, 2000, 1000, &st);
-	KUNIT_EXPECT_GE(test, st.in_band * 100, st.pieces * 95);
-	KUNIT_EXPECT_EQ(test, st.at_min, 0U);
-}
-
-/* 5% of handoffs 20 ms late: the same. */
-static void xpiece_stalls(struct kunit *test)
-{
-	struct vgpu_worker *w = kunit_kzalloc(test, sizeof(*w), GFP_KERNEL);
-	struct xsim m = { };
-	struct xsim_stats st;
-
-	KUNIT_ASSERT_NOT_NULL(test, w);
-	xsim_init(w, &m);
-	m.stall_pct = 5;
-	m.stall_ns = 20 * NSEC_PER_MSEC;
-	xsim_run(w, &m, 2000, 1000, &st);
-	KUNIT_EXPECT_GE(test, st.in_band * 100, st.pieces * 95);
-	KUNIT_EXPECT_EQ(test, st.at_min, 0U);
-}
-
-/*
- * Handoffs 0-2 ms late, ten times the work of a piece: the same (before:
- * 2% in the band, 88% at the minimum).
- */
-static void xpiece_heavy_jitter(struct kunit *test)
-{
-	struct vgpu_worker *w = kunit_kzalloc(test, sizeof(*w), GFP_KERNEL);
-	struct xsim m = { };
-	struct xsim_stats st;
-
-	KUNIT_ASSERT_NOT_NULL(test, w);
-	xsim_init(w, &m);
-	m.jitter_ns = 2 * NSEC_PER_MSEC;
-	xsim_run(w, &m, 2000, 1000, &st);
-	KUNIT_EXPECT_GE(test, st.in_band * 100, st.pieces * 90);
-	KUNIT_EXPECT_EQ(test, st.at_min, 0U);
-}
-
-/*
- * Handoffs 0.4-1.9 ms late but for 1 in 1000 (the rig's fuzzer under
- * load: the least handoff ever seen is far below the usual one): the same
- * (with the least handoff ever seen as the handoff's cost, 4 of 5 budgets
- * sat at the minimum there).
- */
-static void xpiece_late_floor(struct kunit *test)
-{
-	struct vgpu_worker *w = kunit_kzalloc(test, sizeof(*w), GFP_KERNEL);
-	struct xsim m = { };
-	struct xsim_stats st;
-
-	KUNIT_ASSERT_NOT_NULL(test, w);
-	xsim_init(w, &m);
-	m.floor_ns = 400 * NSEC_PER_USEC;
-	m.jitter_ns = 1500 * NSEC_PER_USEC;
-	xsim_run(w, &m, 3000, 1500, &st);
-	KUNIT_EXPECT_GE(test, st.in_band * 100, st.pieces * 90);
-	KUNIT_EXPECT_EQ(test, st.at_min, 0U);
-}
-
-/*
- * The work gets 10x dearer (and 10x cheaper): within 100 pieces the
- * pieces are back in the band.
- */
-static void xpiece_follows_cost(struct kunit *test)
-{
-	struct vgpu_worker *w = kunit_kzalloc(test, sizeof(*w), GFP_KERNEL);
-	struct xsim m = { };
-	struct xsim_stats st;
-
-	KUNIT_ASSERT_NOT_NULL(test, w);
-	xsim_init(w, &m);
-	m.jitter_ns = 600 * NSEC_PER_USEC;
-	xsim_run(w, &m, 1000, 1000, &st);
-	m.ps_per_unit = 50000;
-	xsim_run(w, &m, 1000, 100, &st);
-	KUNIT_EXPECT_GE(test, st.in_band * 100, st.pieces * 95);
-	m.ps_per_unit = 5000;
-	xsim_run(w, &m, 1000, 100, &st);
-	KUNIT_EXPECT_GE(test, st.in_band * 100, st.pieces * 95);
-}
-
-static struct kunit_case vgpu_xpiece_cases[] = {
-	KUNIT_CASE(xpiece_steady),
-	KUNIT_CASE(xpiece_jitter),
-	KUNIT_CASE(xpiece_stalls),
-	KUNIT_CASE(xpiece_heavy_jitter),
-	KUNIT_CASE(xpiece_late_floor),
-	KUNIT_CASE(xpiece_follows_cost),
-	{}
-};
-
-static struct kunit_suite vgpu_xpiece_suite = {
-	.name = "vgpu_shim_xpiece",
-	.test_cases = vgpu_xpiece_cases,
-};
-
-kunit_test_suites(&vgpu_sched_suite, &vgpu_xpiece_suite);
+kunit_test_suite(vgpu_sched_suite);
 
 MODULE_LICENSE("GPL");
-MODULE_DESCRIPTION("KUnit tests of vgpu_shim's scheduler and piece-size policies");
+MODULE_DESCRIPTION("KUnit tests of vgpu_shim's scheduler policy");

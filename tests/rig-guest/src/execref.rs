@@ -389,6 +389,13 @@ impl RefProcess {
         Ok(RefProcess { child, out })
     }
 
+    /// SIGKILL and wait for the exit (the fault tests' daemon crash).
+    pub fn kill(mut self) -> io::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
     /// Close its stdin, wait for its exit, and say what it did.
     pub fn stop(mut self) -> io::Result<Stats> {
         use std::io::Read;
@@ -418,6 +425,18 @@ impl Drop for RefProcess {
 
 impl Stats {
     const PREFIX: &'static str = "exec-serve: done";
+
+    /// The pieces completed, or an error if any was refused (a well-behaved executor
+    /// refuses none: the kernel hands only pieces that fit the window).
+    pub fn completed(&self) -> io::Result<u64> {
+        if self.refused != 0 {
+            return Err(io::Error::other(format!(
+                "the executor refused {} pieces ({} wider than half the window)",
+                self.refused, self.too_wide
+            )));
+        }
+        Ok(self.pieces)
+    }
 
     fn line(&self) -> String {
         format!(

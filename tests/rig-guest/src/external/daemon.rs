@@ -3,19 +3,15 @@
 //! thread of this process only for a misbehaviour a test asks of it); with `--daemon vulkan` the host's
 //! `vgpu-executor --serve` on lavapipe (`execvk`, a process of its own either way).
 
-use std::process::{Child, Command, Stdio};
-
 use vgpu_sysfs::handle::Parent;
 
-use crate::ensure;
-use crate::execref::{Behaviour, RefExecutor, RefProcess, Stats};
+use crate::execref::{Behaviour, RefExecutor, RefProcess};
 use crate::execvk;
 use crate::harness::{vulkan_daemon, Context, Fail, TestResult};
 
 enum Kind {
     Ref(RefExecutor),
     RefProc(RefProcess),
-    Proc(Child),
     Vulkan(execvk::Daemon),
 }
 
@@ -24,9 +20,9 @@ enum Kind {
 pub(super) struct Daemon(Option<Kind>);
 
 impl Daemon {
-    /// A daemon for parent `i`: the reference executor in a process of its own
-    /// (`RefProcess`: not in this one, whose VRAM users would share its address space),
-    /// or with `--daemon vulkan` vgpu-executor (returns once it serves).
+    /// A daemon for parent `i` in a process of its own (kill -9 able): the reference
+    /// executor (`RefProcess`: not in this one, whose VRAM users would share its address
+    /// space), or with `--daemon vulkan` vgpu-executor. Returns once it serves.
     pub(super) fn start(i: u32) -> Result<Daemon, Fail> {
         if vulkan_daemon() {
             return Self::vulkan(i);
@@ -42,20 +38,6 @@ impl Daemon {
         Ok(Daemon(Some(Kind::Ref(x))))
     }
 
-    /// A daemon for parent `i` in a process of its own (kill -9 able): `exec-serve`, or
-    /// vgpu-executor with `--daemon vulkan`.
-    pub(super) fn spawn(i: u32) -> Result<Daemon, Fail> {
-        if vulkan_daemon() {
-            return Self::vulkan(i);
-        }
-        let c = Command::new("/proc/self/exe")
-            .args(["exec-serve", &i.to_string()])
-            .stdout(Stdio::null())
-            .spawn()
-            .ctx("spawn exec-serve")?;
-        Ok(Daemon(Some(Kind::Proc(c))))
-    }
-
     fn vulkan(i: u32) -> Result<Daemon, Fail> {
         let p = Parent::vgpu(i);
         // lavapipe in the TCG guest takes seconds where the CPU executor takes
@@ -69,22 +51,15 @@ impl Daemon {
         matches!(self.0, Some(Kind::Vulkan(_)))
     }
 
-    /// SIGKILL and wait for the exit (a process of its own only).
+    /// SIGKILL and wait for the exit (not the in-process executor of `reference`).
     pub(super) fn kill(mut self) -> TestResult {
         match self.0.take() {
-            Some(Kind::Proc(mut c)) => {
-                c.kill().ctx("kill -9 exec-serve")?;
-                c.wait().ctx("wait for exec-serve")?;
-                Ok(())
-            }
+            Some(Kind::RefProc(x)) => x.kill().ctx("kill -9 exec-serve"),
             Some(Kind::Vulkan(d)) => d.kill(),
             Some(Kind::Ref(x)) => {
                 let _ = x.stop();
                 Err(Fail("kill: the in-process reference executor".into()))
             }
-            Some(Kind::RefProc(_)) => Err(Fail(
-                "kill: a reference executor started by Daemon::start (use spawn)".into(),
-            )),
             None => Ok(()),
         }
     }
@@ -92,40 +67,17 @@ impl Daemon {
     /// A clean stop: the pieces it completed (none refused or failed).
     pub(super) fn stop(mut self) -> Result<u64, Fail> {
         match self.0.take() {
-            Some(Kind::Ref(x)) => Self::judge(x.stop().ctx("executor")?),
-            Some(Kind::RefProc(x)) => Self::judge(x.stop().ctx("exec-serve")?),
-            Some(Kind::Proc(mut c)) => {
-                // exec-serve has no SIGTERM handler: it dies of it (its pieces are
-                // all completed once the rings are idle, which the tests wait for)
-                // SAFETY: signalling our own child, which has not been waited for.
-                unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-                c.wait().ctx("wait for exec-serve")?;
-                Ok(0)
-            }
+            Some(Kind::Ref(x)) => x.stop().and_then(|st| st.completed()).ctx("executor"),
+            Some(Kind::RefProc(x)) => x.stop().and_then(|st| st.completed()).ctx("exec-serve"),
             Some(Kind::Vulkan(d)) => d.stop(),
             None => Ok(0),
         }
-    }
-
-    /// The pieces a reference executor completed, none refused.
-    fn judge(st: Stats) -> Result<u64, Fail> {
-        ensure!(
-            st.refused == 0,
-            "the executor refused {} pieces ({} wider than half the window)",
-            st.refused,
-            st.too_wide
-        );
-        Ok(st.pieces)
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
         match self.0.take() {
-            Some(Kind::Proc(mut c)) => {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
             Some(Kind::Ref(x)) => {
                 let _ = x.stop();
             }

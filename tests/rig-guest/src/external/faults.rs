@@ -79,7 +79,7 @@ pub(super) fn daemon_killed_several(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
     external(&p)?;
     super::judge_bytes(&p)?;
-    let first = Daemon::spawn(0)?;
+    let first = Daemon::start(0)?;
     ensure!(
         wait_for(Duration::from_secs(10), || p.executor_connected().ok()
             == Some(1)),
@@ -119,7 +119,7 @@ pub(super) fn daemon_killed_several(ctx: &mut Ctx) -> TestResult {
         .filter(|(g, (_, _, seq))| g.eng.fence_value().is_ok_and(|f| f >= *seq))
         .count();
     let r0 = p.executor_requeues().ctx("requeues")?;
-    let second = Daemon::spawn(0)?;
+    let second = Daemon::start(0)?;
     let mut stopped = 0;
     for (i, (g, (gm, want, seq))) in gpus.iter().zip(&jobs).enumerate() {
         let fenced = g.eng.wait_fence(*seq, FENCE_TIMEOUT);

@@ -221,7 +221,22 @@ struct vgpu_exec_slot {
 	bool done;
 	u32 status;
 	u64 value;
+	u64 work_ns;			/* the daemon's report, 0: none */
 	struct vgpu_exec_sqe sqe;
+};
+
+/*
+ * An engine worker's piece sizes in external mode (vgpu_exec_policy.h):
+ * units per piece, and the recent pieces' unit costs (per class) and
+ * handoff costs, in rings of VGPU_XRING.
+ */
+#define VGPU_XRING	8
+struct vgpu_xpolicy {
+	u64 budget[VGPU_NUM_CC];
+	u64 cost[VGPU_NUM_CC][VGPU_XRING];
+	u32 ncost[VGPU_NUM_CC];
+	u64 over[VGPU_XRING];
+	u32 nover;
 };
 
 /* One engine worker thread of a parent. */
@@ -238,9 +253,7 @@ struct vgpu_worker {
 	u64 limit;			/* cur's slice limit, ns */
 	u64 preempt_after;		/* cur yields after this much of its slice; 0: no */
 	u32 budget[VGPU_NUM_CC];	/* work per chunk (worker-private) */
-	/* external mode: units per piece, and the handoff's fixed cost */
-	u64 xbudget[VGPU_NUM_CC];
-	u64 xover_ns;
+	struct vgpu_xpolicy xp;		/* external mode's piece sizes */
 	struct vgpu_exec_slot xslot;
 };
 
@@ -574,11 +587,11 @@ void vgpu_exec_fini(struct vgpu_parent *parent);
 int vgpu_exec_open_instance(struct vgpu_device *vg);
 void vgpu_exec_close_instance(struct vgpu_device *vg);
 int vgpu_exec_run(struct vgpu_worker *w, struct vgpu_device *vg,
-		  const struct vgpu_exec_sqe *sqe, u64 wait_ns, u64 *value);
+		  const struct vgpu_exec_sqe *sqe, u64 wait_ns, u64 *value,
+		  u64 *work_ns);
 
 /* ---- vgpu_exec_piece.c: what goes to the executor, in which pieces ---- */
 enum { VGPU_XSTEP_DONE, VGPU_XSTEP_MORE, VGPU_XSTEP_FAILED };
-void vgpu_exec_budget_init(struct vgpu_worker *w);
 bool vgpu_exec_eligible(const struct vgpu_device *vg,
 			const struct vgpu_eng_op *op);
 int vgpu_exec_step(struct vgpu_device *vg, struct vgpu_worker *w,

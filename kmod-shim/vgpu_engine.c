@@ -43,6 +43,7 @@
 #include <linux/sysfs.h>
 
 #include "vgpu.h"
+#include "vgpu_exec_policy.h"
 
 #define VGPU_FNV_OFFSET		0xcbf29ce484222325ULL
 #define VGPU_FNV_PRIME		0x100000001b3ULL
@@ -82,7 +83,7 @@ void vgpu_worker_budget_init(struct vgpu_worker *w)
 
 	for (i = 0; i < VGPU_NUM_CC; i++)
 		w->budget[i] = vgpu_cc_budget[i][0];
-	vgpu_exec_budget_init(w);
+	vgpu_xpiece_init(&w->xp);
 }
 
 /* Halve or double a class's budget to keep chunks in the target band. */

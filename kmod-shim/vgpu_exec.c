@@ -151,14 +151,16 @@ static bool exec_slot_wake(struct vgpu_exec *x, struct vgpu_exec_slot *sl)
 /*
  * Hand @sqe (a piece of @vg's command in flight; vg->lock held) to the
  * daemon and wait for it, at most @wait_ns. Returns 0 with the
- * completion's value in *@value, -EIO if the executor refused or failed
+ * completion's value in *@value and the daemon's time for it in
+ * *@work_ns (0: not reported), -EIO if the executor refused or failed
  * it, -ETIMEDOUT if it did not complete in time (no daemon, or a hung
  * one: the piece is dropped), -EINTR if the engine stops or the instance
  * goes away meanwhile, -EAGAIN if no daemon is there and a task waits for
  * vg->lock.
  */
 int vgpu_exec_run(struct vgpu_worker *w, struct vgpu_device *vg,
-		  const struct vgpu_exec_sqe *sqe, u64 wait_ns, u64 *value)
+		  const struct vgpu_exec_sqe *sqe, u64 wait_ns, u64 *value,
+		  u64 *work_ns)
 {
 	struct vgpu_exec *x = &vg->parent->exec;
 	struct vgpu_exec_slot *sl = &w->xslot;
@@ -183,6 +185,7 @@ int vgpu_exec_run(struct vgpu_worker *w, struct vgpu_device *vg,
 		if (sl->done) {
 			ret = sl->status == VGPU_EXEC_OK ? 0 : -EIO;
 			*value = sl->value;
+			*work_ns = sl->work_ns;
 			sl->seq = 0;
 			spin_unlock(&x->qlock);
 			return ret;
@@ -417,6 +420,7 @@ static long exec_kick(struct vgpu_exec_conn *c)
 			x->errors++;
 		sl->status = status;
 		sl->value = le64_to_cpu(READ_ONCE(cqe->value));
+		sl->work_ns = le64_to_cpu(READ_ONCE(cqe->work_ns));
 		sl->done = true;
 	}
 	c->cq_head += n;

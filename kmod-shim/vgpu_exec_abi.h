@@ -95,7 +95,14 @@ struct vgpu_exec_cqe {
 	__le32 status;
 	__le32 rsvd0;
 	__le64 value;			/* CHECKSUM: the state after the piece */
-	__le64 rsvd1;
+	/*
+	 * The daemon's own time executing the piece, ns (not the time it
+	 * waited in the daemon's queues). It sizes the next pieces: the
+	 * round trip around it is the host's scheduling, not the work
+	 * (vgpu_exec_policy.h). 0: not measured; 0 or more than the round
+	 * trip, the whole round trip counts as work.
+	 */
+	__le64 work_ns;
 };
 
 /* Completions up to cq_tail are there. Returns how many were taken. */

@@ -14,32 +14,16 @@
  * its lowest byte to its highest; FILL, CHECKSUM and COPY pieces are cut
  * to fit, a GEMM or BLIT fits whole or stays on the CPU.
  *
- * A piece is one chunk of engine time; its size adapts per engine and
- * class like the CPU executor's chunks, with a longer target: the work on
- * top of the handoff's fixed cost (the least a piece took lately) aims at
- * VGPU_XPIECE_LOW_NS..VGPU_XPIECE_HIGH_NS.
+ * A piece is one chunk of engine time; how big is vgpu_exec_policy.h's.
  */
 #include <linux/kernel.h>
 #include <linux/ktime.h>
 #include <linux/math64.h>
 
 #include "vgpu.h"
+#include "vgpu_exec_policy.h"
 
-#define VGPU_XPIECE_LOW_NS	(100 * NSEC_PER_USEC)
-#define VGPU_XPIECE_HIGH_NS	(300 * NSEC_PER_USEC)
-#define VGPU_XPIECE_INIT	SZ_256K		/* bytes or multiply-adds */
-#define VGPU_XPIECE_MIN		SZ_4K
-#define VGPU_XPIECE_MAX		SZ_16M
 #define VGPU_XCOPY_MIN_GAP	SZ_4K
-
-void vgpu_exec_budget_init(struct vgpu_worker *w)
-{
-	unsigned int i;
-
-	for (i = 0; i < VGPU_NUM_CC; i++)
-		w->xbudget[i] = VGPU_XPIECE_INIT;
-	w->xover_ns = 0;
-}
 
 static bool xspan_overlap(u64 a, u64 alen, u64 b, u64 blen)
 {
@@ -113,24 +97,6 @@ bool vgpu_exec_eligible(const struct vgpu_device *vg,
 	}
 }
 
-/* Keep the piece's work beyond the handoff's cost in the target band. */
-static void xpiece_adapt(struct vgpu_worker *w, int cls, u64 ns, bool full)
-{
-	u64 work;
-
-	/* the fixed cost: the least a piece took, forgotten slowly */
-	if (!w->xover_ns || ns < w->xover_ns)
-		w->xover_ns = ns;
-	else
-		w->xover_ns += w->xover_ns / 256 + 1;
-	work = ns - min(ns, w->xover_ns);
-	if (work < VGPU_XPIECE_LOW_NS && full &&
-	    w->xbudget[cls] < VGPU_XPIECE_MAX)
-		w->xbudget[cls] *= 2;
-	else if (work > VGPU_XPIECE_HIGH_NS && w->xbudget[cls] > VGPU_XPIECE_MIN)
-		w->xbudget[cls] /= 2;
-}
-
 /* The command as the ring had it (the private copy, decoded). */
 static void xpiece_encode(const struct vgpu_eng_op *op, u8 *cmd)
 {
@@ -158,6 +124,7 @@ int vgpu_exec_step(struct vgpu_device *vg, struct vgpu_worker *w,
 	struct vgpu_exec_sqe sqe = {};
 	const u64 *a = op->arg;
 	u64 total, cost = 1, align = 1, gap = 0, start, count, value, t0;
+	u64 work_ns;
 	u64 span = xspan_limit(vg), extra = 0;
 	int cls, ret;
 
@@ -195,7 +162,7 @@ int vgpu_exec_step(struct vgpu_device *vg, struct vgpu_worker *w,
 	if (op->done >= total)
 		return VGPU_XSTEP_DONE;
 
-	count = max_t(u64, div64_u64(w->xbudget[cls], cost), 1);
+	count = max_t(u64, div64_u64(w->xp.budget[cls], cost), 1);
 	count = max_t(u64, round_down(count, align), align);
 	count = min(count, total - op->done);
 	if (gap < total && gap)
@@ -219,13 +186,13 @@ int vgpu_exec_step(struct vgpu_device *vg, struct vgpu_worker *w,
 	xpiece_encode(op, sqe.cmd);
 
 	t0 = ktime_get_ns();
-	ret = vgpu_exec_run(w, vg, &sqe, wait_ns, &value);
+	ret = vgpu_exec_run(w, vg, &sqe, wait_ns, &value, &work_ns);
 	if (ret == -EIO)
 		return VGPU_XSTEP_FAILED;
 	if (ret)
 		return VGPU_XSTEP_MORE;		/* no daemon, or it hangs */
-	xpiece_adapt(w, cls, ktime_get_ns() - t0,
-		     count * cost >= w->xbudget[cls]);
+	vgpu_xpiece_adapt(&w->xp, cls, count * cost, ktime_get_ns() - t0,
+			  work_ns, count * cost >= w->xp.budget[cls]);
 	op->done += count;
 	if (op->opcode == VGPU_OP_CHECKSUM)
 		op->hash = value;

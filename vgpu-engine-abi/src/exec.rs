@@ -272,6 +272,11 @@ pub struct Cqe {
     pub status: u32,
     /// CHECKSUM: the FNV-1a-64 state after the piece; 0 otherwise.
     pub value: u64,
+    /// The daemon's own time executing the piece, ns (not the time the piece waited in
+    /// the daemon's queues); 0: not measured. The kernel sizes the next pieces by it
+    /// (kmod-shim/vgpu_exec_policy.h): the round trip around it is the host's
+    /// scheduling, not the work. More than the round trip counts as not measured.
+    pub work_ns: u64,
 }
 
 impl Cqe {
@@ -281,6 +286,7 @@ impl Cqe {
         b[0x00..0x08].copy_from_slice(&self.seq.to_le_bytes());
         b[0x08..0x0c].copy_from_slice(&self.status.to_le_bytes());
         b[0x10..0x18].copy_from_slice(&self.value.to_le_bytes());
+        b[0x18..0x20].copy_from_slice(&self.work_ns.to_le_bytes());
         b
     }
 
@@ -290,6 +296,7 @@ impl Cqe {
             seq: le64(b, 0x00),
             status: le32(b, 0x08),
             value: le64(b, 0x10),
+            work_ns: le64(b, 0x18),
         }
     }
 }
@@ -460,8 +467,13 @@ mod tests {
             seq: 9,
             status: STATUS_REFUSED,
             value: 0xdead_beef_0000_0001,
+            work_ns: 0x0123_4567_89ab_cdef,
         };
         assert_eq!(Cqe::decode(&c.encode()), c);
+        assert_eq!(
+            &c.encode()[0x18..],
+            &0x0123_4567_89ab_cdef_u64.to_le_bytes()
+        );
     }
 
     #[test]

@@ -303,6 +303,7 @@ mod tests {
             seq: 77,
             status: 1,
             value: 5,
+            work_ns: 6,
         };
         q.put_cqe(exec::CQ_ENTRIES + 3, &c);
         assert_eq!(q.read_cqe(3), c.encode());

@@ -184,7 +184,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
-    fn complete(&self, seq: u64, status: u32, value: u64) -> io::Result<()> {
+    /// Write a completion (`work_ns`: the time the piece ran; 0 for one not run).
+    fn complete(&self, seq: u64, status: u32, value: u64, work_ns: u64) -> io::Result<()> {
         let mut cq = lock(&self.cq);
         if self.how.garbage {
             // an unknown sequence number, then an absurd tail and back: the kernel
@@ -194,6 +195,7 @@ impl Shared {
                 seq: junk,
                 status: 0,
                 value: 0,
+                work_ns: junk,
             };
             self.q.put_cqe(cq.0, &bad);
             cq.0 = cq.0.wrapping_add(1);
@@ -203,7 +205,15 @@ impl Shared {
             unsafe { libc::ioctl(self.q.fd(), exec::IOC_KICK as _) };
             cq.0 = self.q.hdr(exec::hdr::CQ_HEAD);
         }
-        self.q.put_cqe(cq.0, &Cqe { seq, status, value });
+        self.q.put_cqe(
+            cq.0,
+            &Cqe {
+                seq,
+                status,
+                value,
+                work_ns,
+            },
+        );
         cq.0 = cq.0.wrapping_add(1);
         self.q.kick(cq.0)?;
         if status == exec::STATUS_OK {
@@ -227,7 +237,7 @@ impl Shared {
     /// Run one piece and complete it.
     fn run(&self, e: &Sqe) -> io::Result<()> {
         if self.how.refuse {
-            return self.complete(e.seq, exec::STATUS_REFUSED, 0);
+            return self.complete(e.seq, exec::STATUS_REFUSED, 0, 0);
         }
         if let Some(w) = self.how.window.filter(|&w| e.vram_size > w) {
             let fits = exec::piece_bytes(e).is_some_and(|(lo, hi)| hi - lo <= w / 2);
@@ -237,7 +247,7 @@ impl Shared {
                 cq.1.refused += 1;
                 cq.1.too_wide += 1;
                 drop(cq);
-                return self.complete(e.seq, exec::STATUS_REFUSED, 0);
+                return self.complete(e.seq, exec::STATUS_REFUSED, 0, 0);
             }
         }
         let m = match self.mapping(e) {
@@ -247,18 +257,23 @@ impl Shared {
                 // up when the instance went away): the kernel drops the completion
                 eprintln!("execref: cannot map id {} (seq {}): {err}", e.id, e.seq);
                 lock(&self.cq).1.unmapped += 1;
-                return self.complete(e.seq, exec::STATUS_FAILED, 0);
+                return self.complete(e.seq, exec::STATUS_FAILED, 0, 0);
             }
         };
         // SAFETY: the mapping is len bytes and alive while `m` is; the guest does not
         // touch the bytes of a command in flight, and pieces in flight at once belong
         // to different engines' commands.
         let mem = unsafe { std::slice::from_raw_parts_mut(m.ptr(), m.len()) };
+        let t = std::time::Instant::now();
         match exec::apply_piece(mem, e) {
-            Some(v) => self.complete(e.seq, exec::STATUS_OK, v),
+            // its own time, for the kernel's piece sizes (at least 1: 0 is "not measured")
+            Some(v) => {
+                let ns = (t.elapsed().as_nanos() as u64).max(1);
+                self.complete(e.seq, exec::STATUS_OK, v, ns)
+            }
             None => {
                 lock(&self.cq).1.refused += 1;
-                self.complete(e.seq, exec::STATUS_REFUSED, 0)
+                self.complete(e.seq, exec::STATUS_REFUSED, 0, 0)
             }
         }
     }
@@ -323,7 +338,7 @@ fn serve(q: Queue, how: Behaviour, stop: &AtomicBool) -> io::Result<Stats> {
                     }
                 }
                 None => {
-                    if let Err(err) = sh.complete(e.seq, exec::STATUS_REFUSED, 0) {
+                    if let Err(err) = sh.complete(e.seq, exec::STATUS_REFUSED, 0, 0) {
                         result = Err(err);
                         break 'outer;
                     }

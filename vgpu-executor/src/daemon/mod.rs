@@ -169,7 +169,7 @@ impl<'e, K: Kernel> Daemon<'e, K> {
                         Err(why) => {
                             debug!("seq {}: refused: {why}", sqe.seq);
                             self.metrics.refused += 1;
-                            slots.push(Slot::Done(cqe(&sqe, exec::STATUS_REFUSED, 0)));
+                            slots.push(Slot::Done(cqe(&sqe, exec::STATUS_REFUSED, 0, 0)));
                         }
                     }
                 }
@@ -177,7 +177,7 @@ impl<'e, K: Kernel> Daemon<'e, K> {
                     room -= 1;
                     self.metrics.refused += 1;
                     debug!("seq {}: unknown kind, refused", sqe.seq);
-                    slots.push(Slot::Done(cqe(&sqe, exec::STATUS_REFUSED, 0)));
+                    slots.push(Slot::Done(cqe(&sqe, exec::STATUS_REFUSED, 0, 0)));
                 }
             }
         }
@@ -245,23 +245,27 @@ impl<'e, K: Kernel> Daemon<'e, K> {
             .collect();
         let mut refs: Vec<&mut Vram<'e>> = vrams.into_iter().map(|(_, v)| v).collect();
         let out = match self.ex.execute_pieces(&mut refs, &work) {
-            Ok(results) => results
-                .into_iter()
-                .zip(batch)
-                .map(|(r, (_, sqe))| match r {
-                    Ok(v) => {
-                        if let Some(i) = op_index(sqe) {
-                            self.metrics.pieces[i] += 1;
+            Ok(results) => {
+                // at least 1: 0 says "not measured"
+                let ns = (t.elapsed().as_nanos() as u64).max(1);
+                results
+                    .into_iter()
+                    .zip(batch)
+                    .map(|(r, (_, sqe))| match r {
+                        Ok(v) => {
+                            if let Some(i) = op_index(sqe) {
+                                self.metrics.pieces[i] += 1;
+                            }
+                            cqe(sqe, exec::STATUS_OK, v, ns)
                         }
-                        cqe(sqe, exec::STATUS_OK, v)
-                    }
-                    Err(e) => {
-                        debug!("seq {}: refused: {e}", sqe.seq);
-                        self.metrics.refused += 1;
-                        cqe(sqe, exec::STATUS_REFUSED, 0)
-                    }
-                })
-                .collect(),
+                        Err(e) => {
+                            debug!("seq {}: refused: {e}", sqe.seq);
+                            self.metrics.refused += 1;
+                            cqe(sqe, exec::STATUS_REFUSED, 0, 0)
+                        }
+                    })
+                    .collect()
+            }
             Err(e) => {
                 error!("a submission of {} pieces failed: {e}", batch.len());
                 let status = match e {
@@ -273,7 +277,10 @@ impl<'e, K: Kernel> Daemon<'e, K> {
                 } else {
                     self.metrics.refused += batch.len() as u64;
                 }
-                batch.iter().map(|(_, sqe)| cqe(sqe, status, 0)).collect()
+                batch
+                    .iter()
+                    .map(|(_, sqe)| cqe(sqe, status, 0, 0))
+                    .collect()
             }
         };
         self.metrics.submissions += 1;
@@ -379,11 +386,15 @@ impl<'e, K: Kernel> Daemon<'e, K> {
     }
 }
 
-fn cqe(sqe: &Sqe, status: u32, value: u64) -> Cqe {
+/// A completion. `work_ns`: the time of the submission that ran it (pieces of one
+/// submission run together: each reports the whole, so the kernel's estimate of a
+/// piece's cost errs high, towards smaller pieces); 0 for one not run.
+fn cqe(sqe: &Sqe, status: u32, value: u64, work_ns: u64) -> Cqe {
     Cqe {
         seq: sqe.seq,
         status,
         value,
+        work_ns,
     }
 }
 

@@ -349,6 +349,8 @@ pub(super) fn hostile_daemon(ctx: &mut Ctx) -> TestResult {
                         },
                         status: rng.below(5) as u32,
                         value: rng.next_u64(),
+                        // any report, absurd ones included: it sizes pieces only
+                        work_ns: rng.next_u64(),
                     };
                     q.put_cqe(rng.next_u64() as u32, &c);
                 }

@@ -85,6 +85,7 @@ pub(super) fn close_revokes_mapping(ctx: &mut Ctx) -> TestResult {
             seq: e.seq,
             status: 0,
             value: 0,
+            work_ns: 0,
         },
     );
     q.kick(1).ctx("kick")?;

@@ -695,11 +695,13 @@ fn kunit_sched(ctx: &mut Ctx) -> TestResult {
         .filter(|l| l.trim_start().starts_with("not ok"))
         .collect();
     ensure!(failed.is_empty(), "KUnit failures: {failed:?}");
-    ensure!(
-        results
-            .iter()
-            .any(|l| l.trim_start().starts_with("ok ") && l.contains("vgpu_shim_sched")),
-        "no result line for the suite vgpu_shim_sched in the kernel log: {lines:?}"
-    );
+    for suite in ["vgpu_shim_sched", "vgpu_shim_xpiece"] {
+        ensure!(
+            results
+                .iter()
+                .any(|l| l.trim_start().starts_with("ok ") && l.contains(suite)),
+            "no result line for the suite {suite} in the kernel log: {lines:?}"
+        );
+    }
     Ok(())
 }

@@ -2,9 +2,10 @@
 /*
  * vgpu_shim: KUnit tests of the scheduler's policy arithmetic
  * (vgpu_sched_policy.h), above all with virtual times around the u64
- * wrap-around. A module of its own (vgpu_shim_kunit.ko), built only for
- * kernels with CONFIG_KUNIT; loading it runs the suite "vgpu_shim_sched"
- * and logs KTAP results.
+ * wrap-around. Part of a module of its own (vgpu_shim_kunit.ko, with
+ * vgpu_kunit_xpiece.c), built only for kernels with CONFIG_KUNIT; loading
+ * it runs the suites "vgpu_shim_sched" and "vgpu_shim_xpiece" and logs
+ * KTAP results.
  */
 #include <kunit/test.h>
 #include <linux/list.h>
@@ -569,4 +570,4 @@ static struct kunit_suite vgpu_sched_suite = {
 kunit_test_suite(vgpu_sched_suite);
 
 MODULE_LICENSE("GPL");
-MODULE_DESCRIPTION("KUnit tests of vgpu_shim's scheduler policy");
+MODULE_DESCRIPTION("KUnit tests of vgpu_shim's scheduler and piece-size policies");

@@ -1,0 +1,292 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vgpu_shim: KUnit tests of the external executor's piece sizes
+ * (vgpu_exec_policy.h), suite "vgpu_shim_xpiece", in vgpu_shim_kunit.ko.
+ *
+ * A simulated daemon: each piece's round trip is a handoff's cost plus its
+ * jitter plus the work (@ps_per_unit picoseconds a byte) plus a stall the
+ * daemon met while working; the daemon reports the work and the stall,
+ * plus its own few microseconds. Each case hands CHECKSUM pieces, every one
+ * as big as the budget allows, and judges the pieces' work: in the band
+ * (50 us..1.2 ms), never collapsed to the minimum, never far above the 1 ms
+ * cap. Against the policy before this one (each round trip against the
+ * least piece seen, reports ignored; docs/executor.md) 9 of the 10 cases
+ * failed (the debug kernel, 2026-12-03; only xpiece_stalls passed): its
+ * pieces sat at the minimum under jitter and grew ~10x past the target
+ * without it.
+ */
+#include <kunit/test.h>
+#include <linux/string.h>
+
+#include "vgpu.h"
+#include "vgpu_exec_policy.h"
+
+#define US		NSEC_PER_USEC
+#define MS		NSEC_PER_MSEC
+
+struct xsim {
+	u64 over_ns;		/* every handoff */
+	u64 floor_ns;		/* late by at least this, but 1 in 1000 */
+	u64 jitter_ns;		/* plus 0..this */
+	u32 stall_pct;		/* or, for this share, @stall_ns late */
+	u64 stall_ns;
+	u32 wstall_pct;		/* the daemon stalled while working */
+	u64 wstall_ns;
+	bool silent;		/* reports nothing */
+	u64 ps_per_unit;
+	u32 rng;
+};
+
+struct xsim_stats {
+	unsigned int pieces;
+	unsigned int in_band;	/* work 50 us..1.2 ms */
+	unsigned int at_min;	/* cut at VGPU_XPIECE_MIN */
+	u64 max_work_ns;
+};
+
+static u32 xsim_rand(struct xsim *m)
+{
+	m->rng ^= m->rng << 13;
+	m->rng ^= m->rng >> 17;
+	m->rng ^= m->rng << 5;
+	return m->rng;
+}
+
+/* Hand @n pieces; the last @n - @skip of them go into @st. */
+static void xsim_run(struct vgpu_xpolicy *p, struct xsim *m, unsigned int n,
+		     unsigned int skip, struct xsim_stats *st)
+{
+	unsigned int i;
+
+	memset(st, 0, sizeof(*st));
+	for (i = 0; i < n; i++) {
+		u64 units = p->budget[VGPU_CC_SUM];
+		u64 work = div_u64(units * m->ps_per_unit, 1000);
+		u32 r = xsim_rand(m), r2 = xsim_rand(m);
+		u64 jit = 0, wst = 0;
+
+		if (m->stall_pct && r % 100 < m->stall_pct)
+			jit = m->stall_ns;
+		else if (m->jitter_ns)
+			jit = r % m->jitter_ns;
+		if (m->floor_ns && r % 1000)
+			jit += m->floor_ns;
+		if (m->wstall_pct && r2 % 100 < m->wstall_pct)
+			wst = m->wstall_ns;
+		vgpu_xpiece_adapt(p, VGPU_CC_SUM, units,
+				  m->over_ns + jit + work + wst,
+				  m->silent ? 0 : work + wst + 5 * US, true);
+		if (i < skip)
+			continue;
+		st->pieces++;
+		st->in_band += work >= 50 * US && work <= 1200 * US;
+		st->at_min += units == VGPU_XPIECE_MIN;
+		st->max_work_ns = max(st->max_work_ns, work);
+	}
+}
+
+static struct vgpu_xpolicy *xsim_init(struct kunit *test, struct xsim *m)
+{
+	struct vgpu_xpolicy *p = kunit_kzalloc(test, sizeof(*p), GFP_KERNEL);
+
+	KUNIT_ASSERT_NOT_NULL(test, p);
+	vgpu_xpiece_init(p);
+	memset(m, 0, sizeof(*m));
+	m->over_ns = 150 * US;
+	m->ps_per_unit = 5000;		/* 5 ns a byte: 1 MiB in 5 ms */
+	m->rng = 0x12345678;
+	return p;
+}
+
+/* The band, no piece at the minimum, none far above the cap. */
+static void xsim_expect(struct kunit *test, const struct xsim_stats *st,
+			unsigned int pct)
+{
+	KUNIT_EXPECT_GE(test, st->in_band * 100, st->pieces * pct);
+	KUNIT_EXPECT_EQ(test, st->at_min, 0U);
+	KUNIT_EXPECT_LE(test, st->max_work_ns, 2 * VGPU_XPIECE_CAP_NS);
+}
+
+/* Steady handoffs: ~150 us of work a piece (before: ~10x the target). */
+static void xpiece_steady(struct kunit *test)
+{
+	struct xsim m;
+	struct vgpu_xpolicy *p = xsim_init(test, &m);
+	struct xsim_stats st;
+
+	xsim_run(p, &m, 2000, 1000, &st);
+	xsim_expect(test, &st, 99);
+	KUNIT_EXPECT_LE(test, st.max_work_ns, 400 * US);
+}
+
+/* Handoffs 0-600 us late (a daemon the host schedules late). */
+static void xpiece_jitter(struct kunit *test)
+{
+	struct xsim m;
+	struct vgpu_xpolicy *p = xsim_init(test, &m);
+	struct xsim_stats st;
+
+	m.jitter_ns = 600 * US;
+	xsim_run(p, &m, 2000, 1000, &st);
+	xsim_expect(test, &st, 99);
+}
+
+/* 5% of handoffs 20 ms late. */
+static void xpiece_stalls(struct kunit *test)
+{
+	struct xsim m;
+	struct vgpu_xpolicy *p = xsim_init(test, &m);
+	struct xsim_stats st;
+
+	m.stall_pct = 5;
+	m.stall_ns = 20 * MS;
+	m.jitter_ns = 100 * US;
+	xsim_run(p, &m, 2000, 1000, &st);
+	xsim_expect(test, &st, 99);
+}
+
+/*
+ * Handoffs 0.4-1.9 ms late but for 1 in 1000 (the rig's fuzzer under
+ * load; before: the budgets sat at the minimum).
+ */
+static void xpiece_late_floor(struct kunit *test)
+{
+	struct xsim m;
+	struct vgpu_xpolicy *p = xsim_init(test, &m);
+	struct xsim_stats st;
+
+	m.floor_ns = 400 * US;
+	m.jitter_ns = 1500 * US;
+	xsim_run(p, &m, 3000, 1500, &st);
+	xsim_expect(test, &st, 95);
+}
+
+/*
+ * Handoffs of 2-8 ms (one vCPU under -icount): a piece's work stays near
+ * the cap (the attempt that trusted the least times let it grow to 20-40
+ * ms).
+ */
+static void xpiece_slow_handoffs(struct kunit *test)
+{
+	struct xsim m;
+	struct vgpu_xpolicy *p = xsim_init(test, &m);
+	struct xsim_stats st;
+
+	m.over_ns = 2 * MS;
+	m.jitter_ns = 6 * MS;
+	xsim_run(p, &m, 2000, 1000, &st);
+	xsim_expect(test, &st, 99);
+}
+
+/* Half the handoffs 3 ms late, half on time. */
+static void xpiece_bimodal(struct kunit *test)
+{
+	struct xsim m;
+	struct vgpu_xpolicy *p = xsim_init(test, &m);
+	struct xsim_stats st;
+
+	m.stall_pct = 50;
+	m.stall_ns = 3 * MS;
+	m.jitter_ns = 50 * US;
+	xsim_run(p, &m, 2000, 1000, &st);
+	xsim_expect(test, &st, 99);
+}
+
+/*
+ * The daemon itself stalls while working on 5% of the pieces (20 ms) or
+ * on 30% (3 ms): its reports say so; the order statistics pass over them.
+ */
+static void xpiece_daemon_stalls(struct kunit *test)
+{
+	struct xsim m;
+	struct vgpu_xpolicy *p = xsim_init(test, &m);
+	struct xsim_stats st;
+
+	m.jitter_ns = 600 * US;
+	m.wstall_pct = 5;
+	m.wstall_ns = 20 * MS;
+	xsim_run(p, &m, 2000, 1000, &st);
+	xsim_expect(test, &st, 99);
+	m.wstall_pct = 30;
+	m.wstall_ns = 3 * MS;
+	xsim_run(p, &m, 2000, 1000, &st);
+	xsim_expect(test, &st, 95);
+}
+
+/* The work gets 10x dearer, then 10x cheaper: back in the band within 20. */
+static void xpiece_follows_cost(struct kunit *test)
+{
+	struct xsim m;
+	struct vgpu_xpolicy *p = xsim_init(test, &m);
+	struct xsim_stats st;
+
+	m.jitter_ns = 600 * US;
+	xsim_run(p, &m, 1000, 1000, &st);
+	m.ps_per_unit = 50000;
+	xsim_run(p, &m, 1000, 20, &st);
+	xsim_expect(test, &st, 99);
+	m.ps_per_unit = 5000;
+	xsim_run(p, &m, 1000, 20, &st);
+	xsim_expect(test, &st, 99);
+}
+
+/*
+ * A daemon that reports nothing: its round trips count as work, so its
+ * pieces are smaller, never larger (here: at the minimum, 150 us handoffs
+ * with 20 us of work).
+ */
+static void xpiece_silent(struct kunit *test)
+{
+	struct xsim m;
+	struct vgpu_xpolicy *p = xsim_init(test, &m);
+	struct xsim_stats st;
+
+	m.silent = true;
+	m.jitter_ns = 600 * US;
+	xsim_run(p, &m, 2000, 1000, &st);
+	KUNIT_EXPECT_LE(test, st.max_work_ns, VGPU_XPIECE_LOW_NS);
+}
+
+/*
+ * A report above the round trip counts as no report (the round trip is
+ * work: pieces shrink, here to the minimum, never grow); round trips and
+ * reports of U64_MAX ns (clamped to ~4 s) overflow nothing.
+ */
+static void xpiece_bad_reports(struct kunit *test)
+{
+	struct vgpu_xpolicy *p = kunit_kzalloc(test, sizeof(*p), GFP_KERNEL);
+	unsigned int i;
+
+	KUNIT_ASSERT_NOT_NULL(test, p);
+	vgpu_xpiece_init(p);
+	for (i = 0; i < 100; i++)
+		vgpu_xpiece_adapt(p, VGPU_CC_SUM, p->budget[VGPU_CC_SUM],
+				  200 * US, U64_MAX, true);
+	KUNIT_EXPECT_EQ(test, p->budget[VGPU_CC_SUM], (u64)VGPU_XPIECE_MIN);
+	vgpu_xpiece_init(p);
+	for (i = 0; i < 100; i++)
+		vgpu_xpiece_adapt(p, VGPU_CC_SUM, p->budget[VGPU_CC_SUM],
+				  U64_MAX, U64_MAX, true);
+	KUNIT_EXPECT_EQ(test, p->budget[VGPU_CC_SUM], (u64)VGPU_XPIECE_MIN);
+}
+
+static struct kunit_case vgpu_xpiece_cases[] = {
+	KUNIT_CASE(xpiece_steady),
+	KUNIT_CASE(xpiece_jitter),
+	KUNIT_CASE(xpiece_stalls),
+	KUNIT_CASE(xpiece_late_floor),
+	KUNIT_CASE(xpiece_slow_handoffs),
+	KUNIT_CASE(xpiece_bimodal),
+	KUNIT_CASE(xpiece_daemon_stalls),
+	KUNIT_CASE(xpiece_follows_cost),
+	KUNIT_CASE(xpiece_silent),
+	KUNIT_CASE(xpiece_bad_reports),
+	{}
+};
+
+static struct kunit_suite vgpu_xpiece_suite = {
+	.name = "vgpu_shim_xpiece",
+	.test_cases = vgpu_xpiece_cases,
+};
+
+kunit_test_suite(vgpu_xpiece_suite);

@@ -148,8 +148,9 @@ pub(super) fn remove_busy(ctx: &mut Ctx) -> TestResult {
     let nbr = Neighbour::start(new_gpu(ctx, &p)?, 82)?;
     let mut g = new_gpu(ctx, &p)?;
     // Before the calibration: in external mode its 128^3 GEMMs, cut into pieces as small
-    // as 4 KiB when the daemon is late, once took the default 2 s watchdog (CI, 2026-12-03;
-    // docs/executor.md, "Open: pieces collapse"). This test does not judge the watchdog.
+    // as 4 KiB by the first piece-size policy when the daemon was late, once took the
+    // default 2 s watchdog (CI, 2026-12-03; docs/executor.md, "Piece sizes"). This test
+    // does not judge the watchdog.
     p.set_watchdog_ms("60000")?;
     let big = long_gemm(&mut g, Duration::from_secs(3))?;
     g.eng.submit(&[big.cmd(), big.cmd(), Cmd::fence(1)])?;

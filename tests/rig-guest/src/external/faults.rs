@@ -18,9 +18,14 @@ use super::daemon::Daemon;
 use super::program::big_gemm;
 use super::{external, open, AREA, TYPE};
 
+/// A daemon that dies with a piece in hand: a new one gets it again (one requeue) and
+/// the GEMM's bytes are the reference's. Judges bytes and the requeue, not time: the
+/// engine's wait for a daemon is engine time, and between the death and the restart it
+/// met the default 2 s watchdog once (a soak under a CPU hog, debug kernel, 2026-12-03).
 pub(super) fn daemon_dies_requeued(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
     external(&p)?;
+    super::judge_bytes(&p)?;
     let inst = ctx.create(&p, TYPE)?;
     let mut g = open(&inst)?;
     let (gm, want) = big_gemm(&g)?;
@@ -224,9 +229,12 @@ pub(super) fn no_daemon_reset_in_time(ctx: &mut Ctx) -> TestResult {
     Ok(())
 }
 
+/// A refused piece stops the ring with EXECUTOR at its command (not WATCHDOG: the longest
+/// watchdog, so a loaded host's slow refusal cannot turn into one).
 pub(super) fn refused_is_error(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
     external(&p)?;
+    super::judge_bytes(&p)?;
     let xd = RefExecutor::start(
         0,
         Behaviour {
@@ -259,9 +267,12 @@ pub(super) fn refused_is_error(ctx: &mut Ctx) -> TestResult {
     Ok(())
 }
 
+/// Garbage completions beside the real ones are counted and dropped; the GEMM's bytes
+/// are right (bytes, not time: the longest watchdog).
 pub(super) fn garbage_completions(ctx: &mut Ctx) -> TestResult {
     let p = ctx.parent(0)?;
     external(&p)?;
+    super::judge_bytes(&p)?;
     let xd = RefExecutor::start(
         0,
         Behaviour {

@@ -67,10 +67,15 @@ static inline void vgpu_xpiece_init(struct vgpu_xpolicy *p)
 		p->budget[i] = VGPU_XPIECE_INIT;
 }
 
+/*
+ * Put @v into @ring, where @n counts the values put: it stays below twice
+ * the ring's size (a count that wrapped to 0 would read as an empty ring).
+ */
 static inline void vgpu_xring_put(u64 *ring, u32 *n, u64 v)
 {
 	ring[*n % VGPU_XRING] = v;
-	(*n)++;
+	if (++*n >= 2 * VGPU_XRING)
+		*n -= VGPU_XRING;
 }
 
 /*
@@ -82,6 +87,8 @@ static inline u64 vgpu_xring_pick(const u64 *ring, u32 n, unsigned int div)
 	u64 s[VGPU_XRING], v;
 	unsigned int len = min_t(u32, n, VGPU_XRING), i, j;
 
+	if (!len)
+		return 0;
 	for (i = 0; i < len; i++) {
 		v = ring[i];
 		for (j = i; j > 0 && s[j - 1] > v; j--)

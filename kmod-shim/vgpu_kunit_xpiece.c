@@ -215,11 +215,35 @@ static void xpiece_bad_reports(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, p->budget[VGPU_CC_SUM], (u64)VGPU_XPIECE_MIN);
 }
 
+/*
+ * A million pieces: the rings' counts stay within twice the ring (a u32
+ * count wraps after 2^32 pieces, days at 10^4 a second, and a count of 0
+ * would read an empty ring), and the picks still see the last values.
+ */
+static void xpiece_counts_bounded(struct kunit *test)
+{
+	struct vgpu_xpolicy *p = kunit_kzalloc(test, sizeof(*p), GFP_KERNEL);
+	unsigned int i;
+
+	KUNIT_ASSERT_NOT_NULL(test, p);
+	vgpu_xpiece_init(p);
+	for (i = 0; i < 1000000; i++) {
+		vgpu_xpiece_adapt(p, VGPU_CC_SUM, p->budget[VGPU_CC_SUM],
+				  300 * US, 100 * US, true);
+		KUNIT_ASSERT_GE(test, p->nover, 1U);
+		KUNIT_ASSERT_LT(test, p->nover, 2U * VGPU_XRING);
+		KUNIT_ASSERT_LT(test, p->ncost[VGPU_CC_SUM], 2U * VGPU_XRING);
+	}
+	KUNIT_EXPECT_EQ(test, vgpu_xring_pick(p->over, p->nover, 2), 200 * US);
+	KUNIT_EXPECT_EQ(test, vgpu_xring_pick(p->over, 0, 2), 0ULL);
+}
+
 static struct kunit_case vgpu_xpiece_cases[] = {
 	KUNIT_CASE_PARAM(xpiece_daemons, xcases_gen_params),
 	KUNIT_CASE(xpiece_follows_cost),
 	KUNIT_CASE(xpiece_silent),
 	KUNIT_CASE(xpiece_bad_reports),
+	KUNIT_CASE(xpiece_counts_bounded),
 	{}
 };
 

@@ -255,6 +255,12 @@ impl Sqe {
     }
 }
 
+/// A completion's [`Cqe::work_ns`] for a piece that ran for `d`: at least 1, since 0
+/// says "not measured".
+pub fn work_ns(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)
+}
+
 /// Completion status: done.
 pub const STATUS_OK: u32 = 0;
 /// Completion status: the executor's own check refused the piece (the kernel stops the

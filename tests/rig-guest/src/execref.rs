@@ -266,11 +266,8 @@ impl Shared {
         let mem = unsafe { std::slice::from_raw_parts_mut(m.ptr(), m.len()) };
         let t = std::time::Instant::now();
         match exec::apply_piece(mem, e) {
-            // its own time, for the kernel's piece sizes (at least 1: 0 is "not measured")
-            Some(v) => {
-                let ns = (t.elapsed().as_nanos() as u64).max(1);
-                self.complete(e.seq, exec::STATUS_OK, v, ns)
-            }
+            // its own time, for the kernel's piece sizes
+            Some(v) => self.complete(e.seq, exec::STATUS_OK, v, exec::work_ns(t.elapsed())),
             None => {
                 lock(&self.cq).1.refused += 1;
                 self.complete(e.seq, exec::STATUS_REFUSED, 0, 0)

@@ -246,8 +246,7 @@ impl<'e, K: Kernel> Daemon<'e, K> {
         let mut refs: Vec<&mut Vram<'e>> = vrams.into_iter().map(|(_, v)| v).collect();
         let out = match self.ex.execute_pieces(&mut refs, &work) {
             Ok(results) => {
-                // at least 1: 0 says "not measured"
-                let ns = (t.elapsed().as_nanos() as u64).max(1);
+                let ns = exec::work_ns(t.elapsed());
                 results
                     .into_iter()
                     .zip(batch)

@@ -33,14 +33,16 @@
 //! # Layout of the crate
 //! [`config`] (flags), [`layout`] (memory map, e820), [`acpi`] (MADT for the vCPUs,
 //! FADT/DSDT for power off and reset), [`boot`] (kernel, initrd, start info), [`cpu`]
-//! (vCPU registers, CPUID), [`devices`] (serial, power, reset ports), [`pci`] (config
-//! mechanism #1, host bridge), [`vgpu`] (the vGPU through VFIO), [`vcpu`] (the vCPU
-//! threads), [`vm`] (one VM from start to end).
+//! (vCPU registers, CPUID), [`cpu_state`] (a vCPU's state when the VM is stopped from
+//! outside), [`devices`] (serial, power, reset ports), [`pci`] (config mechanism #1,
+//! host bridge), [`vgpu`] (the vGPU through VFIO), [`vcpu`] (the vCPU threads), [`vm`]
+//! (one VM from start to end).
 
 pub mod acpi;
 pub mod boot;
 pub mod config;
 pub mod cpu;
+pub mod cpu_state;
 pub mod devices;
 pub mod display;
 pub mod dma;

@@ -91,6 +91,8 @@ struct ExitCounts {
     total: u64,
     mmio: u64,
     pio: std::collections::HashMap<u16, u64>,
+    /// When the guest last exited to this thread for a device (not a kick), and why.
+    last: Option<(std::time::Instant, String)>,
 }
 
 impl ExitCounts {
@@ -122,6 +124,15 @@ pub fn run(id: u8, mut vcpu: VcpuFd, bus: Arc<PioBus>, state: Arc<VmState>) {
         }
         let exit = vcpu.run();
         counts.total += 1;
+        match &exit {
+            Ok(VcpuExit::IoIn(port, _)) | Ok(VcpuExit::IoOut(port, _)) => {
+                counts.last = Some((std::time::Instant::now(), format!("port {port:#x}")));
+            }
+            Ok(VcpuExit::MmioRead(addr, _)) | Ok(VcpuExit::MmioWrite(addr, _)) => {
+                counts.last = Some((std::time::Instant::now(), format!("MMIO {addr:#x}")));
+            }
+            _ => {}
+        }
         let end = match exit {
             Ok(VcpuExit::IoIn(port, data)) => {
                 *counts.pio.entry(port).or_default() += 1;
@@ -176,5 +187,14 @@ pub fn run(id: u8, mut vcpu: VcpuFd, bus: Arc<PioBus>, state: Arc<VmState>) {
         }
     }
     counts.report(id);
+    if matches!(state.end(), Some(VmEnd::Signal(_))) {
+        // Stopped from outside (an operator, or a test's timeout): where the guest was
+        // is what tells a hung guest (halted, a timer due or a vector pending) from a
+        // slow one.
+        eprintln!(
+            "vgpu-vmm: {}",
+            crate::cpu_state::describe(id, &vcpu, &counts.last)
+        );
+    }
     log::debug!("vCPU {id}: stopped");
 }

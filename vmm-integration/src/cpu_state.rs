@@ -9,6 +9,25 @@ use std::time::Instant;
 use kvm_bindings::{kvm_msr_entry, Msrs};
 use kvm_ioctls::VcpuFd;
 
+/// What a vCPU last exited to the VMM for (kept on every device exit: no formatting
+/// there, only at the stop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceExit {
+    /// Port I/O at this port.
+    Port(u16),
+    /// MMIO at this guest-physical address.
+    Mmio(u64),
+}
+
+impl std::fmt::Display for DeviceExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceExit::Port(p) => write!(f, "port {p:#x}"),
+            DeviceExit::Mmio(a) => write!(f, "MMIO {a:#x}"),
+        }
+    }
+}
+
 /// IA32_TSC (the guest's TSC) and IA32_TSC_DEADLINE.
 const MSR_TSC: u32 = 0x10;
 const MSR_TSC_DEADLINE: u32 = 0x6e0;
@@ -20,11 +39,11 @@ pub struct Apic {
     pub tpr: u32,
     /// LVT timer: vector, mask (bit 16), mode (bits 17-18: one-shot, periodic, TSC deadline).
     pub lvt_timer: u32,
-    /// Initial and current count of the timer (one-shot and periodic modes).
+    /// The timer's initial count (one-shot and periodic modes).
     pub tmict: u32,
-    /// Current count.
+    /// The timer's current count.
     pub tmcct: u32,
-    /// Vectors requested (IRR) and in service (ISR).
+    /// Vectors requested.
     pub irr: Vec<u8>,
     /// Vectors in service.
     pub isr: Vec<u8>,
@@ -140,7 +159,7 @@ fn deadline(vcpu: &VcpuFd) -> String {
 
 /// One line on vCPU `id` as it is now (call from its own thread, out of KVM_RUN);
 /// `last` is its last exit to userspace for a device.
-pub fn describe(id: u8, vcpu: &VcpuFd, last: &Option<(Instant, String)>) -> String {
+pub fn describe(id: u8, vcpu: &VcpuFd, last: Option<(Instant, DeviceExit)>) -> String {
     let mp = vcpu
         .get_mp_state()
         .map(|m| mp_state_name(m.mp_state))
@@ -221,6 +240,8 @@ mod tests {
         assert_eq!(a.timer(), "timer TSC deadline vector 236, count 3/5");
         assert_eq!(list(&a.irr), "236");
         assert_eq!(list(&[]), "none");
+        assert_eq!(DeviceExit::Port(0x3fa).to_string(), "port 0x3fa");
+        assert_eq!(DeviceExit::Mmio(0xd0000914).to_string(), "MMIO 0xd0000914");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::cpu_state::DeviceExit;
 use crate::devices::{GuestEvent, PioBus};
 
 /// The signal that kicks a vCPU thread out of KVM_RUN (its handler does nothing).
@@ -92,10 +93,20 @@ struct ExitCounts {
     mmio: u64,
     pio: std::collections::HashMap<u16, u64>,
     /// When the guest last exited to this thread for a device (not a kick), and why.
-    last: Option<(std::time::Instant, String)>,
+    last: Option<(std::time::Instant, DeviceExit)>,
 }
 
 impl ExitCounts {
+    fn port(&mut self, port: u16) {
+        *self.pio.entry(port).or_default() += 1;
+        self.last = Some((std::time::Instant::now(), DeviceExit::Port(port)));
+    }
+
+    fn mmio(&mut self, addr: u64) {
+        self.mmio += 1;
+        self.last = Some((std::time::Instant::now(), DeviceExit::Mmio(addr)));
+    }
+
     fn report(&self, id: u8) {
         let mut ports: Vec<_> = self.pio.iter().map(|(p, n)| (*n, *p)).collect();
         ports.sort_unstable_by(|a, b| b.cmp(a));
@@ -124,27 +135,18 @@ pub fn run(id: u8, mut vcpu: VcpuFd, bus: Arc<PioBus>, state: Arc<VmState>) {
         }
         let exit = vcpu.run();
         counts.total += 1;
-        match &exit {
-            Ok(VcpuExit::IoIn(port, _)) | Ok(VcpuExit::IoOut(port, _)) => {
-                counts.last = Some((std::time::Instant::now(), format!("port {port:#x}")));
-            }
-            Ok(VcpuExit::MmioRead(addr, _)) | Ok(VcpuExit::MmioWrite(addr, _)) => {
-                counts.last = Some((std::time::Instant::now(), format!("MMIO {addr:#x}")));
-            }
-            _ => {}
-        }
         let end = match exit {
             Ok(VcpuExit::IoIn(port, data)) => {
-                *counts.pio.entry(port).or_default() += 1;
+                counts.port(port);
                 bus.read(port, data);
                 None
             }
             Ok(VcpuExit::IoOut(port, data)) => {
-                *counts.pio.entry(port).or_default() += 1;
+                counts.port(port);
                 bus.write(port, data).map(VmEnd::Guest)
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {
-                counts.mmio += 1;
+                counts.mmio(addr);
                 if !bus.pci().mmio_read(addr, data) {
                     log::trace!("vCPU {id}: MMIO read {addr:#x}: no device");
                     data.fill(0xff);
@@ -152,7 +154,7 @@ pub fn run(id: u8, mut vcpu: VcpuFd, bus: Arc<PioBus>, state: Arc<VmState>) {
                 None
             }
             Ok(VcpuExit::MmioWrite(addr, data)) => {
-                counts.mmio += 1;
+                counts.mmio(addr);
                 crate::ioeventfd::note_mmio_write(addr);
                 if !bus.pci().mmio_write(addr, data) {
                     log::trace!("vCPU {id}: MMIO write {addr:#x}: no device");
@@ -193,7 +195,7 @@ pub fn run(id: u8, mut vcpu: VcpuFd, bus: Arc<PioBus>, state: Arc<VmState>) {
         // slow one.
         eprintln!(
             "vgpu-vmm: {}",
-            crate::cpu_state::describe(id, &vcpu, &counts.last)
+            crate::cpu_state::describe(id, &vcpu, counts.last)
         );
     }
     log::debug!("vCPU {id}: stopped");

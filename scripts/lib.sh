@@ -32,7 +32,9 @@ kver_of() {
 #   RK_IMAGE  what QEMU boots: Debian's vmlinux via PVH; the debug kernel's bzImage
 #             (a KASAN vmlinux crashes when entered via PVH, before KASAN is set up)
 #   RK_KDIR   the tree out-of-tree modules build against
-#   RK_TAG    a name for per-kernel build directories (target/rig/build/<RK_TAG>)
+#   RK_TAG    a name for per-kernel build directories
+#   RK_BUILD  that directory, $RIG_DIR/build/<RK_TAG>: tests/rig/build.sh leaves the
+#             modules there (vgpu_shim.ko, ...), tests/rig/rig.sh packs them from there
 # The debug kernel is tests/rig/debug-kernel/build.sh's cached build; it must exist.
 rig_kernel() {
 	case "$1" in
@@ -51,6 +53,7 @@ rig_kernel() {
 		RK_TAG=$RK_KVER
 		;;
 	esac
+	RK_BUILD=$RIG_DIR/build/$RK_TAG
 }
 
 # pack_modules <moddir> <destdir> <module>... — copy the named modules of a kernel

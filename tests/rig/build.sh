@@ -10,7 +10,7 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 flavour=${1:-6.1}
 rig_kernel "$flavour"
 kver=$RK_KVER
-out=$RIG_DIR/build/$RK_TAG
+out=$RK_BUILD
 mkdir -p "$out"
 # Build from a private copy so two kernels never share object files.
 rm -rf "$out/src"

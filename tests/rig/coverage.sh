@@ -42,7 +42,7 @@ fi
 ls "$gdir"/src/*.gcno >/dev/null 2>&1 || die "no .gcno files: is GCOV_PROFILE honoured by $RK_KDIR?"
 
 # rig.sh boots build/<tag>/vgpu_shim.ko: the instrumented one for this boot only.
-ko=$RIG_DIR/build/$RK_TAG/vgpu_shim.ko
+ko=$RK_BUILD/vgpu_shim.ko
 cp "$ko" "$gdir/vgpu_shim.ko.normal"
 cp "$gdir/src/vgpu_shim.ko" "$ko"
 trap 'cp "$gdir/vgpu_shim.ko.normal" "$ko"' EXIT

@@ -85,7 +85,7 @@ rig_kernel "$flavour"
 kver=$RK_KVER
 [ -f "$RK_IMAGE" ] || die "no rig kernel for $kver ($RK_IMAGE): run scripts/setup"
 musl=$top/target/x86_64-unknown-linux-musl/release
-modbuild=$RIG_DIR/build/$RK_TAG
+modbuild=$RK_BUILD
 # unknown_nmi_panic + panic_print=0xd: the boot watchdog's NMI (see boot_once) makes a
 # hung guest panic and print every task's stack, its timers and (debug) the locks held.
 nmi_dump="unknown_nmi_panic panic_print=0xd"

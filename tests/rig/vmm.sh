@@ -33,12 +33,17 @@ share | lifecycle | reset | qemu | bochs | bench | engine)
 	shift
 	;;
 esac
-kver=$(kver_of "$flavour")
+case "$flavour" in
+6.1 | 6.12) ;;
+*) die "vmm.sh boots Debian's kernels as L2: use 6.1 or 6.12, not '$flavour'" ;;
+esac
+rig_kernel "$flavour"
+kver=$RK_KVER
 # Resolved: L1 sees the host's / under /host, where a symlink to an absolute path
 # (a worktree's target/rig/kernels) would point into L1's own tree.
-vmlinux=$(readlink -f "$RIG_DIR/kernels/$kver/vmlinux")
+vmlinux=$(readlink -f "$RK_IMAGE")
 [ -f "$vmlinux" ] || die "no vmlinux for $kver ($vmlinux): run scripts/setup"
-bzimage=$(readlink -f "$RIG_DIR/kernels/$kver/boot/vmlinuz-$kver")
+bzimage=$(readlink -f "$RK_DIR/boot/vmlinuz-$kver")
 [ -f "$bzimage" ] || die "no bzImage for $kver ($bzimage): run scripts/setup"
 # The guest driver and the engine client go into L2's initramfs: build them (and
 # what L1 boots) now, and tell rig.sh not to build again.
@@ -46,7 +51,7 @@ case " $* " in
 *" --no-build "*) ;;
 *) "$top/tests/rig/build.sh" "$flavour" ;;
 esac
-gko=$RIG_DIR/build/$kver/guest/vgpu_guest.ko
+gko=$RK_BUILD/guest/vgpu_guest.ko
 client=$top/target/x86_64-unknown-linux-musl/release/vgpu-engine-client
 [ -f "$gko" ] || die "$gko missing (tests/rig/build.sh $flavour)"
 [ -x "$client" ] || die "$client missing (tests/rig/build.sh $flavour)"
@@ -60,7 +65,7 @@ cp /bin/busybox "$l2/root/bin/busybox"
 cp "$gko" "$l2/root/lib/vgpu_guest.ko"
 cp "$client" "$l2/root/bin/vgpu-engine-client"
 # bochs-drm and its DRM helpers, from the same kernel (l2mode=bochs).
-pack_modules "$RIG_DIR/kernels/$kver/lib/modules/$kver" "$l2/root/lib/mods" bochs
+pack_modules "$RK_DIR/lib/modules/$kver" "$l2/root/lib/mods" bochs
 ln -s busybox "$l2/root/bin/sh"
 cat >"$l2/root/init" <<'INIT'
 #!/bin/sh

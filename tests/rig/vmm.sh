@@ -33,10 +33,8 @@ share | lifecycle | reset | qemu | bochs | bench | engine)
 	shift
 	;;
 esac
-case "$flavour" in
-6.1 | 6.12) ;;
-*) die "vmm.sh boots Debian's kernels as L2: use 6.1 or 6.12, not '$flavour'" ;;
-esac
+# rig_kernel also knows the debug kernel; L2 must be a Debian one (kver_of refuses the rest).
+[ "$flavour" != debug ] || die "vmm.sh boots Debian's kernels as L2: use 6.1 or 6.12, not 'debug'"
 rig_kernel "$flavour"
 kver=$RK_KVER
 # Resolved: L1 sees the host's / under /host, where a symlink to an absolute path
